@@ -1,0 +1,6 @@
+//! veilfs: an encrypted overlay filesystem for chat backups kept on
+//! storage you do not control. See docs/ARCHITECTURE.md for the map.
+
+pub mod content;
+pub mod keys;
+pub mod names;

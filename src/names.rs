@@ -1,0 +1,517 @@
+//! Name encryption, directory IVs, long names, symlink targets and
+//! extended attributes.
+//!
+//! Names are encrypted deterministically (AES-256-GCM-SIV with a nonce and
+//! associated data taken from the directory IV), so a name can be looked up
+//! without listing the directory, and two devices that create the same name
+//! in the same directory produce the same backing name. See docs/FORMAT.md,
+//! "Names".
+
+use std::fmt;
+
+use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::content::{NONCE_LEN, TAG_LEN, as_nonce, as_tag};
+use crate::keys::{DerivedKeys, SecretKey};
+
+pub const DIR_IV_LEN: usize = 16;
+/// File holding a directory's IV, in every backing directory but the root.
+pub const DIR_IV_FILE: &str = "veilfs.diriv";
+/// Suffix of a long-name entry; `<hash>.vln.name` holds the full name.
+pub const LONG_NAME_SUFFIX: &str = ".vln";
+pub const LONG_NAME_RECORD_SUFFIX: &str = ".vln.name";
+/// Base64url of a SHA-256 digest without padding.
+pub const LONG_NAME_HASH_LEN: usize = 43;
+/// Longest plaintext name, as on ext4.
+pub const MAX_NAME_LEN: usize = 255;
+/// Names are padded to a multiple of this, hiding their exact length.
+pub const NAME_PAD: usize = 16;
+/// Default and allowed range of the long-name threshold: the longest
+/// encoded name stored as is. 175 leaves 80 bytes of a 255-byte limit for
+/// the suffixes sync clients append to conflict copies.
+pub const DEFAULT_LONG_NAME_THRESHOLD: u32 = 175;
+pub const MIN_LONG_NAME_THRESHOLD: u32 = 64;
+pub const MAX_LONG_NAME_THRESHOLD: u32 = 240;
+/// Shortest regular encoded name: one padding block plus the tag.
+const MIN_ENCODED_LEN: usize = 43;
+
+const XATTR_NAME_AD: &[u8] = b"veilfs v1 xattr name";
+const SYMLINK_AD: &[u8] = b"veilfs v1 symlink";
+const XATTR_VALUE_AD: &[u8] = b"veilfs v1 xattr value";
+
+/// A directory's 128-bit IV.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DirIv(pub [u8; DIR_IV_LEN]);
+
+impl fmt::Debug for DirIv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DirIv({})", hex::encode(self.0))
+    }
+}
+
+impl DirIv {
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(DirIv)
+    }
+}
+
+/// Why a name could not be encrypted or decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    /// Empty, `.`/`..`, containing `/` or NUL, or longer than 255 bytes.
+    Invalid,
+    TooLong,
+    /// Not base64url, or a length no encryption produces.
+    BadEncoding,
+    /// Authentication failed: tampered, or moved from another directory.
+    Unauthentic,
+    /// The padding is malformed although the tag matched (a writer bug).
+    BadPadding,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameError::Invalid => "invalid file name",
+            NameError::TooLong => "file name longer than 255 bytes",
+            NameError::BadEncoding => "not a veilfs encrypted name",
+            NameError::Unauthentic => {
+                "encrypted name failed authentication (tampered, or moved from another directory)"
+            }
+            NameError::BadPadding => "encrypted name has bad padding",
+        })
+    }
+}
+
+impl std::error::Error for NameError {}
+
+/// Rejects what must never reach the backing store.
+pub fn validate_plain_name(name: &[u8]) -> Result<(), NameError> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(NameError::Invalid);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    Ok(())
+}
+
+/// How a plaintext name is stored in its backing directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackingName {
+    /// The encoded encrypted name is the entry name.
+    Regular(String),
+    /// The entry is `<hash>.vln`; `<hash>.vln.name` holds `full`.
+    Long { entry: String, full: String },
+}
+
+impl BackingName {
+    /// The name of the entry in the backing directory.
+    pub fn entry(&self) -> &str {
+        match self {
+            BackingName::Regular(n) => n,
+            BackingName::Long { entry, .. } => entry,
+        }
+    }
+
+    /// The long-name side record to write beside the entry, if any.
+    pub fn long_record(&self) -> Option<(String, &str)> {
+        match self {
+            BackingName::Regular(_) => None,
+            BackingName::Long { entry, full } => Some((format!("{entry}.name"), full.as_str())),
+        }
+    }
+}
+
+/// Hashed entry name for a long encoded name.
+pub fn long_entry_name(full_encoded: &str) -> String {
+    let digest = Sha256::digest(full_encoded.as_bytes());
+    let mut s = B64.encode(digest);
+    s.push_str(LONG_NAME_SUFFIX);
+    s
+}
+
+/// What a name found in a backing directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind<'a> {
+    /// An encoded encrypted name.
+    Regular(&'a str),
+    /// A long-name entry; the argument is the entry name.
+    Long(&'a str),
+    /// A long-name side record (`<hash>.vln.name`): not listed itself.
+    LongRecord,
+    /// veilfs's own metadata: `veilfs.conf`, its backup, dir IV files.
+    Metadata,
+    /// Anything else: a sync client's files, conflict copies, foreign
+    /// files. Never listed as is, never deleted.
+    Foreign,
+}
+
+fn is_b64url(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Classifies a backing entry name without any key.
+pub fn classify_entry(name: &str) -> EntryKind<'_> {
+    if name.starts_with("veilfs.") {
+        return EntryKind::Metadata;
+    }
+    if let Some(hash) = name.strip_suffix(LONG_NAME_RECORD_SUFFIX) {
+        if hash.len() == LONG_NAME_HASH_LEN && is_b64url(hash) {
+            return EntryKind::LongRecord;
+        }
+        return EntryKind::Foreign;
+    }
+    if let Some(hash) = name.strip_suffix(LONG_NAME_SUFFIX) {
+        if hash.len() == LONG_NAME_HASH_LEN && is_b64url(hash) {
+            return EntryKind::Long(name);
+        }
+        return EntryKind::Foreign;
+    }
+    if name.len() >= MIN_ENCODED_LEN && is_b64url(name) {
+        return EntryKind::Regular(name);
+    }
+    EntryKind::Foreign
+}
+
+/// Encrypts and decrypts names, derives directory IVs, and seals symlink
+/// targets and extended attributes. One per mount.
+#[derive(Clone)]
+pub struct NameCipher {
+    names: Aes256GcmSiv,
+    metadata: Aes256GcmSiv,
+    dir_iv_key: SecretKey,
+    root_iv: DirIv,
+    long_name_threshold: usize,
+}
+
+impl fmt::Debug for NameCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameCipher")
+            .field("long_name_threshold", &self.long_name_threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NameCipher {
+    pub fn new(keys: &DerivedKeys, long_name_threshold: u32) -> Self {
+        NameCipher {
+            names: Aes256GcmSiv::new(keys.names.as_bytes().into()),
+            metadata: Aes256GcmSiv::new(keys.metadata.as_bytes().into()),
+            dir_iv_key: keys.dir_iv.clone(),
+            root_iv: DirIv(keys.root_dir_iv),
+            long_name_threshold: long_name_threshold as usize,
+        }
+    }
+
+    pub fn root_iv(&self) -> DirIv {
+        self.root_iv
+    }
+
+    pub fn long_name_threshold(&self) -> usize {
+        self.long_name_threshold
+    }
+
+    /// The IV of a new directory named `name` in a directory with IV
+    /// `parent`: HMAC-SHA256(dir IV key, parent IV || name), first 16
+    /// bytes. Deterministic, so two devices creating the same folder agree.
+    pub fn child_dir_iv(&self, parent: &DirIv, name: &[u8]) -> DirIv {
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(&parent.0);
+        mac.update(name);
+        let out = mac.finalize().into_bytes();
+        let mut iv = [0u8; DIR_IV_LEN];
+        iv.copy_from_slice(&out[..DIR_IV_LEN]);
+        DirIv(iv)
+    }
+
+    /// Encrypts a plaintext name to its encoded form (which may still be
+    /// long; see [`NameCipher::backing_name`]).
+    pub fn encrypt_name(&self, dir: &DirIv, name: &[u8]) -> Result<String, NameError> {
+        validate_plain_name(name)?;
+        let pad = NAME_PAD - name.len() % NAME_PAD;
+        let mut buf = Vec::with_capacity(name.len() + pad + TAG_LEN);
+        buf.extend_from_slice(name);
+        buf.resize(name.len() + pad, pad as u8);
+        let tag = self
+            .names
+            .encrypt_inout_detached(
+                &as_nonce(&dir.0[..NONCE_LEN]),
+                &dir.0,
+                buf.as_mut_slice().into(),
+            )
+            .expect("names are short");
+        buf.extend_from_slice(&tag);
+        Ok(B64.encode(&buf))
+    }
+
+    /// The backing entry for a plaintext name.
+    pub fn backing_name(&self, dir: &DirIv, name: &[u8]) -> Result<BackingName, NameError> {
+        let full = self.encrypt_name(dir, name)?;
+        Ok(self.backing_name_for_encoded(full))
+    }
+
+    pub fn backing_name_for_encoded(&self, full: String) -> BackingName {
+        if full.len() > self.long_name_threshold {
+            BackingName::Long {
+                entry: long_entry_name(&full),
+                full,
+            }
+        } else {
+            BackingName::Regular(full)
+        }
+    }
+
+    /// Decrypts an encoded name (a regular entry, or a long-name record's
+    /// content).
+    pub fn decrypt_name(&self, dir: &DirIv, encoded: &str) -> Result<Vec<u8>, NameError> {
+        let mut buf = B64
+            .decode(encoded.trim_end().as_bytes())
+            .map_err(|_| NameError::BadEncoding)?;
+        if buf.len() < NAME_PAD + TAG_LEN || (buf.len() - TAG_LEN) % NAME_PAD != 0 {
+            return Err(NameError::BadEncoding);
+        }
+        let body_len = buf.len() - TAG_LEN;
+        let (body, tag) = buf.split_at_mut(body_len);
+        let tag = as_tag(tag);
+        self.names
+            .decrypt_inout_detached(&as_nonce(&dir.0[..NONCE_LEN]), &dir.0, body.into(), &tag)
+            .map_err(|_| NameError::Unauthentic)?;
+        buf.truncate(body_len);
+        let pad = *buf.last().ok_or(NameError::BadPadding)? as usize;
+        if pad == 0
+            || pad > NAME_PAD
+            || pad > buf.len()
+            || !buf[buf.len() - pad..].iter().all(|&b| b as usize == pad)
+        {
+            return Err(NameError::BadPadding);
+        }
+        buf.truncate(buf.len() - pad);
+        validate_plain_name(&buf).map_err(|_| NameError::BadPadding)?;
+        Ok(buf)
+    }
+
+    /// Seals a symlink target; the result is the backing symlink's target.
+    pub fn encrypt_symlink_target(&self, target: &[u8]) -> String {
+        B64.encode(self.seal_metadata(SYMLINK_AD, target))
+    }
+
+    pub fn decrypt_symlink_target(&self, stored: &[u8]) -> Result<Vec<u8>, NameError> {
+        let raw = B64.decode(stored).map_err(|_| NameError::BadEncoding)?;
+        self.open_metadata(SYMLINK_AD, raw)
+    }
+
+    /// Encrypts a `user.*` attribute name (without the prefix) to the
+    /// backing attribute name, deterministically so it can be looked up.
+    pub fn encrypt_xattr_name(&self, name: &[u8]) -> String {
+        let mut buf = name.to_vec();
+        let nonce = [0u8; NONCE_LEN];
+        let tag = self
+            .names
+            .encrypt_inout_detached(&as_nonce(&nonce), XATTR_NAME_AD, buf.as_mut_slice().into())
+            .expect("attribute names are short");
+        buf.extend_from_slice(&tag);
+        format!("user.{}", B64.encode(&buf))
+    }
+
+    pub fn decrypt_xattr_name(&self, backing: &str) -> Result<Vec<u8>, NameError> {
+        let enc = backing
+            .strip_prefix("user.")
+            .ok_or(NameError::BadEncoding)?;
+        let mut buf = B64.decode(enc).map_err(|_| NameError::BadEncoding)?;
+        if buf.len() < TAG_LEN {
+            return Err(NameError::BadEncoding);
+        }
+        let body_len = buf.len() - TAG_LEN;
+        let (body, tag) = buf.split_at_mut(body_len);
+        let tag = as_tag(tag);
+        let nonce = [0u8; NONCE_LEN];
+        self.names
+            .decrypt_inout_detached(&as_nonce(&nonce), XATTR_NAME_AD, body.into(), &tag)
+            .map_err(|_| NameError::Unauthentic)?;
+        buf.truncate(body_len);
+        Ok(buf)
+    }
+
+    /// Seals an attribute value, bound to its encrypted attribute name so
+    /// values cannot be swapped between attributes.
+    pub fn encrypt_xattr_value(&self, backing_name: &str, value: &[u8]) -> Vec<u8> {
+        let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
+        self.seal_metadata(&ad, value)
+    }
+
+    pub fn decrypt_xattr_value(
+        &self,
+        backing_name: &str,
+        stored: Vec<u8>,
+    ) -> Result<Vec<u8>, NameError> {
+        let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
+        self.open_metadata(&ad, stored)
+    }
+
+    fn seal_metadata(&self, ad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = self
+            .metadata
+            .encrypt_inout_detached(&as_nonce(&nonce), ad, out[NONCE_LEN..].as_mut().into())
+            .expect("metadata is small");
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    fn open_metadata(&self, ad: &[u8], mut raw: Vec<u8>) -> Result<Vec<u8>, NameError> {
+        if raw.len() < NONCE_LEN + TAG_LEN {
+            return Err(NameError::BadEncoding);
+        }
+        let body_end = raw.len() - TAG_LEN;
+        let tag = as_tag(&raw[body_end..]);
+        let nonce = &as_nonce(&raw[..NONCE_LEN]);
+        self.metadata
+            .decrypt_inout_detached(&nonce, ad, raw[NONCE_LEN..body_end].as_mut().into(), &tag)
+            .map_err(|_| NameError::Unauthentic)?;
+        raw.truncate(body_end);
+        raw.drain(..NONCE_LEN);
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::MasterKey;
+
+    fn cipher() -> NameCipher {
+        NameCipher::new(
+            &MasterKey::from_bytes([3u8; 32]).derive(),
+            DEFAULT_LONG_NAME_THRESHOLD,
+        )
+    }
+
+    #[test]
+    fn round_trip_and_determinism() {
+        let c = cipher();
+        let dir = c.root_iv();
+        for name in [
+            "a",
+            "chat.db",
+            "0123456789abcdef",
+            "ümlaut ✓ 日本語",
+            &"x".repeat(255),
+        ] {
+            let e1 = c.encrypt_name(&dir, name.as_bytes()).unwrap();
+            let e2 = c.encrypt_name(&dir, name.as_bytes()).unwrap();
+            assert_eq!(e1, e2, "deterministic");
+            assert!(matches!(classify_entry(&e1), EntryKind::Regular(_)));
+            assert_eq!(c.decrypt_name(&dir, &e1).unwrap(), name.as_bytes());
+        }
+    }
+
+    #[test]
+    fn padding_hides_exact_length() {
+        let c = cipher();
+        let dir = c.root_iv();
+        let a = c.encrypt_name(&dir, b"a").unwrap();
+        let b = c.encrypt_name(&dir, b"abcdefghijklmno").unwrap();
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.len(), 43);
+    }
+
+    #[test]
+    fn name_moved_to_other_dir_fails() {
+        let c = cipher();
+        let other = c.child_dir_iv(&c.root_iv(), b"sub");
+        let e = c.encrypt_name(&c.root_iv(), b"secret.txt").unwrap();
+        assert_eq!(c.decrypt_name(&other, &e), Err(NameError::Unauthentic));
+    }
+
+    #[test]
+    fn invalid_names_never_encrypt() {
+        let c = cipher();
+        let dir = c.root_iv();
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
+            assert_eq!(c.encrypt_name(&dir, bad), Err(NameError::Invalid));
+        }
+        assert_eq!(c.encrypt_name(&dir, &[b'x'; 256]), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn long_names_hash() {
+        let c = cipher();
+        let dir = c.root_iv();
+        let long = "é".repeat(127); // 254 bytes
+        match c.backing_name(&dir, long.as_bytes()).unwrap() {
+            BackingName::Long { entry, full } => {
+                assert!(entry.len() <= 47);
+                assert_eq!(classify_entry(&entry), EntryKind::Long(&entry));
+                assert_eq!(
+                    classify_entry(&format!("{entry}.name")),
+                    EntryKind::LongRecord
+                );
+                assert_eq!(c.decrypt_name(&dir, &full).unwrap(), long.as_bytes());
+                assert_eq!(entry, long_entry_name(&full));
+            }
+            other => panic!("expected a long name, got {other:?}"),
+        }
+        assert!(matches!(
+            c.backing_name(&dir, b"short").unwrap(),
+            BackingName::Regular(_)
+        ));
+    }
+
+    #[test]
+    fn classify_foreign() {
+        for f in [
+            ".stfolder",
+            ".stignore",
+            "desktop.ini",
+            ".DS_Store",
+            ".dropbox.cache",
+            "abc",
+            "x (1)",
+        ] {
+            assert_eq!(classify_entry(f), EntryKind::Foreign, "{f}");
+        }
+        assert_eq!(classify_entry("veilfs.conf"), EntryKind::Metadata);
+        assert_eq!(classify_entry(DIR_IV_FILE), EntryKind::Metadata);
+    }
+
+    #[test]
+    fn dir_iv_depends_on_parent_and_name() {
+        let c = cipher();
+        let r = c.root_iv();
+        let a = c.child_dir_iv(&r, b"a");
+        assert_eq!(a, c.child_dir_iv(&r, b"a"));
+        assert_ne!(a, c.child_dir_iv(&r, b"b"));
+        assert_ne!(c.child_dir_iv(&a, b"a"), a);
+    }
+
+    #[test]
+    fn symlink_and_xattr_round_trip() {
+        let c = cipher();
+        let t = c.encrypt_symlink_target(b"../target/file");
+        assert!(!t.contains('/'));
+        assert_eq!(
+            c.decrypt_symlink_target(t.as_bytes()).unwrap(),
+            b"../target/file"
+        );
+        let n = c.encrypt_xattr_name(b"comment");
+        assert_eq!(n, c.encrypt_xattr_name(b"comment"));
+        assert_eq!(c.decrypt_xattr_name(&n).unwrap(), b"comment");
+        let v = c.encrypt_xattr_value(&n, b"value");
+        assert_eq!(c.decrypt_xattr_value(&n, v.clone()).unwrap(), b"value");
+        let n2 = c.encrypt_xattr_name(b"other");
+        assert_eq!(c.decrypt_xattr_value(&n2, v), Err(NameError::Unauthentic));
+    }
+}
