@@ -2,5 +2,6 @@
 //! storage you do not control. See docs/ARCHITECTURE.md for the map.
 
 pub mod content;
+pub mod cryptfile;
 pub mod keys;
 pub mod names;

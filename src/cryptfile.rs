@@ -1,0 +1,542 @@
+//! Plaintext reads, writes and truncation of one encrypted backing file.
+//!
+//! This is the content format of docs/FORMAT.md §4 applied to a file
+//! descriptor. It knows nothing of FUSE, so the mount, `veilfs cat` and
+//! `veilfs fsck` share it. Callers serialise access: reads may run in
+//! parallel with each other, but a write or truncate needs exclusive access
+//! to the file (the FUSE layer holds a per-inode lock).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::os::fd::AsFd;
+
+use rustix::fs::fstat;
+use rustix::io::{pread, pwrite};
+
+use crate::content::{
+    CHUNK_OVERHEAD, ChunkError, ContentCipher, FileHeader, HEADER_LEN, HeaderError, Opened,
+};
+
+/// Why a read or write failed.
+#[derive(Debug)]
+pub enum CryptFileError {
+    Io(io::Error),
+    /// The header is missing or damaged: no chunk of the file can be read.
+    Header(HeaderError),
+    /// Chunk `index` failed authentication.
+    Chunk {
+        index: u64,
+        error: ChunkError,
+    },
+}
+
+impl fmt::Display for CryptFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CryptFileError::Io(e) => write!(f, "{e}"),
+            CryptFileError::Header(e) => write!(f, "{e}"),
+            CryptFileError::Chunk { index, error } => write!(f, "chunk {index}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for CryptFileError {}
+
+impl From<io::Error> for CryptFileError {
+    fn from(e: io::Error) -> Self {
+        CryptFileError::Io(e)
+    }
+}
+
+impl From<rustix::io::Errno> for CryptFileError {
+    fn from(e: rustix::io::Errno) -> Self {
+        CryptFileError::Io(e.into())
+    }
+}
+
+impl CryptFileError {
+    /// The errno a syscall caller should see: authentication failures are
+    /// EIO, never garbage.
+    pub fn errno(&self) -> i32 {
+        match self {
+            CryptFileError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CryptFileError>;
+
+/// Per-thread buffers, reused across requests so the hot path does not
+/// allocate.
+#[derive(Default)]
+struct Scratch {
+    cipher: Vec<u8>,
+    plain: Vec<u8>,
+    chunk: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn pread_full<Fd: AsFd>(fd: Fd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match pread(&fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(done)
+}
+
+fn pwrite_full<Fd: AsFd>(fd: Fd, buf: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match pwrite(&fd, &buf[done..], offset + done as u64) {
+            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The size of the backing file, from one fstat.
+pub fn backing_size<Fd: AsFd>(fd: Fd) -> io::Result<u64> {
+    Ok(fstat(fd)?.st_size as u64)
+}
+
+/// Reads and checks the header of a non-empty backing file.
+pub fn read_header<Fd: AsFd>(fd: Fd, cipher: &ContentCipher) -> Result<Option<FileHeader>> {
+    let mut buf = [0u8; HEADER_LEN];
+    let n = pread_full(&fd, &mut buf, 0)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    FileHeader::parse(&buf[..n], cipher.layout())
+        .map(Some)
+        .map_err(CryptFileError::Header)
+}
+
+/// One encrypted file: the backing fd, the vault's content cipher, and the
+/// file's header once known.
+pub struct CryptFile<'a, Fd: AsFd> {
+    fd: Fd,
+    cipher: &'a ContentCipher,
+    header: Option<FileHeader>,
+}
+
+impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
+    /// `header` is the cached header if the caller has one; `None` means
+    /// "read it from the file when needed".
+    pub fn new(fd: Fd, cipher: &'a ContentCipher, header: Option<FileHeader>) -> Self {
+        CryptFile { fd, cipher, header }
+    }
+
+    pub fn header(&self) -> Option<FileHeader> {
+        self.header
+    }
+
+    fn load_header(&mut self) -> Result<Option<FileHeader>> {
+        if self.header.is_none() {
+            self.header = read_header(&self.fd, self.cipher)?;
+        }
+        Ok(self.header)
+    }
+
+    pub fn plain_size(&self) -> io::Result<u64> {
+        Ok(self.cipher.layout().plain_size(backing_size(&self.fd)?))
+    }
+
+    /// Reads up to `buf.len()` plaintext bytes at `offset`; returns how many
+    /// were read (short only at end of file). A chunk that fails
+    /// authentication fails the whole read with its index.
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.read_at_with(offset, buf, |_, e| Err(e))
+    }
+
+    /// Like `read_at`, but `on_bad_chunk` decides what happens to a chunk
+    /// that fails authentication: return `Err` to abort, or `Ok(())` to go on
+    /// with that chunk's bytes left as zeros (salvage).
+    pub fn read_at_with(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        mut on_bad_chunk: impl FnMut(u64, CryptFileError) -> Result<()>,
+    ) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let layout = self.cipher.layout();
+        let cs = layout.chunk_size() as u64;
+        let stored = layout.stored_chunk_len();
+        let chunks = layout.chunks_touched(offset, buf.len() as u64);
+        let cipher_start = layout.chunk_cipher_start(chunks.start);
+        let want = (chunks.end - chunks.start) as usize * stored;
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch {
+                cipher: cbuf,
+                plain: pbuf,
+                ..
+            } = &mut *scratch;
+            // One extra byte tells whether the last chunk read is the file's
+            // last chunk, without an fstat.
+            cbuf.resize(want + 1, 0);
+            let got = pread_full(&self.fd, cbuf, cipher_start)?;
+            if got == 0 {
+                return Ok(0);
+            }
+            let header = match self.load_header()? {
+                Some(h) => h,
+                None => return Ok(0),
+            };
+            let more_after = got > want;
+            let got = got.min(want);
+            pbuf.resize(layout.chunk_size(), 0);
+            let mut produced = 0usize;
+            for (k, index) in chunks.clone().enumerate() {
+                let begin = k * stored;
+                if begin >= got {
+                    break;
+                }
+                let end = (begin + stored).min(got);
+                let last = end == got && !more_after;
+                let plain_len =
+                    match self
+                        .cipher
+                        .open_chunk(&header, index, last, &cbuf[begin..end], pbuf)
+                    {
+                        Ok(Opened::Data(n)) => n,
+                        Ok(Opened::Hole) => layout.chunk_size(),
+                        Err(error) => {
+                            let n = (end - begin).saturating_sub(CHUNK_OVERHEAD);
+                            on_bad_chunk(index, CryptFileError::Chunk { index, error })?;
+                            pbuf[..n].fill(0);
+                            n
+                        }
+                    };
+                let chunk_start = layout.chunk_plain_start(index);
+                let from = offset.max(chunk_start) - chunk_start;
+                if from >= plain_len as u64 {
+                    break;
+                }
+                let upto = (plain_len as u64).min(offset + buf.len() as u64 - chunk_start);
+                let n = (upto - from) as usize;
+                buf[produced..produced + n].copy_from_slice(&pbuf[from as usize..upto as usize]);
+                produced += n;
+                if (plain_len as u64) < cs {
+                    break;
+                }
+            }
+            Ok(produced)
+        })
+    }
+
+    /// Opens chunk `index` of a file whose plaintext size is `size` into
+    /// `out` (at least one chunk long); returns its plaintext length.
+    fn read_chunk(
+        &self,
+        header: &FileHeader,
+        index: u64,
+        size: u64,
+        out: &mut [u8],
+        raw: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let layout = self.cipher.layout();
+        let count = layout.chunk_count(size);
+        if index >= count {
+            return Ok(0);
+        }
+        let last = index + 1 == count;
+        let len = if last {
+            (size - layout.chunk_plain_start(index)) as usize + CHUNK_OVERHEAD
+        } else {
+            layout.stored_chunk_len()
+        };
+        raw.resize(len, 0);
+        let got = pread_full(&self.fd, raw, layout.chunk_cipher_start(index))?;
+        match self
+            .cipher
+            .open_chunk(header, index, last, &raw[..got], out)
+        {
+            Ok(Opened::Data(n)) => Ok(n),
+            Ok(Opened::Hole) => Ok(layout.chunk_size()),
+            Err(error) => Err(CryptFileError::Chunk { index, error }),
+        }
+    }
+
+    /// Writes `data` at plaintext `offset`, extending the file (with a
+    /// sparse hole) if `offset` is past the end.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let layout = self.cipher.layout();
+        let cs = layout.chunk_size();
+        let old_size = self.plain_size()?;
+        let header = match self.load_header()? {
+            Some(h) if old_size > 0 => h,
+            _ => {
+                // An empty file gets a fresh header and file ID.
+                let h = FileHeader::generate(layout);
+                pwrite_full(&self.fd, h.as_bytes(), 0)?;
+                self.header = Some(h);
+                h
+            }
+        };
+        let end = offset + data.len() as u64;
+        let new_size = old_size.max(end);
+        let old_count = layout.chunk_count(old_size);
+        let new_count = layout.chunk_count(new_size);
+        let chunks = layout.chunks_touched(offset, data.len() as u64);
+        let chunk_len = |i: u64| (new_size - layout.chunk_plain_start(i)).min(cs as u64) as usize;
+
+        SCRATCH.with(|scratch| -> Result<()> {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch {
+                cipher: cbuf,
+                plain: pbuf,
+                chunk,
+                raw,
+            } = &mut *scratch;
+            chunk.resize(cs, 0);
+            let first_plain = layout.chunk_plain_start(chunks.start);
+            let span_len = (layout.chunk_plain_start(chunks.end - 1) - first_plain) as usize
+                + chunk_len(chunks.end - 1);
+            pbuf.clear();
+            pbuf.resize(span_len, 0);
+
+            // Read-modify-write: only the first and last chunk can be
+            // partially covered, and only old data needs reading.
+            let mut merge_old = |index: u64, pbuf: &mut Vec<u8>| -> Result<()> {
+                let n = self.read_chunk(&header, index, old_size, chunk, raw)?;
+                let at = (layout.chunk_plain_start(index) - first_plain) as usize;
+                pbuf[at..at + n].copy_from_slice(&chunk[..n]);
+                Ok(())
+            };
+            let first = chunks.start;
+            let last = chunks.end - 1;
+            if offset > layout.chunk_plain_start(first) && first < old_count {
+                merge_old(first, pbuf)?;
+            }
+            if (last != first || offset == layout.chunk_plain_start(first))
+                && end < layout.chunk_plain_start(last) + chunk_len(last) as u64
+                && last < old_count
+            {
+                merge_old(last, pbuf)?;
+            }
+            let at = (offset - first_plain) as usize;
+            pbuf[at..at + data.len()].copy_from_slice(data);
+
+            cbuf.clear();
+            cbuf.resize(
+                span_len + (chunks.end - chunks.start) as usize * CHUNK_OVERHEAD,
+                0,
+            );
+            let (mut p, mut c) = (0usize, 0usize);
+            for index in chunks.clone() {
+                let n = chunk_len(index);
+                self.cipher.seal_chunk(
+                    &header,
+                    index,
+                    index + 1 == new_count,
+                    &pbuf[p..p + n],
+                    &mut cbuf[c..c + n + CHUNK_OVERHEAD],
+                );
+                p += n;
+                c += n + CHUNK_OVERHEAD;
+            }
+            pwrite_full(&self.fd, cbuf, layout.chunk_cipher_start(chunks.start))?;
+
+            // The old last chunk stops being last once the file has grown
+            // past it; unless this write rewrote it, seal it again as a full
+            // middle chunk (zero padded).
+            if old_count > 0 && new_count > old_count && !chunks.contains(&(old_count - 1)) {
+                let index = old_count - 1;
+                chunk.fill(0);
+                self.read_chunk(&header, index, old_size, chunk, raw)?;
+                cbuf.resize(layout.stored_chunk_len(), 0);
+                self.cipher.seal_chunk(&header, index, false, chunk, cbuf);
+                pwrite_full(&self.fd, cbuf, layout.chunk_cipher_start(index))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets the plaintext size, as ftruncate does: shrinking re-seals the
+    /// new last chunk, growing leaves a sparse hole that reads as zeros.
+    pub fn truncate(&mut self, new_size: u64) -> Result<()> {
+        let layout = self.cipher.layout();
+        let backing = backing_size(&self.fd)?;
+        let old_size = layout.plain_size(backing);
+        if new_size == 0 {
+            if backing != 0 {
+                rustix::fs::ftruncate(&self.fd, 0)?;
+            }
+            self.header = None;
+            return Ok(());
+        }
+        if new_size == old_size && layout.is_valid_cipher_size(backing) {
+            return Ok(());
+        }
+        if new_size > old_size {
+            let new_last_start = layout.chunk_plain_start(layout.chunk_count(new_size) - 1);
+            let start = old_size.max(new_last_start);
+            let zeros = vec![0u8; (new_size - start) as usize];
+            return self.write_at(start, &zeros);
+        }
+        let header = self
+            .load_header()?
+            .ok_or(CryptFileError::Header(HeaderError::TooShort(0)))?;
+        let index = layout.chunk_count(new_size) - 1;
+        let keep = (new_size - layout.chunk_plain_start(index)) as usize;
+        let mut plain = vec![0u8; layout.chunk_size()];
+        let mut raw = Vec::new();
+        self.read_chunk(&header, index, old_size, &mut plain, &mut raw)?;
+        rustix::fs::ftruncate(&self.fd, layout.cipher_size(new_size))?;
+        let mut sealed = vec![0u8; keep + CHUNK_OVERHEAD];
+        self.cipher
+            .seal_chunk(&header, index, true, &plain[..keep], &mut sealed);
+        pwrite_full(&self.fd, &sealed, layout.chunk_cipher_start(index))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::ChunkLayout;
+    use crate::keys::SecretKey;
+    use proptest::prelude::*;
+    use std::fs::File;
+
+    fn cipher() -> ContentCipher {
+        ContentCipher::new(
+            &SecretKey::from_bytes([9u8; 32]),
+            ChunkLayout::new(4096).unwrap(),
+        )
+    }
+
+    fn read_all(f: &mut CryptFile<'_, &File>) -> Vec<u8> {
+        let size = f.plain_size().unwrap() as usize;
+        let mut out = vec![0u8; size + 10];
+        let n = f.read_at(0, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u64, Vec<u8>),
+        Truncate(u64),
+        Read(u64, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..40_000, prop::collection::vec(any::<u8>(), 1..10_000))
+                .prop_map(|(o, d)| Op::Write(o, d)),
+            (0u64..40_000).prop_map(Op::Truncate),
+            (0u64..45_000, 0usize..20_000).prop_map(|(o, n)| Op::Read(o, n)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn matches_a_plain_model(ops in prop::collection::vec(op(), 1..25)) {
+            let c = cipher();
+            let file = tempfile::tempfile().unwrap();
+            let mut model: Vec<u8> = Vec::new();
+            let mut f = CryptFile::new(&file, &c, None);
+            for op in ops {
+                match op {
+                    Op::Write(o, d) => {
+                        f.write_at(o, &d).unwrap();
+                        let end = o as usize + d.len();
+                        if model.len() < end { model.resize(end, 0); }
+                        model[o as usize..end].copy_from_slice(&d);
+                    }
+                    Op::Truncate(n) => {
+                        f.truncate(n).unwrap();
+                        model.resize(n as usize, 0);
+                    }
+                    Op::Read(o, n) => {
+                        let mut buf = vec![0u8; n];
+                        let got = f.read_at(o, &mut buf).unwrap();
+                        let from = (o as usize).min(model.len());
+                        let to = (o as usize + n).min(model.len());
+                        prop_assert_eq!(&buf[..got], &model[from..to]);
+                    }
+                }
+                prop_assert_eq!(f.plain_size().unwrap(), model.len() as u64);
+                prop_assert!(c.layout().is_valid_cipher_size(backing_size(&file).unwrap()));
+                // A fresh reader (no cached header) sees the same bytes.
+                let mut fresh = CryptFile::new(&file, &c, None);
+                prop_assert_eq!(read_all(&mut fresh), model.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn holes_stay_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        let c = cipher();
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let mut f = CryptFile::new(&file, &c, None);
+        f.write_at(0, b"start").unwrap();
+        f.write_at(64 << 20, b"end").unwrap();
+        assert_eq!(f.plain_size().unwrap(), (64 << 20) + 3);
+        let meta = file.metadata().unwrap();
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "backing file is sparse: {} blocks",
+            meta.blocks()
+        );
+        let mut buf = vec![1u8; 8192];
+        assert_eq!(f.read_at(1 << 20, &mut buf).unwrap(), 8192);
+        assert!(buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn tampering_is_an_error_not_garbage() {
+        let c = cipher();
+        let file = tempfile::tempfile().unwrap();
+        let mut f = CryptFile::new(&file, &c, None);
+        f.write_at(0, &vec![7u8; 3 * 4096 + 100]).unwrap();
+        // Flip a bit in chunk 1.
+        let at = c.layout().chunk_cipher_start(1) + 40;
+        let mut b = [0u8; 1];
+        pread(&file, &mut b, at).unwrap();
+        b[0] ^= 1;
+        pwrite(&file, &b, at).unwrap();
+        let mut buf = vec![0u8; 4096];
+        assert!(f.read_at(0, &mut buf).is_ok(), "chunk 0 still reads");
+        match f.read_at(4096, &mut buf) {
+            Err(CryptFileError::Chunk { index: 1, .. }) => {}
+            other => panic!("expected chunk 1 to fail, got {other:?}"),
+        }
+        // Truncation at a chunk boundary is detected by the last flag.
+        rustix::fs::ftruncate(&file, c.layout().chunk_cipher_start(3)).unwrap();
+        let mut fresh = CryptFile::new(&file, &c, None);
+        assert!(matches!(
+            fresh.read_at(2 * 4096, &mut buf),
+            Err(CryptFileError::Chunk { index: 2, .. })
+        ));
+    }
+}
