@@ -3,5 +3,7 @@
 
 pub mod content;
 pub mod cryptfile;
+pub mod fs;
 pub mod keys;
 pub mod names;
+pub mod store;

@@ -1,0 +1,1697 @@
+//! The FUSE frontend: turns kernel requests into backing-store operations
+//! with encrypted names and content.
+//!
+//! Invariants:
+//! - Every backing access is `*at()` relative to a directory descriptor,
+//!   with `O_NOFOLLOW` (see `store`).
+//! - No handler panics on bad input; every error becomes an errno.
+//! - A file's content lock (`Node::data`) is held shared by reads and
+//!   exclusively by writes and truncation, so no reader sees a torn chunk.
+
+pub mod mount;
+pub mod node;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use lru::LruCache;
+use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps, openat};
+use rustix::io::Errno as SysErrno;
+
+use crate::content::ContentCipher;
+use crate::cryptfile::{CryptFile, CryptFileError};
+use crate::names::{BackingName, DirIv, NameCipher};
+use crate::store::{self, cstr};
+use node::{Location, Node, NodeTable};
+
+/// Tunables of a mount.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub read_only: bool,
+    /// How long the kernel may cache attributes and names. Short, because
+    /// a sync client may change CIPHERDIR behind the mount's back.
+    pub ttl: Duration,
+    /// Capacity of the directory descriptor cache.
+    pub dir_fd_cache: usize,
+    pub writeback_cache: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            read_only: false,
+            ttl: Duration::from_secs(1),
+            dir_fd_cache: 4096,
+            writeback_cache: false,
+        }
+    }
+}
+
+/// An open regular file.
+struct Handle {
+    node: Arc<Node>,
+    fd: Arc<OwnedFd>,
+    append: bool,
+}
+
+/// An open directory: its listing, taken at offset 0.
+struct DirHandle {
+    entries: Vec<(u64, FileType, OsString, String)>,
+}
+
+thread_local! {
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn errno(e: SysErrno) -> Errno {
+    Errno::from_i32(e.raw_os_error())
+}
+
+fn kind_of(st: &Stat) -> FileType {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn kind_of_dirent(t: rustix::fs::FileType) -> FileType {
+    use rustix::fs::FileType as T;
+    match t {
+        T::Directory => FileType::Directory,
+        T::Symlink => FileType::Symlink,
+        T::Fifo => FileType::NamedPipe,
+        T::Socket => FileType::Socket,
+        T::CharacterDevice => FileType::CharDevice,
+        T::BlockDevice => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs((-sec) as u64) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+/// Plaintext length of a symlink target stored as base64url of
+/// nonce || ciphertext || tag, computed without decrypting.
+fn symlink_plain_len(stored_len: u64) -> u64 {
+    let decoded = stored_len / 4 * 3 + [0, 0, 1, 2][(stored_len % 4) as usize];
+    decoded.saturating_sub(28)
+}
+
+fn to_timestamp(t: Option<TimeOrNow>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (mut s, mut n) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+                if n < 0 {
+                    s -= 1;
+                    n += 1_000_000_000;
+                }
+                Timespec {
+                    tv_sec: s,
+                    tv_nsec: n,
+                }
+            }
+        },
+    }
+}
+
+pub struct VeilFs {
+    content: ContentCipher,
+    names: NameCipher,
+    opts: FsOptions,
+    root_fd: Arc<OwnedFd>,
+    root_backing_ino: u64,
+    nodes: NodeTable,
+    dir_fds: Mutex<LruCache<u64, Arc<OwnedFd>>>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    dir_handles: Mutex<HashMap<u64, DirHandle>>,
+    next_fh: AtomicU64,
+    /// Whether new entries must be chowned to the caller (root daemon).
+    chown_new: bool,
+}
+
+type Res<T> = Result<T, Errno>;
+
+impl VeilFs {
+    /// Opens the backing root. `root` must be the vault's CIPHERDIR.
+    pub fn new(
+        root: &std::path::Path,
+        content: ContentCipher,
+        names: NameCipher,
+        opts: FsOptions,
+    ) -> std::io::Result<Self> {
+        let root_fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = store::stat_fd(&root_fd)?;
+        let root_node = Arc::new(Node::new(INodeNo::ROOT.0, true, None));
+        let _ = root_node.dir_iv.set(names.root_iv());
+        let cap = std::num::NonZeroUsize::new(opts.dir_fd_cache.max(16)).unwrap();
+        Ok(VeilFs {
+            content,
+            names,
+            root_fd: Arc::new(root_fd),
+            root_backing_ino: st.st_ino,
+            nodes: NodeTable::new(root_node),
+            dir_fds: Mutex::new(LruCache::new(cap)),
+            handles: RwLock::new(HashMap::new()),
+            dir_handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            chown_new: rustix::process::geteuid().is_root(),
+            opts,
+        })
+    }
+
+    /// Backing inode number → FUSE inode number. The root must be 1, so
+    /// the root's backing number and 1 swap places; all else is identity,
+    /// which keeps inode numbers stable for the life of the mount.
+    fn fuse_ino(&self, backing: u64) -> u64 {
+        if backing == self.root_backing_ino {
+            INodeNo::ROOT.0
+        } else if backing == INodeNo::ROOT.0 {
+            self.root_backing_ino
+        } else {
+            backing
+        }
+    }
+
+    fn node(&self, ino: INodeNo) -> Res<Arc<Node>> {
+        self.nodes.get(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    /// An `O_PATH` descriptor of a directory node, from the cache or
+    /// reopened through its parent.
+    fn dir_fd(&self, node: &Arc<Node>) -> Res<Arc<OwnedFd>> {
+        if node.ino == INodeNo::ROOT.0 {
+            return Ok(self.root_fd.clone());
+        }
+        if !node.is_dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if let Some(fd) = self.dir_fds.lock().unwrap().get(&node.ino) {
+            return Ok(fd.clone());
+        }
+        let (parent, entry) = node.parent_and_entry().ok_or(Errno::ENOENT)?;
+        let pfd = self.dir_fd(&parent)?;
+        let fd = store::open_dir_path(&*pfd, cstr(entry.entry()).as_c_str()).map_err(errno)?;
+        let st = store::stat_fd(&fd).map_err(errno)?;
+        if self.fuse_ino(st.st_ino) != node.ino {
+            return Err(Errno::ENOENT);
+        }
+        let fd = Arc::new(fd);
+        self.dir_fds.lock().unwrap().put(node.ino, fd.clone());
+        Ok(fd)
+    }
+
+    fn dir_iv(&self, node: &Arc<Node>) -> Res<DirIv> {
+        if let Some(iv) = node.dir_iv.get() {
+            return Ok(*iv);
+        }
+        let fd = self.dir_fd(node)?;
+        let expected = || {
+            let loc = node.location.lock().unwrap();
+            match loc.as_ref() {
+                Some(l) => {
+                    let parent_iv = l
+                        .parent
+                        .dir_iv
+                        .get()
+                        .copied()
+                        .unwrap_or(self.names.root_iv());
+                    self.names.child_dir_iv(&parent_iv, &l.plain)
+                }
+                None => self.names.root_iv(),
+            }
+        };
+        let iv = if self.opts.read_only {
+            store::read_dir_iv(&*fd)
+        } else {
+            store::dir_iv_or_repair(fd.as_fd(), expected)
+        };
+        let iv = iv.map_err(|e| {
+            log::warn!(
+                "{}: directory IV missing or damaged ({e}); its entries cannot be decrypted",
+                self.plain_path(node)
+            );
+            Errno::EIO
+        })?;
+        let _ = node.dir_iv.set(iv);
+        Ok(iv)
+    }
+
+    /// The plaintext path of a node, for log messages.
+    fn plain_path(&self, node: &Node) -> String {
+        let mut parts = Vec::new();
+        let mut cur = node.parent_and_plain();
+        let mut guard = 0;
+        while let Some((parent, plain)) = cur {
+            parts.push(String::from_utf8_lossy(&plain).into_owned());
+            cur = parent.parent_and_plain();
+            guard += 1;
+            if guard > 4096 {
+                break;
+            }
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    /// Parent descriptor and backing entry of a non-root node.
+    fn locate(&self, node: &Arc<Node>) -> Res<(Arc<OwnedFd>, CString)> {
+        let (parent, entry) = node.parent_and_entry().ok_or(Errno::EINVAL)?;
+        let pfd = self.dir_fd(&parent)?;
+        Ok((pfd, cstr(entry.entry())))
+    }
+
+    /// Parent descriptor, IV and backing name of `name` in `parent`.
+    fn child(&self, parent: &Arc<Node>, name: &OsStr) -> Res<(Arc<OwnedFd>, DirIv, BackingName)> {
+        let pfd = self.dir_fd(parent)?;
+        let iv = self.dir_iv(parent)?;
+        let b = store::backing_name(&self.names, &iv, name).map_err(errno)?;
+        Ok((pfd, iv, b))
+    }
+
+    fn attr(&self, ino: u64, st: &Stat) -> FileAttr {
+        let kind = kind_of(st);
+        let size = match kind {
+            FileType::RegularFile => self.content.layout().plain_size(st.st_size as u64),
+            FileType::Symlink => symlink_plain_len(st.st_size as u64),
+            _ => st.st_size as u64,
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: st.st_blocks as u64,
+            atime: time(st.st_atime, st.st_atime_nsec as i64),
+            mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+            crtime: UNIX_EPOCH,
+            kind,
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn stat_node(&self, node: &Arc<Node>) -> Res<Stat> {
+        if node.is_dir {
+            return store::stat_fd(&*self.dir_fd(node)?).map_err(errno);
+        }
+        let (pfd, entry) = self.locate(node)?;
+        match store::lstat_at(&*pfd, &entry) {
+            Ok(st) if self.fuse_ino(st.st_ino) == node.ino => Ok(st),
+            other => {
+                // Renamed away or unlinked while open: the open descriptor
+                // still knows the file.
+                if let Some(fd) = node.open.lock().unwrap().fd.clone() {
+                    return store::stat_fd(&*fd).map_err(errno);
+                }
+                match other {
+                    Ok(_) => Err(Errno::ENOENT),
+                    Err(e) => Err(errno(e)),
+                }
+            }
+        }
+    }
+
+    /// Looks up `name`, registering one kernel reference to the result.
+    fn do_lookup(&self, parent: &Arc<Node>, name: &OsStr) -> Res<(Arc<Node>, Stat)> {
+        let (pfd, _, b) = self.child(parent, name)?;
+        let st = store::lstat_at(&*pfd, cstr(b.entry()).as_c_str()).map_err(errno)?;
+        Ok((self.remember(parent, &st, b, name.as_bytes()), st))
+    }
+
+    fn remember(
+        &self,
+        parent: &Arc<Node>,
+        st: &Stat,
+        backing: BackingName,
+        plain: &[u8],
+    ) -> Arc<Node> {
+        let ino = self.fuse_ino(st.st_ino);
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        self.nodes.remember(
+            ino,
+            is_dir,
+            Location {
+                parent: parent.clone(),
+                backing,
+                plain: plain.into(),
+            },
+        )
+    }
+
+    /// Gives a new entry to the requesting user, as ext4 does, when the
+    /// daemon runs as root on behalf of others (allow_other).
+    fn chown_to_caller(
+        &self,
+        req: &Request,
+        pfd: &OwnedFd,
+        entry: &CString,
+        parent_st: Option<&Stat>,
+    ) -> Res<()> {
+        if !self.chown_new || (req.uid() == 0 && req.gid() == 0) {
+            return Ok(());
+        }
+        let gid = match parent_st {
+            Some(p) if p.st_mode & libc::S_ISGID != 0 => p.st_gid,
+            _ => req.gid(),
+        };
+        rustix::fs::chownat(
+            pfd,
+            entry.as_c_str(),
+            Some(rustix::fs::Uid::from_raw(req.uid())),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)
+    }
+
+    fn reply_new_entry(
+        &self,
+        parent: &Arc<Node>,
+        pfd: &OwnedFd,
+        b: BackingName,
+        name: &OsStr,
+    ) -> Res<(FileAttr, Arc<Node>)> {
+        let st = store::lstat_at(pfd, cstr(b.entry()).as_c_str()).map_err(errno)?;
+        let node = self.remember(parent, &st, b, name.as_bytes());
+        Ok((self.attr(node.ino, &st), node))
+    }
+
+    fn log_content_error(&self, node: &Node, what: &str, e: &CryptFileError) {
+        match e {
+            CryptFileError::Io(_) => log::debug!("{}: {what}: {e}", self.plain_path(node)),
+            _ => log::warn!("{}: {what} failed: {e}", self.plain_path(node)),
+        }
+    }
+
+    /// The shared backing descriptor of a file node, opened on first use.
+    fn open_backing(&self, node: &Arc<Node>, want_write: bool) -> Res<Arc<OwnedFd>> {
+        let mut open = node.open.lock().unwrap();
+        if let Some(fd) = &open.fd
+            && (open.writable || !want_write)
+        {
+            return Ok(fd.clone());
+        }
+        let (pfd, entry) = self.locate(node)?;
+        let base = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let (fd, writable) = if self.opts.read_only {
+            (
+                openat(&*pfd, &entry, base | OFlags::RDONLY, Mode::empty()),
+                false,
+            )
+        } else {
+            match openat(&*pfd, &entry, base | OFlags::RDWR, Mode::empty()) {
+                Err(SysErrno::ACCESS) if !want_write => (
+                    openat(&*pfd, &entry, base | OFlags::RDONLY, Mode::empty()),
+                    false,
+                ),
+                other => (other, true),
+            }
+        };
+        let fd = Arc::new(fd.map_err(errno)?);
+        let st = store::stat_fd(&*fd).map_err(errno)?;
+        if self.fuse_ino(st.st_ino) != node.ino {
+            return Err(Errno::ENOENT);
+        }
+        open.fd = Some(fd.clone());
+        open.writable = writable;
+        Ok(fd)
+    }
+
+    fn new_handle(&self, node: Arc<Node>, fd: Arc<OwnedFd>, flags: i32) -> u64 {
+        node.open.lock().unwrap().handles += 1;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let append = flags & libc::O_APPEND != 0 && !self.opts.writeback_cache;
+        self.handles
+            .write()
+            .unwrap()
+            .insert(fh, Arc::new(Handle { node, fd, append }));
+        fh
+    }
+
+    fn handle(&self, fh: FileHandle) -> Res<Arc<Handle>> {
+        self.handles
+            .read()
+            .unwrap()
+            .get(&fh.0)
+            .cloned()
+            .ok_or(Errno::EBADF)
+    }
+
+    fn truncate_node(&self, node: &Arc<Node>, fd: &OwnedFd, size: u64) -> Res<()> {
+        let mut data = node.data.write().unwrap();
+        let mut file = CryptFile::new(fd, &self.content, data.header);
+        let res = file.truncate(size);
+        data.header = file.header();
+        res.map_err(|e| {
+            self.log_content_error(node, "truncate", &e);
+            Errno::from_i32(e.errno())
+        })
+    }
+
+    /// Whether a backing directory holds anything but its IV file.
+    fn dir_has_entries(&self, dir: &OwnedFd) -> Res<bool> {
+        let mut it =
+            rustix::fs::Dir::new(store::open_dir_read(dir).map_err(errno)?).map_err(errno)?;
+        while let Some(entry) = it.read() {
+            let entry = entry.map_err(errno)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." && name != b"veilfs.diriv" {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn list(&self, node: &Arc<Node>) -> Res<Vec<(u64, FileType, OsString, String)>> {
+        let fd = self.dir_fd(node)?;
+        let iv = self.dir_iv(node)?;
+        let listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
+        if !listing.bad.is_empty() {
+            let path = self.plain_path(node);
+            for bad in &listing.bad {
+                log::warn!(
+                    "{path}: backing entry {} skipped: {}",
+                    bad.backing,
+                    bad.error
+                );
+            }
+        }
+        Ok(listing
+            .entries
+            .into_iter()
+            .map(|e| {
+                (
+                    self.fuse_ino(e.ino),
+                    kind_of_dirent(e.file_type),
+                    OsString::from_vec(e.plain),
+                    e.backing,
+                )
+            })
+            .collect())
+    }
+
+    /// `/proc/self/fd/N[/entry]`: a path for the l*xattr calls that
+    /// resolves through our own descriptor, never following the last
+    /// component.
+    fn xattr_path(&self, node: &Arc<Node>) -> Res<(Arc<OwnedFd>, CString)> {
+        if node.is_dir {
+            let fd = self.dir_fd(node)?;
+            let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            Ok((fd, cstr(&p)))
+        } else {
+            let (pfd, entry) = self.locate(node)?;
+            let p = format!(
+                "/proc/self/fd/{}/{}",
+                pfd.as_raw_fd(),
+                entry.to_str().unwrap_or("")
+            );
+            Ok((pfd, cstr(&p)))
+        }
+    }
+
+    fn set_mode(&self, node: &Arc<Node>, mode: u32) -> Res<()> {
+        let mode = Mode::from_raw_mode(mode & 0o7777);
+        if node.is_dir {
+            let fd = store::open_dir_read(&*self.dir_fd(node)?).map_err(errno)?;
+            return rustix::fs::fchmod(&fd, mode).map_err(errno);
+        }
+        let (pfd, entry) = self.locate(node)?;
+        // fchmodat2 (Linux 6.6) refuses to follow a symlink swapped in by
+        // a hostile sync peer; older kernels fall back to the plain call
+        // on what lstat saw as a non-symlink.
+        let r = unsafe {
+            libc::syscall(
+                452,
+                pfd.as_raw_fd(),
+                entry.as_ptr(),
+                mode.bits(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        if err != libc::ENOSYS {
+            return Err(Errno::from_i32(err));
+        }
+        let st = store::lstat_at(&*pfd, &entry).map_err(errno)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        rustix::fs::chmodat(&*pfd, &entry, mode, AtFlags::empty()).map_err(errno)
+    }
+
+    fn set_times(
+        &self,
+        node: &Arc<Node>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+    ) -> Res<()> {
+        let ts = Timestamps {
+            last_access: to_timestamp(atime),
+            last_modification: to_timestamp(mtime),
+        };
+        if node.is_dir {
+            let fd = store::open_dir_read(&*self.dir_fd(node)?).map_err(errno)?;
+            return rustix::fs::futimens(&fd, &ts).map_err(errno);
+        }
+        let (pfd, entry) = self.locate(node)?;
+        rustix::fs::utimensat(&*pfd, &entry, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+    }
+
+    fn set_owner(&self, node: &Arc<Node>, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
+        let uid = uid.map(rustix::fs::Uid::from_raw);
+        let gid = gid.map(rustix::fs::Gid::from_raw);
+        if node.is_dir {
+            let fd = self.dir_fd(node)?;
+            return rustix::fs::chownat(&*fd, c"", uid, gid, AtFlags::EMPTY_PATH).map_err(errno);
+        }
+        let (pfd, entry) = self.locate(node)?;
+        rustix::fs::chownat(&*pfd, &entry, uid, gid, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+    }
+
+    // ---- request bodies, each returning a Result so `?` works ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> Res<FileAttr> {
+        let node = self.node(ino)?;
+        if let Some(size) = size {
+            if node.is_dir {
+                return Err(Errno::EISDIR);
+            }
+            let fd = match fh.and_then(|fh| self.handle(fh).ok()) {
+                Some(h) => h.fd.clone(),
+                None => self.open_backing(&node, true)?,
+            };
+            self.truncate_node(&node, &fd, size)?;
+        }
+        if let Some(mode) = mode {
+            self.set_mode(&node, mode)?;
+        }
+        if uid.is_some() || gid.is_some() {
+            self.set_owner(&node, uid, gid)?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            self.set_times(&node, atime, mtime)?;
+        }
+        let st = self.stat_node(&node)?;
+        Ok(self.attr(node.ino, &st))
+    }
+
+    fn do_read(&self, fh: FileHandle, offset: u64, size: u32, reply: ReplyData) {
+        let handle = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.resize(size as usize, 0);
+            let data = handle.node.data.read().unwrap();
+            let mut file = CryptFile::new(&*handle.fd, &self.content, data.header);
+            match file.read_at(offset, &mut buf) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => {
+                    self.log_content_error(&handle.node, &format!("read at offset {offset}"), &e);
+                    reply.error(Errno::from_i32(e.errno()))
+                }
+            }
+        })
+    }
+
+    fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Res<u32> {
+        let handle = self.handle(fh)?;
+        let mut state = handle.node.data.write().unwrap();
+        let mut file = CryptFile::new(&*handle.fd, &self.content, state.header);
+        let offset = if handle.append {
+            file.plain_size().map_err(|e| Errno::from(e))?
+        } else {
+            offset
+        };
+        let res = file.write_at(offset, data);
+        state.header = file.header();
+        match res {
+            Ok(()) => Ok(data.len() as u32),
+            Err(e) => {
+                self.log_content_error(&handle.node, &format!("write at offset {offset}"), &e);
+                Err(Errno::from_i32(e.errno()))
+            }
+        }
+    }
+
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Res<(FileAttr, u64)> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let parent = self.node(parent)?;
+        let (pfd, _, b) = self.child(&parent, name)?;
+        store::write_long_record(&*pfd, &b).map_err(errno)?;
+        let entry = cstr(b.entry());
+        let mut oflags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if flags & libc::O_EXCL != 0 {
+            oflags |= OFlags::EXCL;
+        }
+        let fd =
+            openat(&*pfd, &entry, oflags, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
+        let parent_st = store::stat_fd(&*pfd).ok();
+        self.chown_to_caller(req, &pfd, &entry, parent_st.as_ref())?;
+        let (_, node) = self.reply_new_entry(&parent, &pfd, b, name)?;
+        let fd = {
+            let mut open = node.open.lock().unwrap();
+            match &open.fd {
+                Some(existing) if open.writable => existing.clone(),
+                _ => {
+                    let fd = Arc::new(fd);
+                    open.fd = Some(fd.clone());
+                    open.writable = true;
+                    fd
+                }
+            }
+        };
+        if flags & libc::O_TRUNC != 0 {
+            self.truncate_node(&node, &fd, 0)?;
+        }
+        let st = store::stat_fd(&*fd).map_err(errno)?;
+        let fh = self.new_handle(node.clone(), fd, flags);
+        Ok((self.attr(node.ino, &st), fh))
+    }
+
+    fn do_mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> Res<FileAttr> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let parent = self.node(parent)?;
+        let (pfd, _, b) = self.child(&parent, name)?;
+        store::write_long_record(&*pfd, &b).map_err(errno)?;
+        let entry = cstr(b.entry());
+        let perm = Mode::from_raw_mode(mode & 0o7777);
+        match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => {
+                openat(
+                    &*pfd,
+                    &entry,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    perm,
+                )
+                .map_err(errno)?;
+            }
+            fmt => {
+                let ft = rustix::fs::FileType::from_raw_mode(fmt);
+                rustix::fs::mknodat(&*pfd, &entry, ft, perm, rdev as u64).map_err(errno)?;
+            }
+        }
+        let parent_st = store::stat_fd(&*pfd).ok();
+        self.chown_to_caller(req, &pfd, &entry, parent_st.as_ref())?;
+        Ok(self.reply_new_entry(&parent, &pfd, b, name)?.0)
+    }
+
+    fn do_mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32) -> Res<FileAttr> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let parent = self.node(parent)?;
+        let (pfd, iv, b) = self.child(&parent, name)?;
+        store::write_long_record(&*pfd, &b).map_err(errno)?;
+        let entry = cstr(b.entry());
+        rustix::fs::mkdirat(&*pfd, &entry, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
+        let child_iv = self.names.child_dir_iv(&iv, name.as_bytes());
+        let written = store::open_dir_path(&*pfd, &entry)
+            .and_then(|dfd| store::write_dir_iv(&dfd, &child_iv));
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(&*pfd, &entry, AtFlags::REMOVEDIR);
+            return Err(errno(e));
+        }
+        let parent_st = store::stat_fd(&*pfd).ok();
+        self.chown_to_caller(req, &pfd, &entry, parent_st.as_ref())?;
+        let (attr, node) = self.reply_new_entry(&parent, &pfd, b, name)?;
+        let _ = node.dir_iv.set(child_iv);
+        Ok(attr)
+    }
+
+    fn do_unlink(&self, parent: INodeNo, name: &OsStr) -> Res<()> {
+        let parent = self.node(parent)?;
+        let (pfd, _, b) = self.child(&parent, name)?;
+        rustix::fs::unlinkat(&*pfd, cstr(b.entry()).as_c_str(), AtFlags::empty()).map_err(errno)?;
+        store::remove_long_record(&*pfd, &b);
+        Ok(())
+    }
+
+    /// Removes an empty backing directory: its IV file first, put back if
+    /// the directory turns out not to be removable.
+    fn remove_empty_dir(&self, pfd: &OwnedFd, entry: &CString) -> Res<u64> {
+        let dfd = store::open_dir_path(pfd, entry).map_err(errno)?;
+        let st = store::stat_fd(&dfd).map_err(errno)?;
+        if self.dir_has_entries(&dfd)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let iv = store::read_dir_iv(&dfd).ok();
+        if iv.is_some() {
+            rustix::fs::unlinkat(&dfd, c"veilfs.diriv", AtFlags::empty()).map_err(errno)?;
+        }
+        if let Err(e) = rustix::fs::unlinkat(pfd, entry.as_c_str(), AtFlags::REMOVEDIR) {
+            if let Some(iv) = iv {
+                let _ = store::write_dir_iv(&dfd, &iv);
+            }
+            return Err(errno(e));
+        }
+        Ok(st.st_ino)
+    }
+
+    fn do_rmdir(&self, parent: INodeNo, name: &OsStr) -> Res<()> {
+        let parent = self.node(parent)?;
+        let (pfd, _, b) = self.child(&parent, name)?;
+        let entry = cstr(b.entry());
+        let st = store::lstat_at(&*pfd, &entry).map_err(errno)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        let backing_ino = self.remove_empty_dir(&pfd, &entry)?;
+        self.dir_fds
+            .lock()
+            .unwrap()
+            .pop(&self.fuse_ino(backing_ino));
+        store::remove_long_record(&*pfd, &b);
+        Ok(())
+    }
+
+    fn do_symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &std::path::Path,
+    ) -> Res<FileAttr> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let parent = self.node(parent)?;
+        let (pfd, _, b) = self.child(&parent, name)?;
+        let enc = self
+            .names
+            .encrypt_symlink_target(target.as_os_str().as_bytes());
+        if enc.len() >= libc::PATH_MAX as usize {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        store::write_long_record(&*pfd, &b).map_err(errno)?;
+        let entry = cstr(b.entry());
+        rustix::fs::symlinkat(cstr(&enc).as_c_str(), &*pfd, &entry).map_err(errno)?;
+        let parent_st = store::stat_fd(&*pfd).ok();
+        self.chown_to_caller(req, &pfd, &entry, parent_st.as_ref())?;
+        Ok(self.reply_new_entry(&parent, &pfd, b, name)?.0)
+    }
+
+    fn do_readlink(&self, ino: INodeNo) -> Res<Vec<u8>> {
+        let node = self.node(ino)?;
+        let (pfd, entry) = self.locate(&node)?;
+        let stored = rustix::fs::readlinkat(&*pfd, &entry, Vec::new()).map_err(errno)?;
+        self.names
+            .decrypt_symlink_target(stored.as_bytes())
+            .map_err(|e| {
+                log::warn!("{}: symlink target: {e}", self.plain_path(&node));
+                Errno::EIO
+            })
+    }
+
+    fn do_rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Res<()> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let parent = self.node(parent)?;
+        let newparent = self.node(newparent)?;
+        let (pfd, _, ob) = self.child(&parent, name)?;
+        let (npfd, _, nb) = self.child(&newparent, newname)?;
+        let old = cstr(ob.entry());
+        let new = cstr(nb.entry());
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        if flags.bits() & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let src = store::lstat_at(&*pfd, &old).map_err(errno)?;
+        if parent.ino == newparent.ino && ob.entry() == nb.entry() {
+            return Ok(());
+        }
+        // A directory renamed over an empty directory: the target still
+        // holds its IV file, which must go first.
+        let mut restore_iv: Option<(OwnedFd, DirIv)> = None;
+        if !exchange && !noreplace && src.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            if let Ok(dst) = store::lstat_at(&*npfd, &new) {
+                if dst.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    return Err(Errno::ENOTDIR);
+                }
+                if dst.st_ino == src.st_ino {
+                    return Ok(());
+                }
+                let dfd = store::open_dir_path(&*npfd, &new).map_err(errno)?;
+                if self.dir_has_entries(&dfd)? {
+                    return Err(Errno::ENOTEMPTY);
+                }
+                if let Ok(iv) = store::read_dir_iv(&dfd) {
+                    rustix::fs::unlinkat(&dfd, c"veilfs.diriv", AtFlags::empty()).map_err(errno)?;
+                    restore_iv = Some((dfd, iv));
+                }
+                self.dir_fds.lock().unwrap().pop(&self.fuse_ino(dst.st_ino));
+            }
+        }
+        store::write_long_record(&*npfd, &nb).map_err(errno)?;
+        let mut rflags = rustix::fs::RenameFlags::empty();
+        if exchange {
+            rflags |= rustix::fs::RenameFlags::EXCHANGE;
+        }
+        if noreplace {
+            rflags |= rustix::fs::RenameFlags::NOREPLACE;
+        }
+        if let Err(e) = rustix::fs::renameat_with(&*pfd, &old, &*npfd, &new, rflags) {
+            if let Some((dfd, iv)) = restore_iv {
+                let _ = store::write_dir_iv(&dfd, &iv);
+            }
+            return Err(errno(e));
+        }
+        if exchange {
+            store::write_long_record(&*pfd, &ob).map_err(errno)?;
+            if let Ok(st) = store::lstat_at(&*pfd, &old) {
+                self.nodes.relocate(
+                    self.fuse_ino(st.st_ino),
+                    Location {
+                        parent: parent.clone(),
+                        backing: ob.clone(),
+                        plain: name.as_bytes().into(),
+                    },
+                );
+            }
+        } else {
+            store::remove_long_record(&*pfd, &ob);
+        }
+        self.nodes.relocate(
+            self.fuse_ino(src.st_ino),
+            Location {
+                parent: newparent.clone(),
+                backing: nb,
+                plain: newname.as_bytes().into(),
+            },
+        );
+        Ok(())
+    }
+
+    fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> Res<FileAttr> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        if node.is_dir {
+            return Err(Errno::EPERM);
+        }
+        let (opfd, old) = self.locate(&node)?;
+        let newparent = self.node(newparent)?;
+        let (npfd, _, nb) = self.child(&newparent, newname)?;
+        store::write_long_record(&*npfd, &nb).map_err(errno)?;
+        rustix::fs::linkat(
+            &*opfd,
+            &old,
+            &*npfd,
+            cstr(nb.entry()).as_c_str(),
+            AtFlags::empty(),
+        )
+        .map_err(errno)?;
+        Ok(self.reply_new_entry(&newparent, &npfd, nb, newname)?.0)
+    }
+
+    fn do_open(&self, ino: INodeNo, flags: OpenFlags) -> Res<(u64, FopenFlags)> {
+        let node = self.node(ino)?;
+        if node.is_dir {
+            return Err(Errno::EISDIR);
+        }
+        let flags = flags.0;
+        let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if want_write && self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        // Read-modify-write needs to read even a write-only file, so the
+        // backing file is always opened for reading too.
+        let fd = self.open_backing(&node, want_write)?;
+        if flags & libc::O_TRUNC != 0 {
+            self.truncate_node(&node, &fd, 0)?;
+        }
+        Ok((self.new_handle(node, fd, flags), FopenFlags::empty()))
+    }
+
+    fn do_release(&self, fh: FileHandle) {
+        let Some(handle) = self.handles.write().unwrap().remove(&fh.0) else {
+            return;
+        };
+        let mut open = handle.node.open.lock().unwrap();
+        open.handles = open.handles.saturating_sub(1);
+        if open.handles == 0 {
+            open.fd = None;
+            open.writable = false;
+            // The next open reads the header afresh: a sync client may
+            // replace the file while nobody has it open.
+            handle.node.data.write().unwrap().header = None;
+        }
+    }
+
+    fn do_readdir_list(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Res<Arc<Node>> {
+        let node = self.node(ino)?;
+        if offset == 0 {
+            let entries = self.list(&node)?;
+            self.dir_handles
+                .lock()
+                .unwrap()
+                .insert(fh.0, DirHandle { entries });
+        }
+        Ok(node)
+    }
+
+    fn parent_ino(&self, node: &Node) -> u64 {
+        node.parent_and_entry()
+            .map(|(p, _)| p.ino)
+            .unwrap_or(INodeNo::ROOT.0)
+    }
+
+    fn do_getxattr(&self, ino: INodeNo, name: &OsStr) -> Res<Vec<u8>> {
+        let node = self.node(ino)?;
+        let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
+            return Err(Errno::NO_XATTR);
+        };
+        let bname = self.names.encrypt_xattr_name(user);
+        let (_keep, path) = self.xattr_path(&node)?;
+        let mut buf = vec![0u8; 65536 + 64];
+        let n = rustix::fs::lgetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &mut buf[..])
+            .map_err(errno)?;
+        buf.truncate(n);
+        self.names.decrypt_xattr_value(&bname, buf).map_err(|e| {
+            log::warn!(
+                "{}: extended attribute {name:?}: {e}",
+                self.plain_path(&node)
+            );
+            Errno::EIO
+        })
+    }
+
+    fn do_setxattr(&self, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32) -> Res<()> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
+            return Err(Errno::EOPNOTSUPP);
+        };
+        if user.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let bname = self.names.encrypt_xattr_name(user);
+        let enc = self.names.encrypt_xattr_value(&bname, value);
+        let (_keep, path) = self.xattr_path(&node)?;
+        let xflags = rustix::fs::XattrFlags::from_bits_truncate(flags as u32);
+        rustix::fs::lsetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &enc, xflags).map_err(errno)
+    }
+
+    fn do_listxattr(&self, ino: INodeNo) -> Res<Vec<u8>> {
+        let node = self.node(ino)?;
+        let (_keep, path) = self.xattr_path(&node)?;
+        let mut buf = vec![0u8; 65536];
+        let n = rustix::fs::llistxattr(path.as_c_str(), &mut buf[..]).map_err(errno)?;
+        let mut out = Vec::new();
+        for raw in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+            let Ok(s) = std::str::from_utf8(raw) else {
+                continue;
+            };
+            if let Ok(plain) = self.names.decrypt_xattr_name(s) {
+                out.extend_from_slice(b"user.");
+                out.extend_from_slice(&plain);
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    fn do_removexattr(&self, ino: INodeNo, name: &OsStr) -> Res<()> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
+            return Err(Errno::NO_XATTR);
+        };
+        let bname = self.names.encrypt_xattr_name(user);
+        let (_keep, path) = self.xattr_path(&node)?;
+        rustix::fs::lremovexattr(path.as_c_str(), cstr(&bname).as_c_str()).map_err(errno)
+    }
+
+    fn do_fallocate(&self, fh: FileHandle, offset: u64, length: u64, mode: i32) -> Res<()> {
+        let handle = self.handle(fh)?;
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+        if mode & libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Ok(());
+        }
+        let size = CryptFile::new(&*handle.fd, &self.content, None)
+            .plain_size()
+            .map_err(Errno::from)?;
+        if end > size {
+            self.truncate_node(&handle.node, &handle.fd, end)?;
+        }
+        Ok(())
+    }
+}
+
+impl Node {
+    fn parent_and_plain(&self) -> Option<(Arc<Node>, Box<[u8]>)> {
+        let loc = self.location.lock().unwrap();
+        loc.as_ref().map(|l| (l.parent.clone(), l.plain.clone()))
+    }
+}
+
+impl Filesystem for VeilFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_AUTO_INVAL_DATA;
+        if self.opts.writeback_cache {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        for flag in wanted.iter() {
+            if let Err(unsupported) = config.add_capabilities(flag) {
+                log::debug!("kernel lacks FUSE capability {unsupported:?}");
+            }
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let res = self.node(parent).and_then(|p| self.do_lookup(&p, name));
+        match res {
+            Ok((node, st)) => reply.entry(&self.opts.ttl, &self.attr(node.ino, &st), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.nodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let res = (|| {
+            if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
+                let st = store::stat_fd(&*h.fd).map_err(errno)?;
+                return Ok(self.attr(h.node.ino, &st));
+            }
+            let node = self.node(ino)?;
+            let st = self.stat_node(&node)?;
+            Ok(self.attr(node.ino, &st))
+        })();
+        match res {
+            Ok(attr) => reply.attr(&self.opts.ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if self.opts.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
+            Ok(attr) => reply.attr(&self.opts.ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.do_readlink(ino) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.do_mknod(req, parent, name, mode, rdev) {
+            Ok(attr) => reply.entry(&self.opts.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.do_mkdir(req, parent, name, mode) {
+            Ok(attr) => reply.entry(&self.opts.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.opts.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        match self.do_unlink(parent, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.opts.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        match self.do_rmdir(parent, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        match self.do_symlink(req, parent, link_name, target) {
+            Ok(attr) => reply.entry(&self.opts.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_rename(parent, name, newparent, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.do_link(ino, newparent, newname) {
+            Ok(attr) => reply.entry(&self.opts.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_open(ino, flags) {
+            Ok((fh, fl)) => reply.opened(FileHandle(fh), fl),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.do_read(fh, offset, size, reply)
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.do_write(fh, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Writes go straight to the backing file; nothing is buffered here.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.do_release(fh);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.handle(fh).and_then(|h| {
+            if datasync {
+                rustix::fs::fdatasync(&*h.fd).map_err(errno)
+            } else {
+                rustix::fs::fsync(&*h.fd).map_err(errno)
+            }
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self
+            .node(ino)
+            .and_then(|n| if n.is_dir { Ok(n) } else { Err(Errno::ENOTDIR) })
+        {
+            Ok(_) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.dir_handles.lock().unwrap().insert(
+                    fh,
+                    DirHandle {
+                        entries: Vec::new(),
+                    },
+                );
+                reply.opened(FileHandle(fh), FopenFlags::empty())
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let node = match self.do_readdir_list(ino, fh, offset) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let handles = self.dir_handles.lock().unwrap();
+        let Some(dh) = handles.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let dots = [(node.ino, "."), (self.parent_ino(&node), "..")];
+        let mut i = offset as usize;
+        while i < dots.len() {
+            if reply.add(
+                INodeNo(dots[i].0),
+                (i + 1) as u64,
+                FileType::Directory,
+                dots[i].1,
+            ) {
+                return reply.ok();
+            }
+            i += 1;
+        }
+        for (k, (ino, kind, name, _)) in dh.entries.iter().enumerate().skip(i - dots.len()) {
+            if reply.add(INodeNo(*ino), (k + dots.len() + 1) as u64, *kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let node = match self.do_readdir_list(ino, fh, offset) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let dfd = match self.dir_fd(&node) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
+        let entries: Vec<(u64, FileType, OsString, String)> = {
+            let handles = self.dir_handles.lock().unwrap();
+            match handles.get(&fh.0) {
+                Some(dh) => dh
+                    .entries
+                    .iter()
+                    .skip((offset as usize).saturating_sub(2))
+                    .take(512)
+                    .cloned()
+                    .collect(),
+                None => return reply.error(Errno::EBADF),
+            }
+        };
+        let mut i = offset as usize;
+        if i < 2 {
+            let st = match store::stat_fd(&*dfd) {
+                Ok(st) => st,
+                Err(e) => return reply.error(errno(e)),
+            };
+            let attr = self.attr(node.ino, &st);
+            let parent = self.parent_ino(&node);
+            // The kernel takes no reference for "." and "..".
+            for (k, (ino, name)) in [(node.ino, "."), (parent, "..")]
+                .into_iter()
+                .enumerate()
+                .skip(i)
+            {
+                let mut a = attr;
+                a.ino = INodeNo(ino);
+                if reply.add(
+                    INodeNo(ino),
+                    (k + 1) as u64,
+                    name,
+                    &Duration::ZERO,
+                    &a,
+                    Generation(0),
+                ) {
+                    return reply.ok();
+                }
+            }
+            i = 2;
+        }
+        for (k, (_, _, name, backing)) in entries.into_iter().enumerate() {
+            let off = (i + k + 1) as u64;
+            let Ok(st) = store::lstat_at(&*dfd, cstr(&backing).as_c_str()) else {
+                continue;
+            };
+            let ino = self.fuse_ino(st.st_ino);
+            let attr = self.attr(ino, &st);
+            if reply.add(
+                INodeNo(ino),
+                off,
+                &name,
+                &self.opts.ttl,
+                &attr,
+                Generation(0),
+            ) {
+                break;
+            }
+            let backing_name = if backing.ends_with(crate::names::LONG_NAME_SUFFIX) {
+                match store::read_long_record(&*dfd, &backing) {
+                    Ok(full) => BackingName::Long {
+                        entry: backing,
+                        full,
+                    },
+                    Err(_) => continue,
+                }
+            } else {
+                BackingName::Regular(backing)
+            };
+            self.remember(&node, &st, backing_name, name.as_bytes());
+        }
+        reply.ok()
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dir_handles.lock().unwrap().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = self
+            .node(ino)
+            .and_then(|n| self.dir_fd(&n))
+            .and_then(|fd| store::open_dir_read(&*fd).map_err(errno))
+            .and_then(|fd| rustix::fs::fsync(&fd).map_err(errno));
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match rustix::fs::fstatvfs(&*self.root_fd) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                crate::names::MAX_NAME_LEN as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_setxattr(ino, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.do_getxattr(ino, name) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.do_listxattr(ino) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_removexattr(ino, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // The kernel checks modes (default_permissions); this only answers
+        // whether the inode still exists.
+        match self.node(ino).and_then(|n| self.stat_node(&n)) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.do_create(req, parent, name, mode, flags) {
+            Ok((attr, fh)) => reply.created(
+                &self.opts.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if self.opts.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        match self.do_fallocate(fh, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Mounting: FUSE session setup, readiness signalling and clean unmount on
+//! SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use fuser::{Config, MountOption, Session, SessionACL};
+
+use super::{FsOptions, VeilFs};
+use crate::content::ContentCipher;
+use crate::names::NameCipher;
+
+/// Everything `veilfs mount` decides.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub cipherdir: PathBuf,
+    pub mountpoint: PathBuf,
+    pub allow_other: bool,
+    pub threads: usize,
+    pub fs: FsOptions,
+}
+
+/// Raises the open-file limit to its hard maximum: the daemon keeps a
+/// descriptor per cached directory and per open file.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
+    let mut c = Config::default();
+    c.mount_options = vec![
+        MountOption::FSName(format!("veilfs:{}", cfg.cipherdir.display())),
+        MountOption::Subtype("veilfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    if cfg.fs.read_only {
+        c.mount_options.push(MountOption::RO);
+    }
+    if auto_unmount {
+        c.mount_options.push(MountOption::AutoUnmount);
+    }
+    c.acl = if cfg.allow_other {
+        SessionACL::All
+    } else if auto_unmount {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    c.n_threads = Some(cfg.threads.max(1));
+    c.clone_fd = true;
+    c
+}
+
+/// Mounts and serves until unmounted (by `fusermount3 -u`, SIGINT or
+/// SIGTERM). `ready` is written "ok\n" once the mount is usable, or the
+/// error text if mounting failed.
+pub fn serve(
+    cfg: &MountConfig,
+    content: ContentCipher,
+    names: NameCipher,
+    ready: Option<OwnedFd>,
+) -> std::io::Result<()> {
+    let mut ready = ready.map(std::fs::File::from);
+    let result = (|| {
+        raise_fd_limit();
+        // Modes from the kernel already have the caller's umask applied.
+        rustix::process::umask(rustix::fs::Mode::empty());
+        let fs = VeilFs::new(
+            &cfg.cipherdir,
+            content.clone(),
+            names.clone(),
+            cfg.fs.clone(),
+        )?;
+        // AutoUnmount (fusermount3 watches us and unmounts if we die) needs
+        // allow_root or allow_other, which unprivileged users may not be
+        // granted; fall back to a plain mount then.
+        match Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, true)) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                log::warn!("mount with auto_unmount failed ({e}); retrying without it");
+                let fs = VeilFs::new(&cfg.cipherdir, content, names, cfg.fs.clone())?;
+                Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false))
+            }
+        }
+    })();
+    let mut session = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(r) = ready.as_mut() {
+                let _ = writeln!(r, "{e}");
+            }
+            return Err(e);
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?;
+    let signal_handle = signals.handle();
+    let mountpoint = cfg.mountpoint.clone();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            log::info!("signal {sig}: unmounting {}", mountpoint.display());
+            if let Err(e) = unmounter.unmount() {
+                log::warn!(
+                    "unmount of {} failed: {e}; retrying lazily",
+                    mountpoint.display()
+                );
+                let _ = std::process::Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(&mountpoint)
+                    .status();
+            }
+        }
+    });
+    if let Some(mut r) = ready.take() {
+        let _ = r.write_all(b"ok\n");
+    }
+    log::info!(
+        "mounted {} on {}",
+        cfg.cipherdir.display(),
+        cfg.mountpoint.display()
+    );
+    let res = session.run();
+    signal_handle.close();
+    log::info!("unmounted {}", cfg.mountpoint.display());
+    res
+}
+
+/// Whether `path` is currently a mount point (by /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == canon.as_os_str().to_string_lossy())
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}

@@ -1,0 +1,138 @@
+//! The inode table: what the kernel knows by inode number, and where each
+//! inode lives in the backing store.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use crate::content::FileHeader;
+use crate::names::{BackingName, DirIv};
+
+/// Where an inode was last seen: its parent directory, backing entry name
+/// and plaintext name. Hard links keep the most recently used name.
+pub struct Location {
+    pub parent: Arc<Node>,
+    pub backing: BackingName,
+    pub plain: Box<[u8]>,
+}
+
+/// Content state of a regular file, shared by all its open handles. The
+/// lock serialises read-modify-write: reads share it, writes and
+/// truncation take it exclusively.
+#[derive(Default)]
+pub struct FileData {
+    pub header: Option<FileHeader>,
+}
+
+/// The backing descriptor shared by all open handles of one file.
+#[derive(Default)]
+pub struct OpenState {
+    pub fd: Option<Arc<OwnedFd>>,
+    pub writable: bool,
+    pub handles: u32,
+}
+
+pub struct Node {
+    pub ino: u64,
+    pub is_dir: bool,
+    pub lookups: AtomicU64,
+    /// `None` only for the root.
+    pub location: Mutex<Option<Location>>,
+    /// A directory's IV, read once: a rename keeps the stored IV.
+    pub dir_iv: OnceLock<DirIv>,
+    pub data: RwLock<FileData>,
+    pub open: Mutex<OpenState>,
+}
+
+impl Node {
+    pub fn new(ino: u64, is_dir: bool, location: Option<Location>) -> Self {
+        Node {
+            ino,
+            is_dir,
+            lookups: AtomicU64::new(0),
+            location: Mutex::new(location),
+            dir_iv: OnceLock::new(),
+            data: RwLock::new(FileData::default()),
+            open: Mutex::new(OpenState::default()),
+        }
+    }
+
+    /// Parent node and backing entry name, cloned out of the lock.
+    pub fn parent_and_entry(&self) -> Option<(Arc<Node>, BackingName)> {
+        let loc = self.location.lock().unwrap();
+        loc.as_ref().map(|l| (l.parent.clone(), l.backing.clone()))
+    }
+
+    pub fn set_location(&self, location: Location) {
+        *self.location.lock().unwrap() = Some(location);
+    }
+}
+
+/// Inode number → node, for every inode the kernel holds a reference to.
+pub struct NodeTable {
+    nodes: RwLock<HashMap<u64, Arc<Node>>>,
+}
+
+impl NodeTable {
+    pub fn new(root: Arc<Node>) -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(root.ino, root);
+        NodeTable {
+            nodes: RwLock::new(nodes),
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+        self.nodes.read().unwrap().get(&ino).cloned()
+    }
+
+    /// Records one more kernel reference to the inode at `location`,
+    /// creating the node on first sight.
+    pub fn remember(&self, ino: u64, is_dir: bool, location: Location) -> Arc<Node> {
+        let mut nodes = self.nodes.write().unwrap();
+        if let Some(node) = nodes.get(&ino)
+            && node.is_dir == is_dir
+        {
+            node.set_location(location);
+            node.lookups.fetch_add(1, Ordering::Relaxed);
+            return node.clone();
+        }
+        let node = Arc::new(Node::new(ino, is_dir, Some(location)));
+        node.lookups.store(1, Ordering::Relaxed);
+        nodes.insert(ino, node.clone());
+        node
+    }
+
+    /// Updates where a known inode lives after a rename, if we know it.
+    pub fn relocate(&self, ino: u64, location: Location) {
+        if let Some(node) = self.get(ino) {
+            node.set_location(location);
+        }
+    }
+
+    /// Drops `n` kernel references; forgets the node at zero.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == fuser::INodeNo::ROOT.0 {
+            return;
+        }
+        let mut nodes = self.nodes.write().unwrap();
+        if let Some(node) = nodes.get(&ino) {
+            let before = node.lookups.fetch_sub(
+                n.min(node.lookups.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            if before <= n {
+                nodes.remove(&ino);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.read().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

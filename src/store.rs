@@ -1,0 +1,265 @@
+//! The backing store: every syscall on CIPHERDIR, relative to a directory
+//! file descriptor and never following a symlink.
+//!
+//! A hostile cloud may plant symlinks in CIPHERDIR. Each path component is
+//! opened with `O_NOFOLLOW` relative to its parent's descriptor, so nothing
+//! here ever resolves a path outside the backing directory.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, openat, statat};
+use rustix::io::Errno;
+
+use crate::names::{
+    BackingName, DIR_IV_FILE, DIR_IV_LEN, DirIv, EntryKind, NameCipher, NameError, classify_entry,
+    long_entry_name,
+};
+
+/// Largest long-name record read; a real one is under 400 bytes.
+const MAX_LONG_RECORD: usize = 4096;
+
+pub fn cstr(name: &str) -> CString {
+    CString::new(name).expect("backing names never contain NUL")
+}
+
+/// Opens a directory of the backing store for use as a `*at()` anchor.
+pub fn open_dir_path<Fd: AsFd>(parent: Fd, name: &CStr) -> Result<OwnedFd, Errno> {
+    openat(
+        parent,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens a directory for reading its entries or fsyncing it.
+pub fn open_dir_read<Fd: AsFd>(dir: Fd) -> Result<OwnedFd, Errno> {
+    openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+pub fn lstat_at<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<Stat, Errno> {
+    statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// fstat of a descriptor, including `O_PATH` ones.
+pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<Stat, Errno> {
+    statat(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// Reads the 16 raw bytes of a directory's `veilfs.diriv`.
+pub fn read_dir_iv<Fd: AsFd>(dir: Fd) -> Result<DirIv, Errno> {
+    let fd = openat(
+        dir,
+        c"veilfs.diriv",
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )?;
+    let mut buf = [0u8; DIR_IV_LEN + 1];
+    let n = rustix::io::read(&fd, &mut buf)?;
+    DirIv::from_slice(&buf[..n]).ok_or(Errno::IO)
+}
+
+/// Writes a new directory's IV file, durably.
+pub fn write_dir_iv<Fd: AsFd>(dir: Fd, iv: &DirIv) -> Result<(), Errno> {
+    let fd = openat(
+        dir,
+        c"veilfs.diriv",
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o400),
+    )?;
+    let n = rustix::io::write(&fd, &iv.0)?;
+    if n != DIR_IV_LEN {
+        return Err(Errno::IO);
+    }
+    rustix::fs::fsync(&fd)
+}
+
+/// Writes the side record of a long name (idempotent: the content is a
+/// function of the entry name).
+pub fn write_long_record<Fd: AsFd>(dir: Fd, name: &BackingName) -> Result<(), Errno> {
+    let Some((record, full)) = name.long_record() else {
+        return Ok(());
+    };
+    let fd = openat(
+        dir,
+        cstr(&record).as_c_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o400),
+    )?;
+    let n = rustix::io::write(&fd, full.as_bytes())?;
+    if n != full.len() {
+        return Err(Errno::IO);
+    }
+    Ok(())
+}
+
+/// Removes a long name's side record once its entry is gone.
+pub fn remove_long_record<Fd: AsFd>(dir: Fd, name: &BackingName) {
+    if let Some((record, _)) = name.long_record() {
+        match rustix::fs::unlinkat(dir, cstr(&record).as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => log::warn!("could not remove long-name record {record}: {e}"),
+        }
+    }
+}
+
+/// Reads the full encoded name of a long-name entry and checks it against
+/// the entry's hash.
+pub fn read_long_record<Fd: AsFd>(dir: Fd, entry: &str) -> Result<String, Errno> {
+    let record = format!("{entry}.name");
+    let fd = openat(
+        dir,
+        cstr(&record).as_c_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )?;
+    let mut buf = vec![0u8; MAX_LONG_RECORD];
+    let n = rustix::io::read(&fd, &mut buf)?;
+    buf.truncate(n);
+    let full = String::from_utf8(buf).map_err(|_| Errno::IO)?;
+    let full = full.trim_end().to_string();
+    if long_entry_name(&full) != entry {
+        return Err(Errno::IO);
+    }
+    Ok(full)
+}
+
+/// One listed entry of a backing directory.
+#[derive(Debug, Clone)]
+pub struct ListedEntry {
+    pub plain: Vec<u8>,
+    pub backing: String,
+    pub ino: u64,
+    pub file_type: FileType,
+}
+
+/// An entry that looks like a veilfs name but does not decrypt.
+#[derive(Debug, Clone)]
+pub struct BadEntry {
+    pub backing: String,
+    pub error: String,
+}
+
+/// Everything in one backing directory, decrypted.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<ListedEntry>,
+    /// Names that should decrypt but do not: tampering, or moved entries.
+    pub bad: Vec<BadEntry>,
+    /// Sync-client files and other foreign names, left alone.
+    pub foreign: Vec<String>,
+}
+
+/// Lists and decrypts a backing directory. `dir` must be readable (see
+/// [`open_dir_read`]).
+pub fn list_dir(dir: BorrowedFd<'_>, iv: &DirIv, names: &NameCipher) -> Result<Listing, Errno> {
+    let mut listing = Listing::default();
+    let mut reader = Dir::new(open_dir_read(dir)?)?;
+    while let Some(entry) = reader.read() {
+        let entry = entry?;
+        let raw = entry.file_name().to_bytes();
+        if raw == b"." || raw == b".." {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(raw) else {
+            listing
+                .foreign
+                .push(String::from_utf8_lossy(raw).into_owned());
+            continue;
+        };
+        let decrypted = match classify_entry(name) {
+            EntryKind::Regular(enc) => names.decrypt_name(iv, enc).map_err(|e| e.to_string()),
+            EntryKind::Long(entry_name) => match read_long_record(dir, entry_name) {
+                Ok(full) => names.decrypt_name(iv, &full).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("long-name record missing or damaged: {e}")),
+            },
+            EntryKind::LongRecord | EntryKind::Metadata => continue,
+            EntryKind::Foreign => {
+                log::debug!("ignoring foreign backing entry {name:?}");
+                listing.foreign.push(name.to_string());
+                continue;
+            }
+        };
+        match decrypted {
+            Ok(plain) => listing.entries.push(ListedEntry {
+                plain,
+                backing: name.to_string(),
+                ino: entry.ino(),
+                file_type: entry.file_type(),
+            }),
+            Err(error) => listing.bad.push(BadEntry {
+                backing: name.to_string(),
+                error,
+            }),
+        }
+    }
+    Ok(listing)
+}
+
+/// The backing name of `plain` in the directory with IV `iv`, mapping
+/// invalid names to the errno a syscall would give.
+pub fn backing_name(names: &NameCipher, iv: &DirIv, plain: &OsStr) -> Result<BackingName, Errno> {
+    names
+        .backing_name(iv, plain.as_bytes())
+        .map_err(|e| match e {
+            NameError::TooLong => Errno::NAMETOOLONG,
+            _ => Errno::INVAL,
+        })
+}
+
+/// The directory holding `name` is to be used; makes sure it has an IV.
+/// A directory whose IV file a crash lost right after `mkdir` (so it holds
+/// no veilfs entries yet) gets the IV it would have had; one that has
+/// entries is reported as damaged, because a guessed IV could be wrong.
+pub fn dir_iv_or_repair(
+    dir: BorrowedFd<'_>,
+    expected: impl FnOnce() -> DirIv,
+) -> Result<DirIv, Errno> {
+    match read_dir_iv(dir) {
+        Ok(iv) => Ok(iv),
+        Err(Errno::NOENT) => {
+            let mut it = Dir::new(open_dir_read(dir)?)?;
+            while let Some(entry) = it.read() {
+                let entry = entry?;
+                if let Ok(name) = std::str::from_utf8(entry.file_name().to_bytes())
+                    && matches!(
+                        classify_entry(name),
+                        EntryKind::Regular(_) | EntryKind::Long(_)
+                    )
+                {
+                    return Err(Errno::IO);
+                }
+            }
+            let iv = expected();
+            match write_dir_iv(dir, &iv) {
+                Ok(()) => Ok(iv),
+                Err(Errno::EXIST) => read_dir_iv(dir),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Errno to io::Error, for callers outside the FUSE layer.
+pub fn io_err(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// Whether an errno is one of "does not exist".
+pub fn is_not_found(e: Errno) -> bool {
+    e == Errno::NOENT || e == Errno::NOTDIR
+}
+
+/// Checks the one file name veilfs itself writes into every directory.
+pub fn is_dir_iv_file(name: &str) -> bool {
+    name == DIR_IV_FILE
+}

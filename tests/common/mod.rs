@@ -1,0 +1,251 @@
+//! Shared harness for tests that go through a real FUSE mount.
+//!
+//! `TestMount` creates a vault with a known key, runs `veilfs mount
+//! --foreground` as a child process and waits (polling, with a timeout)
+//! until the mount is live. Dropping it always unmounts, even when the
+//! test panicked, so no test leaves a dead mount behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_veilfs");
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else {
+        return false;
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| mp == want)
+}
+
+/// Runs a command and asserts it succeeded, returning stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether an external tool is installed; prints why a check is skipped
+/// when it is not (scripts/test.sh installs them, so CI never skips).
+pub fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED: {tool} is not installed (scripts/test.sh installs it)");
+    }
+    ok
+}
+
+pub struct TestMount {
+    pub tmp: tempfile::TempDir,
+    pub cipher: PathBuf,
+    pub mnt: PathBuf,
+    pub keyfile: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub extra_args: Vec<String>,
+}
+
+impl TestMount {
+    /// A fresh key-only vault, mounted.
+    pub fn new() -> Self {
+        Self::with_args(&[])
+    }
+
+    pub fn with_args(extra: &[&str]) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("veilfs-test")
+            .tempdir_in(test_root())
+            .unwrap();
+        let cipher = tmp.path().join("cipher");
+        let mnt = tmp.path().join("mnt");
+        let keyfile = tmp.path().join("key");
+        std::fs::create_dir(&mnt).unwrap();
+        let out = run_ok(Command::new(BIN).args(["init", "--key-only"]).arg(&cipher));
+        let key = extract_key(&out).expect("init prints the 64-digit key");
+        std::fs::write(&keyfile, key).unwrap();
+        let mut m = TestMount {
+            log: tmp.path().join("mount.log"),
+            tmp,
+            cipher,
+            mnt,
+            keyfile,
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        m.mount();
+        m
+    }
+
+    /// Mounts (again) in the foreground as a child process.
+    pub fn mount(&mut self) {
+        assert!(self.child.is_none(), "already mounted");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["mount", "--foreground", "--key-file"])
+            .arg(&self.keyfile)
+            .args(&self.extra_args)
+            .arg(&self.cipher)
+            .arg(&self.mnt)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "veilfs=info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn veilfs mount");
+        self.child = Some(child);
+        let mnt = self.mnt.clone();
+        let ok = wait_until(Duration::from_secs(15), || {
+            is_mounted(&mnt) || self.child_exited()
+        });
+        assert!(
+            ok && is_mounted(&self.mnt),
+            "mount did not come up; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    fn child_exited(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("mounted").id()
+    }
+
+    /// Unmounts with fusermount3 -u and waits for the daemon to exit.
+    pub fn unmount(&mut self) {
+        if is_mounted(&self.mnt) {
+            run_ok(Command::new("fusermount3").arg("-u").arg(&self.mnt));
+        }
+        self.wait_child(Duration::from_secs(15));
+    }
+
+    /// Waits for the daemon to exit; returns its exit status.
+    pub fn wait_child(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            status = child.wait().ok();
+        }
+        status
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Every file and name below CIPHERDIR, recursively.
+    pub fn backing_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                let p = e.path();
+                out.push(p.clone());
+                if e.file_type().unwrap().is_dir() {
+                    walk(&p, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.cipher, &mut out);
+        out
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .status();
+            if is_mounted(&self.mnt) {
+                let _ = Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(&self.mnt)
+                    .status();
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            if !wait_until(Duration::from_secs(5), || {
+                matches!(c.try_wait(), Ok(Some(_)))
+            }) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- veilfs mount log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Where test vaults live: a real disk, not tmpfs, unless overridden.
+pub fn test_root() -> PathBuf {
+    let p = std::env::var_os("VEILFS_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// The 64-digit key in `veilfs init` output.
+pub fn extract_key(out: &str) -> Option<String> {
+    out.split_whitespace()
+        .find(|w| {
+            w.len() == 79
+                && w.split('-').count() == 16
+                && w.split('-')
+                    .all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .map(str::to_string)
+}

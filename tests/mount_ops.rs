@@ -1,0 +1,533 @@
+//! Every filesystem operation through a real FUSE mount, with its edge
+//! cases. Each test mounts its own vault and unmounts it on drop.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::{TestMount, run_ok};
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn write_read_round_trip_sizes() {
+    let m = TestMount::new();
+    for (i, size) in [
+        0usize,
+        1,
+        4095,
+        4096,
+        4097,
+        8192,
+        100_000,
+        1 << 20,
+        (3 << 20) + 7,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = m.path(&format!("f{i}"));
+        let data = pattern(size, i as u8);
+        fs::write(&p, &data).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().len(),
+            size as u64,
+            "st_size is the plaintext size"
+        );
+        assert_eq!(fs::read(&p).unwrap(), data, "size {size}");
+    }
+}
+
+#[test]
+fn random_offset_writes_and_holes() {
+    let m = TestMount::new();
+    let p = m.path("sparse");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    f.seek(SeekFrom::Start(10 << 20)).unwrap();
+    f.write_all(b"tail").unwrap();
+    f.seek(SeekFrom::Start(5000)).unwrap();
+    f.write_all(b"middle").unwrap();
+    drop(f);
+    let data = fs::read(&p).unwrap();
+    assert_eq!(data.len(), (10 << 20) + 4);
+    assert_eq!(&data[5000..5006], b"middle");
+    assert_eq!(&data[(10 << 20)..], b"tail");
+    assert!(data[..5000].iter().all(|&b| b == 0));
+    assert!(data[5006..(10 << 20)].iter().all(|&b| b == 0));
+    // The hole stays sparse in CIPHERDIR.
+    let backing = m
+        .backing_files()
+        .into_iter()
+        .find(|p| p.is_file() && fs::metadata(p).unwrap().len() > 1 << 20)
+        .unwrap();
+    assert!(
+        fs::metadata(&backing).unwrap().blocks() * 512 < 1 << 20,
+        "backing file is sparse"
+    );
+}
+
+#[test]
+fn truncate_up_and_down() {
+    let m = TestMount::new();
+    let p = m.path("t");
+    let data = pattern(3 * 4096 + 500, 1);
+    fs::write(&p, &data).unwrap();
+    let f = OpenOptions::new().write(true).open(&p).unwrap();
+    for &len in &[10_000u64, 8192, 8191, 1, 0, 7, 20_000, 4096 * 5 + 3] {
+        f.set_len(len).unwrap();
+        let got = fs::read(&p).unwrap();
+        assert_eq!(got.len() as u64, len);
+        let keep = (len as usize).min(got.len());
+        // What was there before stays; what grew reads as zeros.
+        let mut expect = fs::read(&p).unwrap();
+        expect.truncate(keep);
+        assert_eq!(&got[..keep], &expect[..]);
+    }
+    // Shrink into the middle of a chunk then read the tail back as zeros.
+    fs::write(&p, &data).unwrap();
+    f.set_len(6000).unwrap();
+    f.set_len(9000).unwrap();
+    let got = fs::read(&p).unwrap();
+    assert_eq!(&got[..6000], &data[..6000]);
+    assert!(got[6000..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn open_flags_excl_trunc_append_wronly() {
+    let m = TestMount::new();
+    let p = m.path("flags");
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap()
+        .write_all(b"hello")
+        .unwrap();
+    let e = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .unwrap()
+        .write_all(b" world")
+        .unwrap();
+    assert_eq!(fs::read(&p).unwrap(), b"hello world");
+    // Write-only handle doing a partial-chunk overwrite (needs RMW).
+    let mut w = OpenOptions::new().write(true).open(&p).unwrap();
+    w.seek(SeekFrom::Start(6)).unwrap();
+    w.write_all(b"W").unwrap();
+    drop(w);
+    assert_eq!(fs::read(&p).unwrap(), b"hello World");
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
+    assert_eq!(fs::read(&p).unwrap(), b"");
+}
+
+#[test]
+fn chmod_chown_utimens() {
+    let m = TestMount::new();
+    let p = m.path("attrs");
+    fs::write(&p, b"x").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
+    std::os::unix::fs::chown(&p, Some(1234), Some(4321)).unwrap();
+    let md = fs::metadata(&p).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1234, 4321));
+    run_ok(
+        Command::new("touch")
+            .args(["-m", "-d", "2001-02-03 04:05:06 UTC"])
+            .arg(&p),
+    );
+    let md = fs::metadata(&p).unwrap();
+    assert_eq!(md.mtime(), 981173106);
+    let atime_before = md.atime();
+    // UTIME_OMIT for atime keeps it; UTIME_NOW for mtime sets it.
+    run_ok(Command::new("touch").arg("-m").arg(&p));
+    let md = fs::metadata(&p).unwrap();
+    assert_eq!(md.atime(), atime_before);
+    assert!(md.mtime() > 981173106);
+    fs::create_dir(m.path("d")).unwrap();
+    fs::set_permissions(m.path("d"), fs::Permissions::from_mode(0o711)).unwrap();
+    assert_eq!(fs::metadata(m.path("d")).unwrap().mode() & 0o7777, 0o711);
+}
+
+#[test]
+fn directories_and_rmdir() {
+    let m = TestMount::new();
+    fs::create_dir_all(m.path("a/b/c")).unwrap();
+    fs::write(m.path("a/b/c/file"), b"deep").unwrap();
+    assert_eq!(fs::read(m.path("a/b/c/file")).unwrap(), b"deep");
+    let e = fs::remove_dir(m.path("a/b")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
+    fs::remove_file(m.path("a/b/c/file")).unwrap();
+    fs::remove_dir(m.path("a/b/c")).unwrap();
+    fs::remove_dir(m.path("a/b")).unwrap();
+    let names: Vec<_> = fs::read_dir(m.path("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    let e = fs::remove_dir(m.path("nope")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+}
+
+#[test]
+fn readdir_lists_many_entries() {
+    let m = TestMount::new();
+    let n = 3000;
+    for i in 0..n {
+        File::create(m.path(&format!("entry-{i:05}"))).unwrap();
+    }
+    let mut names: Vec<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), n);
+    assert_eq!(names[0], "entry-00000");
+    assert_eq!(names[n - 1], format!("entry-{:05}", n - 1));
+    // ls -l goes through readdirplus and lookup.
+    let out = run_ok(Command::new("ls").arg("-la").arg(&m.mnt));
+    assert_eq!(out.lines().filter(|l| l.contains("entry-")).count(), n);
+}
+
+#[test]
+fn rename_overwrite_noreplace_exchange_and_open_handles() {
+    let m = TestMount::new();
+    fs::create_dir(m.path("d1")).unwrap();
+    fs::create_dir(m.path("d2")).unwrap();
+    fs::write(m.path("d1/a"), b"AAA").unwrap();
+    fs::write(m.path("d2/b"), b"BBB").unwrap();
+    let mut held = File::open(m.path("d1/a")).unwrap();
+    fs::rename(m.path("d1/a"), m.path("d2/b")).unwrap();
+    assert_eq!(fs::read(m.path("d2/b")).unwrap(), b"AAA");
+    assert!(!m.path("d1/a").exists());
+    let mut s = String::new();
+    held.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "AAA", "an open handle keeps working across rename");
+
+    fs::write(m.path("x"), b"X").unwrap();
+    fs::write(m.path("y"), b"Y").unwrap();
+    let r = renameat2(&m.path("x"), &m.path("y"), libc::RENAME_NOREPLACE);
+    assert_eq!(r, Err(libc::EEXIST));
+    renameat2(&m.path("x"), &m.path("y"), libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(fs::read(m.path("x")).unwrap(), b"Y");
+    assert_eq!(fs::read(m.path("y")).unwrap(), b"X");
+    renameat2(&m.path("x"), &m.path("z"), libc::RENAME_NOREPLACE).unwrap();
+    assert_eq!(fs::read(m.path("z")).unwrap(), b"Y");
+
+    // Directory rename keeps its contents readable (IV travels with it),
+    // and a directory may replace an empty one.
+    fs::write(m.path("d1/inner"), b"in").unwrap();
+    fs::rename(m.path("d1"), m.path("d2/moved")).unwrap();
+    assert_eq!(fs::read(m.path("d2/moved/inner")).unwrap(), b"in");
+    fs::create_dir(m.path("empty")).unwrap();
+    fs::rename(m.path("d2/moved"), m.path("empty")).unwrap();
+    assert_eq!(fs::read(m.path("empty/inner")).unwrap(), b"in");
+    fs::create_dir(m.path("full")).unwrap();
+    fs::write(m.path("full/f"), b"").unwrap();
+    let e = fs::rename(m.path("empty"), m.path("full")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
+}
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<(), i32> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(from.as_os_str().as_bytes()).unwrap();
+    let b = CString::new(to.as_os_str().as_bytes()).unwrap();
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    }
+}
+
+#[test]
+fn hard_links_symlinks_fifos_sockets() {
+    let m = TestMount::new();
+    fs::write(m.path("orig"), b"shared").unwrap();
+    fs::hard_link(m.path("orig"), m.path("link")).unwrap();
+    assert_eq!(fs::metadata(m.path("orig")).unwrap().nlink(), 2);
+    assert_eq!(
+        fs::metadata(m.path("orig")).unwrap().ino(),
+        fs::metadata(m.path("link")).unwrap().ino()
+    );
+    fs::write(m.path("link"), b"changed").unwrap();
+    assert_eq!(fs::read(m.path("orig")).unwrap(), b"changed");
+    fs::remove_file(m.path("orig")).unwrap();
+    assert_eq!(fs::read(m.path("link")).unwrap(), b"changed");
+
+    std::os::unix::fs::symlink("../some/where/target.txt", m.path("sym")).unwrap();
+    assert_eq!(
+        fs::read_link(m.path("sym")).unwrap().to_str().unwrap(),
+        "../some/where/target.txt"
+    );
+    assert_eq!(
+        fs::symlink_metadata(m.path("sym")).unwrap().len(),
+        "../some/where/target.txt".len() as u64
+    );
+    std::os::unix::fs::symlink("link", m.path("sym2")).unwrap();
+    assert_eq!(
+        fs::read(m.path("sym2")).unwrap(),
+        b"changed",
+        "symlinks resolve inside the mount"
+    );
+
+    run_ok(Command::new("mkfifo").arg(m.path("fifo")));
+    assert!(fs::metadata(m.path("fifo")).unwrap().file_type().is_fifo());
+    let sock = std::os::unix::net::UnixListener::bind(m.path("sock")).unwrap();
+    assert!(
+        fs::metadata(m.path("sock"))
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    drop(sock);
+}
+
+#[test]
+fn xattrs_statfs_fallocate_fsync() {
+    let m = TestMount::new();
+    let p = m.path("x");
+    fs::write(&p, b"data").unwrap();
+    let have_setfattr = common::have("setfattr");
+    if have_setfattr {
+        run_ok(
+            Command::new("setfattr")
+                .args(["-n", "user.comment", "-v", "secret-note"])
+                .arg(&p),
+        );
+        let out = run_ok(
+            Command::new("getfattr")
+                .args(["-n", "user.comment", "--only-values"])
+                .arg(&p),
+        );
+        assert_eq!(out, "secret-note");
+        let out = run_ok(Command::new("getfattr").args(["-d"]).arg(&p));
+        assert!(out.contains("user.comment"), "{out}");
+        run_ok(
+            Command::new("setfattr")
+                .args(["-x", "user.comment"])
+                .arg(&p),
+        );
+        let out = Command::new("getfattr")
+            .args(["-n", "user.comment"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+    }
+    let st = rustix::fs::statvfs(&m.mnt).unwrap();
+    assert!(st.f_blocks > 0);
+    assert_eq!(st.f_namemax, 255);
+    let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 100_000).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 100_000);
+    assert_eq!(&fs::read(&p).unwrap()[..4], b"data");
+    f.sync_all().unwrap();
+    f.sync_data().unwrap();
+    File::open(&m.mnt).unwrap().sync_all().unwrap();
+}
+
+#[test]
+fn invalid_and_long_names() {
+    let m = TestMount::new();
+    let long = "é".repeat(127) + "x"; // 255 bytes
+    assert_eq!(long.len(), 255);
+    fs::write(m.path(&long), b"long").unwrap();
+    assert_eq!(fs::read(m.path(&long)).unwrap(), b"long");
+    let listed: Vec<_> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(listed.contains(&long));
+    fs::create_dir(m.path(&format!("{}d", "d".repeat(200)))).unwrap();
+    fs::rename(m.path(&long), m.path("short")).unwrap();
+    assert_eq!(fs::read(m.path("short")).unwrap(), b"long");
+    let e = fs::write(m.path(&"y".repeat(256)), b"").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG));
+    for p in m.backing_files() {
+        assert!(
+            p.file_name().unwrap().len() <= 176,
+            "backing name too long: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn no_plaintext_reaches_the_backing_store() {
+    let m = TestMount::new();
+    let secret_name = "SECRETNAME-chat-with-alice";
+    let secret_body = b"SECRETBODY the password is hunter2 SECRETBODY";
+    fs::create_dir(m.path("SECRETDIR")).unwrap();
+    fs::write(
+        m.path(&format!("SECRETDIR/{secret_name}.db")),
+        secret_body.repeat(500),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("SECRETTARGET/path", m.path("SECRETDIR/link")).unwrap();
+    drop(m.path("x"));
+    for p in m.backing_files() {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        for needle in ["SECRET", "chat", "alice"] {
+            assert!(!name.contains(needle), "plaintext in backing name {p:?}");
+        }
+        let md = fs::symlink_metadata(&p).unwrap();
+        let bytes = if md.file_type().is_symlink() {
+            fs::read_link(&p)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
+        } else if md.is_file() {
+            fs::read(&p).unwrap()
+        } else {
+            continue;
+        };
+        for needle in [&b"SECRET"[..], b"hunter2", b"alice"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "plaintext in backing file {p:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn concurrent_writers_on_one_file_never_tear() {
+    let m = TestMount::new();
+    let p = m.path("shared");
+    let chunk = 4096usize;
+    fs::write(&p, vec![0u8; chunk * 64]).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let p = p.clone();
+            s.spawn(move || {
+                let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+                use std::os::unix::fs::FileExt;
+                for round in 0..200usize {
+                    // Each thread writes whole blocks of its own byte at
+                    // unaligned offsets that straddle chunk boundaries.
+                    let off = ((round * 7 + t as usize * 13) % 60) * chunk + 1000;
+                    f.write_all_at(&vec![t + 1; 3000], off as u64).unwrap();
+                    let mut buf = vec![0u8; 3000];
+                    f.read_exact_at(&mut buf, off as u64).unwrap();
+                }
+            });
+        }
+    });
+    let data = fs::read(&p).unwrap();
+    assert_eq!(data.len(), chunk * 64);
+}
+
+#[test]
+fn read_only_mount_refuses_writes() {
+    let mut m = TestMount::new();
+    fs::write(m.path("f"), b"kept").unwrap();
+    m.unmount();
+    m.extra_args = vec!["--ro".into()];
+    m.mount();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"kept");
+    let e = fs::write(m.path("g"), b"").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+}
+
+#[test]
+fn foreign_backing_files_are_ignored_not_deleted() {
+    let m = TestMount::new();
+    fs::write(m.cipher.join(".stfolder"), b"").unwrap();
+    fs::write(m.cipher.join("desktop.ini"), b"x").unwrap();
+    fs::write(m.cipher.join(".syncthing.abc.tmp"), b"x").unwrap();
+    fs::write(m.path("real"), b"r").unwrap();
+    let names: Vec<_> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["real".to_string()]);
+    assert!(m.cipher.join(".stfolder").exists());
+    assert!(m.cipher.join("desktop.ini").exists());
+}
+
+#[test]
+fn tampered_chunk_gives_eio_other_chunks_readable() {
+    let m = TestMount::new();
+    let data = pattern(5 * 4096, 3);
+    fs::write(m.path("victim"), &data).unwrap();
+    let backing = m
+        .backing_files()
+        .into_iter()
+        .find(|p| fs::metadata(p).map(|md| md.len() > 20_000).unwrap_or(false))
+        .unwrap();
+    let mut raw = fs::read(&backing).unwrap();
+    raw[18 + 2 * (4096 + 28) + 100] ^= 0x40;
+    fs::write(&backing, &raw).unwrap();
+    // Drop the kernel's cached pages so the read reaches the daemon.
+    let mut f = File::open(m.path("victim")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    use std::os::unix::fs::FileExt;
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf[..], &data[..4096]);
+    let e = f.read_exact_at(&mut buf, 2 * 4096).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    f.read_exact_at(&mut buf, 3 * 4096).unwrap();
+    assert_eq!(&buf[..], &data[3 * 4096..4 * 4096]);
+    let mut all = Vec::new();
+    assert!(f.read_to_end(&mut all).is_err());
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(5), || m
+            .log_text()
+            .contains("/victim")),
+        "log names the file: {}",
+        m.log_text()
+    );
+}
+
+#[test]
+fn hostile_symlink_in_cipherdir_is_not_followed() {
+    let m = TestMount::new();
+    let outside = m.tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("victim"), b"untouched").unwrap();
+    // Plant a symlink where a directory's encrypted name would be.
+    fs::create_dir(m.path("dir")).unwrap();
+    let enc = fs::read_dir(&m.cipher)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    fs::remove_file(enc.join("veilfs.diriv")).unwrap();
+    fs::remove_dir(&enc).unwrap();
+    std::os::unix::fs::symlink(&outside, &enc).unwrap();
+    let r = fs::read_dir(m.path("dir"));
+    assert!(r.is_err() || r.unwrap().next().is_none());
+    let _ = fs::write(m.path("dir/victim"), b"overwritten");
+    assert_eq!(fs::read(outside.join("victim")).unwrap(), b"untouched");
+}
