@@ -8,6 +8,7 @@
 //! - A file's content lock (`Node::data`) is held shared by reads and
 //!   exclusively by writes and truncation, so no reader sees a torn chunk.
 
+pub mod daemon;
 pub mod mount;
 pub mod node;
 

@@ -94,7 +94,7 @@ pub fn serve(
             }
         }
     })();
-    let mut session = match result {
+    let session = match result {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = ready.as_mut() {
@@ -103,7 +103,6 @@ pub fn serve(
             return Err(e);
         }
     };
-    let mut unmounter = session.unmount_callable();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -114,16 +113,7 @@ pub fn serve(
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             log::info!("signal {sig}: unmounting {}", mountpoint.display());
-            if let Err(e) = unmounter.unmount() {
-                log::warn!(
-                    "unmount of {} failed: {e}; retrying lazily",
-                    mountpoint.display()
-                );
-                let _ = std::process::Command::new("fusermount3")
-                    .arg("-uz")
-                    .arg(&mountpoint)
-                    .status();
-            }
+            unmount(&mountpoint);
         }
     });
     if let Some(mut r) = ready.take() {
@@ -138,6 +128,27 @@ pub fn serve(
     signal_handle.close();
     log::info!("unmounted {}", cfg.mountpoint.display());
     res
+}
+
+/// Unmounts through fusermount3 (which also works unprivileged). Writes
+/// are never buffered in the daemon, so there is nothing to flush first.
+/// A busy mount (open files) is detached lazily: it disappears from the
+/// namespace now and the daemon exits when the last file is closed.
+pub fn unmount(mountpoint: &Path) -> bool {
+    let run = |args: &[&str]| {
+        std::process::Command::new("fusermount3")
+            .args(args)
+            .arg(mountpoint)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if run(&["-u"]) {
+        return true;
+    }
+    log::warn!("{} is busy; detaching it lazily", mountpoint.display());
+    run(&["-uz"])
 }
 
 /// Whether `path` is currently a mount point (by /proc/self/mountinfo).
