@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every check of the project, installing what is missing first.
+#
+#   scripts/test.sh
+#
+# To extend: add a "command:debian-package" pair to APT_NEEDS for a tool the
+# tests need, and a `step ...` line at the end for a new check.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# A command the tests need, and the Debian package that provides it.
+APT_NEEDS=(
+  "fusermount3:fuse3"
+  "sqlite3:sqlite3"
+  "python3:python3"
+)
+
+missing=()
+for pair in "${APT_NEEDS[@]}"; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "test.sh: cargo is missing: install Rust (https://rustup.rs)" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "==> installing the $component component"
+    rustup component add "$component"
+  fi
+done
+
+step() {
+  echo "==> $*"
+  "$@"
+}
+
+step cargo fmt --all -- --check
+step cargo clippy --all-targets --locked -- -D warnings
+step cargo test --all-targets --locked
+step cargo test --doc --locked
+# The independent Python implementation of docs/FORMAT.md must agree with
+# the pinned vectors (skipped without python3-cryptography >= 44).
+step python3 tests/format_reference.py --check
+
+echo "==> all checks passed"

@@ -1,0 +1,58 @@
+//! `veilfs passwd`: set a new password, unlocking with the old one or the
+//! 64-digit key. Re-encrypts nothing.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::secret::{self, KdfArgs};
+use super::{CliError, UnlockArgs};
+use crate::vault::{self, CONFIG_BACKUP_FILE, KdfParams, KeySlot};
+
+#[derive(Debug, Clone, Args)]
+pub struct PasswdArgs {
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// Read the new password from the first line of FILE instead of
+    /// prompting twice.
+    #[arg(long, value_name = "FILE", conflicts_with = "new_extpass")]
+    pub new_passfile: Option<PathBuf>,
+    /// Run CMD with `sh -c`; the first line it prints is the new password.
+    #[arg(long, value_name = "CMD")]
+    pub new_extpass: Option<String>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+    /// The vault's backing directory.
+    pub cipherdir: PathBuf,
+}
+
+pub fn run(args: PasswdArgs) -> Result<(), CliError> {
+    let dir = &args.cipherdir;
+    let vault = args.unlock.unlock(dir)?;
+    let base = vault
+        .config
+        .key_slots
+        .first()
+        .map(KeySlot::kdf_params)
+        .unwrap_or(KdfParams::DEFAULT);
+    let kdf = args.kdf.resolve(base);
+    let new = secret::new_password(
+        args.new_passfile.as_deref(),
+        args.new_extpass.as_deref(),
+        "use --new-passfile FILE or --new-extpass CMD",
+    )?;
+    let had_password = !vault.config.key_slots.is_empty();
+    vault::change_password_with(&vault, &new, kdf)?;
+    if had_password {
+        println!("Password changed for {}.", dir.display());
+        println!(
+            "The previous config is kept as {}. It still opens with the OLD password: \
+             delete it once the new password works, at once if the old one was exposed.",
+            dir.join(CONFIG_BACKUP_FILE).display()
+        );
+    } else {
+        println!("Password added to {}.", dir.display());
+    }
+    println!("Your 64-digit key is unchanged and still opens the vault.");
+    Ok(())
+}

@@ -1,0 +1,489 @@
+//! Rebuilding a lost or destroyed `veilfs.conf` from the 64-digit key and
+//! the backing files (docs/FORMAT.md §2: nothing a reader needs lives only
+//! in the config).
+//!
+//! - The chunk size is read from file headers, and confirmed by opening a
+//!   chunk with the key.
+//! - The root directory IV derives from the key; every other directory
+//!   stores its IV.
+//! - The long-name threshold is inferred from the names: every regular
+//!   name is at most the threshold, every long name's full encoded form is
+//!   longer.
+//! - At least one name must decrypt with the key, else it is the wrong key.
+//!
+//! The walk never follows symlinks and never leaves the filesystem of the
+//! CIPHERDIR.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::config::{MAX_CONFIG_LEN, VaultConfig};
+use super::fsio::{self, Replace};
+use super::{CONFIG_BACKUP_FILE, CONFIG_FILE, CONFIG_REPLACED_FILE, VaultError, now_rfc3339};
+use crate::content::{
+    ChunkLayout, ContentCipher, DEFAULT_CHUNK_SIZE, FileHeader, HEADER_LEN, Opened,
+};
+use crate::keys::{MasterKey, SecretKey};
+use crate::names::{
+    DEFAULT_LONG_NAME_THRESHOLD, DIR_IV_FILE, DIR_IV_LEN, DirIv, EntryKind,
+    MAX_LONG_NAME_THRESHOLD, MIN_LONG_NAME_THRESHOLD, NameCipher, classify_entry, long_entry_name,
+};
+
+/// Stop reading file headers once this many files confirmed a chunk size.
+const ENOUGH_CONFIRMED: usize = 16;
+/// Never read the headers of more files than this.
+const MAX_FILES_INSPECTED: usize = 256;
+/// A long-name record is one encoded name: well under this.
+const MAX_RECORD_LEN: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecoverOptions {
+    /// Replace an existing `veilfs.conf` (kept as
+    /// `veilfs.conf.before-recovery`).
+    pub force: bool,
+}
+
+/// Where the recovered chunk size came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkSizeSource {
+    /// Headers of this many files, each with a chunk that opened with the
+    /// key.
+    Verified { files: usize },
+    /// A `veilfs.conf.bak` whose MAC verified with the key.
+    Backup,
+    /// Headers of this many files, none of whose chunks opened.
+    Unverified { files: usize },
+    /// No non-empty file: the default (any size reads an empty vault).
+    Default,
+}
+
+/// Where the recovered long-name threshold came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdSource {
+    /// The default, consistent with every name found.
+    Default,
+    /// The value of a verified `veilfs.conf.bak`, consistent with every
+    /// name found.
+    Backup,
+    /// The smallest value consistent with the names (the default is not).
+    Inferred,
+    /// No value fits every name (damage, or foreign files): the backup's
+    /// or the default.
+    Inconsistent,
+}
+
+/// The result of [`recover_config_with`].
+#[derive(Debug)]
+pub struct Recovery {
+    /// The key-only config that was written.
+    pub config: VaultConfig,
+    pub chunk_size_source: ChunkSizeSource,
+    pub threshold_source: ThresholdSource,
+    /// Names that decrypted with the key.
+    pub names_verified: usize,
+    /// Encrypted-looking names that did not (damaged, or moved).
+    pub names_failed: usize,
+    /// Where the replaced config went (with `force`).
+    pub replaced: Option<PathBuf>,
+    /// Things the user should know; none is fatal.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Votes {
+    confirmed: usize,
+    unconfirmed: usize,
+}
+
+struct Walker {
+    names: NameCipher,
+    content_key: SecretKey,
+    root_dev: u64,
+    names_ok: usize,
+    names_bad: usize,
+    max_regular: usize,
+    min_long: Option<usize>,
+    dirs_without_iv: usize,
+    other_filesystems: usize,
+    unreadable_dirs: usize,
+    votes: BTreeMap<u8, Votes>,
+    files_inspected: usize,
+}
+
+impl Walker {
+    fn walk(&mut self, root: &Path) -> Result<(), VaultError> {
+        let mut stack = vec![(root.to_path_buf(), self.names.root_iv())];
+        while let Some((dir, iv)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if dir == root => return Err(VaultError::io(&dir, e)),
+                Err(e) => {
+                    log::warn!("recover-config: cannot list {}: {e}", dir.display());
+                    self.unreadable_dirs += 1;
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                let os_name = entry.file_name();
+                let Some(name) = os_name.to_str() else {
+                    continue;
+                };
+                let authentic = match classify_entry(name) {
+                    EntryKind::Regular(encoded) => {
+                        let ok = self.names.decrypt_name(&iv, encoded).is_ok();
+                        if ok {
+                            self.max_regular = self.max_regular.max(encoded.len());
+                        }
+                        ok
+                    }
+                    EntryKind::Long(entry_name) => self.check_long(&dir, entry_name, &iv),
+                    EntryKind::LongRecord | EntryKind::Metadata | EntryKind::Foreign => continue,
+                };
+                if !authentic {
+                    self.names_bad += 1;
+                    continue;
+                }
+                self.names_ok += 1;
+                // DirEntry::metadata does not follow symlinks.
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let path = entry.path();
+                if meta.is_dir() {
+                    if meta.dev() != self.root_dev {
+                        self.other_filesystems += 1;
+                        continue;
+                    }
+                    match fsio::read_bounded(&path.join(DIR_IV_FILE), DIR_IV_LEN as u64) {
+                        Ok(Some(bytes)) if bytes.len() == DIR_IV_LEN => {
+                            let child = DirIv::from_slice(&bytes).expect("length checked");
+                            stack.push((path, child));
+                        }
+                        _ => self.dirs_without_iv += 1,
+                    }
+                } else if meta.is_file() {
+                    self.inspect_file(&path, meta.len());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_long(&mut self, dir: &Path, entry_name: &str, iv: &DirIv) -> bool {
+        let record = dir.join(format!("{entry_name}.name"));
+        let Ok(Some(bytes)) = fsio::read_bounded(&record, MAX_RECORD_LEN) else {
+            return false;
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return false;
+        };
+        let full = text.trim_end();
+        if long_entry_name(full) != entry_name || self.names.decrypt_name(iv, full).is_err() {
+            return false;
+        }
+        self.min_long = Some(self.min_long.map_or(full.len(), |m| m.min(full.len())));
+        true
+    }
+
+    fn confirmed_total(&self) -> usize {
+        self.votes.values().map(|v| v.confirmed).sum()
+    }
+
+    /// Reads the header of a backing file and tries to open its first
+    /// chunk with the chunk size the header declares.
+    fn inspect_file(&mut self, path: &Path, size: u64) {
+        if size < HEADER_LEN as u64
+            || self.files_inspected >= MAX_FILES_INSPECTED
+            || self.confirmed_total() >= ENOUGH_CONFIRMED
+        {
+            return;
+        }
+        self.files_inspected += 1;
+        let Ok(mut file) = fsio::open_nofollow(path) else {
+            return;
+        };
+        let mut header = [0u8; HEADER_LEN];
+        if !matches!(fsio::read_prefix(&mut file, &mut header), Ok(HEADER_LEN)) {
+            return;
+        }
+        let Some(layout) = FileHeader::declared_layout(&header) else {
+            return;
+        };
+        let confirmed =
+            Self::opens_first_chunk(&self.content_key, layout, &header, &mut file, size);
+        let votes = self.votes.entry(layout.shift()).or_default();
+        if confirmed {
+            votes.confirmed += 1;
+        } else {
+            votes.unconfirmed += 1;
+        }
+    }
+
+    fn opens_first_chunk(
+        key: &SecretKey,
+        layout: ChunkLayout,
+        header: &[u8; HEADER_LEN],
+        file: &mut fs::File,
+        size: u64,
+    ) -> bool {
+        let Ok(header) = FileHeader::parse(header, layout) else {
+            return false;
+        };
+        let body = size - HEADER_LEN as u64;
+        if body == 0 {
+            return false;
+        }
+        let stored_len = body.min(layout.stored_chunk_len() as u64) as usize;
+        let mut stored = vec![0u8; stored_len];
+        if !matches!(fsio::read_prefix(file, &mut stored), Ok(n) if n == stored_len) {
+            return false;
+        }
+        let last = layout.chunk_count(layout.plain_size(size)) <= 1;
+        let mut out = vec![0u8; layout.chunk_size()];
+        let cipher = ContentCipher::new(key, layout);
+        matches!(
+            cipher.open_chunk(&header, 0, last, &stored, &mut out),
+            Ok(Opened::Data(_))
+        )
+    }
+}
+
+/// Rebuilds `dir/veilfs.conf` from the 64-digit key. Refuses to replace an
+/// existing config; see [`recover_config_with`] for `force` and details.
+pub fn recover_config(dir: &Path, key: &MasterKey) -> Result<VaultConfig, VaultError> {
+    recover_config_with(dir, key, &RecoverOptions::default()).map(|r| r.config)
+}
+
+/// A `veilfs.conf.bak` that verifies with `key`, if there is one.
+fn verified_backup(dir: &Path, key: &MasterKey, warnings: &mut Vec<String>) -> Option<VaultConfig> {
+    let path = dir.join(CONFIG_BACKUP_FILE);
+    let bytes = match fsio::read_bounded(&path, MAX_CONFIG_LEN) {
+        Ok(Some(bytes)) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        _ => {
+            warnings.push(format!("ignored unreadable {}", path.display()));
+            return None;
+        }
+    };
+    let parsed = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| VaultConfig::from_json(text, &path).ok());
+    match parsed {
+        Some(config) if config.key_id == key.key_id() && config.verify(key, &path).is_ok() => {
+            Some(config)
+        }
+        _ => {
+            warnings.push(format!(
+                "ignored {}: it does not verify with this key",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// The key id stored in whatever is left of an existing config, if any.
+fn existing_key_id(path: &Path) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let bytes = fsio::read_bounded(path, MAX_CONFIG_LEN).ok()??;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let id = value.get("key_id")?.as_str()?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id)
+        .ok()
+}
+
+/// Rebuilds `dir/veilfs.conf` as a key-only config from the key and the
+/// backing tree. Writes nothing unless at least one name decrypts with the
+/// key (or the vault holds no encrypted name at all).
+pub fn recover_config_with(
+    dir: &Path,
+    key: &MasterKey,
+    opts: &RecoverOptions,
+) -> Result<Recovery, VaultError> {
+    let root_meta = fs::metadata(dir).map_err(|e| VaultError::io(dir, e))?;
+    if !root_meta.is_dir() {
+        return Err(VaultError::io(
+            dir,
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    let config_path = dir.join(CONFIG_FILE);
+    let config_exists = fs::symlink_metadata(&config_path).is_ok();
+    if config_exists && !opts.force {
+        return Err(VaultError::AlreadyExists(config_path));
+    }
+    let mut warnings = Vec::new();
+    let backup = verified_backup(dir, key, &mut warnings);
+
+    let derived = key.derive();
+    let mut walker = Walker {
+        names: NameCipher::new(&derived, DEFAULT_LONG_NAME_THRESHOLD),
+        content_key: derived.content.clone(),
+        root_dev: root_meta.dev(),
+        names_ok: 0,
+        names_bad: 0,
+        max_regular: 0,
+        min_long: None,
+        dirs_without_iv: 0,
+        other_filesystems: 0,
+        unreadable_dirs: 0,
+        votes: BTreeMap::new(),
+        files_inspected: 0,
+    };
+    walker.walk(dir)?;
+
+    if walker.names_ok == 0 {
+        if walker.names_bad > 0 {
+            return Err(VaultError::WrongKey {
+                path: dir.to_path_buf(),
+            });
+        }
+        if config_exists
+            && existing_key_id(&config_path).is_some_and(|id| id != key.key_id().as_slice())
+        {
+            return Err(VaultError::WrongKey {
+                path: dir.to_path_buf(),
+            });
+        }
+        if backup.is_none() {
+            warnings.push(
+                "the vault holds no encrypted names, so the key could not be checked against it"
+                    .into(),
+            );
+        }
+    }
+    if walker.names_bad > 0 {
+        warnings.push(format!(
+            "{} encrypted-looking names did not decrypt with the key (damaged, or moved between directories); `veilfs fsck` lists them",
+            walker.names_bad
+        ));
+    }
+    if walker.dirs_without_iv > 0 {
+        warnings.push(format!(
+            "{} directories have no readable {DIR_IV_FILE}; their contents were not examined",
+            walker.dirs_without_iv
+        ));
+    }
+    if walker.other_filesystems > 0 {
+        warnings.push(format!(
+            "{} directories on other filesystems (mount points) were skipped",
+            walker.other_filesystems
+        ));
+    }
+    if walker.unreadable_dirs > 0 {
+        warnings.push(format!(
+            "{} directories could not be listed",
+            walker.unreadable_dirs
+        ));
+    }
+
+    let (chunk_size, chunk_size_source) =
+        choose_chunk_size(&walker, backup.as_ref(), &mut warnings);
+    let (long_name_threshold, threshold_source) =
+        choose_threshold(&walker, backup.as_ref(), &mut warnings);
+    let created = backup
+        .as_ref()
+        .map_or_else(now_rfc3339, |b| b.created.clone());
+    let config = VaultConfig::seal(key, chunk_size, long_name_threshold, created, &[])?;
+
+    let mut replaced = None;
+    if config_exists {
+        let aside = dir.join(CONFIG_REPLACED_FILE);
+        fs::rename(&config_path, &aside).map_err(|e| VaultError::io(&config_path, e))?;
+        replaced = Some(aside);
+    }
+    fsio::write_atomic(dir, CONFIG_FILE, config.to_json().as_bytes(), Replace::No)?;
+    Ok(Recovery {
+        config,
+        chunk_size_source,
+        threshold_source,
+        names_verified: walker.names_ok,
+        names_failed: walker.names_bad,
+        replaced,
+        warnings,
+    })
+}
+
+fn choose_chunk_size(
+    walker: &Walker,
+    backup: Option<&VaultConfig>,
+    warnings: &mut Vec<String>,
+) -> (u32, ChunkSizeSource) {
+    let size = |shift: u8| 1u32 << shift;
+    let confirmed: Vec<(u8, usize)> = walker
+        .votes
+        .iter()
+        .filter(|(_, v)| v.confirmed > 0)
+        .map(|(s, v)| (*s, v.confirmed))
+        .collect();
+    if let Some(&(shift, files)) = confirmed.iter().max_by_key(|(_, n)| *n) {
+        if confirmed.len() > 1 {
+            let all: Vec<String> = confirmed
+                .iter()
+                .map(|(s, n)| format!("{} ({n} files)", size(*s)))
+                .collect();
+            warnings.push(format!(
+                "files declare different chunk sizes: {}; using the most common",
+                all.join(", ")
+            ));
+        }
+        if let Some(b) = backup.filter(|b| b.chunk_size != size(shift)) {
+            warnings.push(format!(
+                "{CONFIG_BACKUP_FILE} says chunk size {} but the files use {}; using the files'",
+                b.chunk_size,
+                size(shift)
+            ));
+        }
+        return (size(shift), ChunkSizeSource::Verified { files });
+    }
+    if let Some(b) = backup {
+        return (b.chunk_size, ChunkSizeSource::Backup);
+    }
+    if let Some((&shift, votes)) = walker.votes.iter().max_by_key(|(_, v)| v.unconfirmed) {
+        warnings.push(format!(
+            "no file chunk opened with the key; chunk size {} is taken from unverified headers",
+            size(shift)
+        ));
+        return (
+            size(shift),
+            ChunkSizeSource::Unverified {
+                files: votes.unconfirmed,
+            },
+        );
+    }
+    (DEFAULT_CHUNK_SIZE, ChunkSizeSource::Default)
+}
+
+fn choose_threshold(
+    walker: &Walker,
+    backup: Option<&VaultConfig>,
+    warnings: &mut Vec<String>,
+) -> (u32, ThresholdSource) {
+    // Every regular name <= t < every long name's full encoded length.
+    let lo = (walker.max_regular as u32).max(MIN_LONG_NAME_THRESHOLD);
+    let hi = walker
+        .min_long
+        .map_or(MAX_LONG_NAME_THRESHOLD, |l| (l as u32).saturating_sub(1))
+        .min(MAX_LONG_NAME_THRESHOLD);
+    let fits = |t: u32| lo <= t && t <= hi;
+    if let Some(b) = backup.filter(|b| fits(b.long_name_threshold)) {
+        return (b.long_name_threshold, ThresholdSource::Backup);
+    }
+    if fits(DEFAULT_LONG_NAME_THRESHOLD) {
+        return (DEFAULT_LONG_NAME_THRESHOLD, ThresholdSource::Default);
+    }
+    if lo <= hi {
+        return (lo, ThresholdSource::Inferred);
+    }
+    let fallback = backup.map_or(DEFAULT_LONG_NAME_THRESHOLD, |b| b.long_name_threshold);
+    warnings.push(format!(
+        "no long-name threshold fits every name (longest regular name {}, shortest long name {}); using {fallback}",
+        walker.max_regular,
+        walker.min_long.map_or("none".into(), |l| l.to_string())
+    ));
+    (fallback, ThresholdSource::Inconsistent)
+}
