@@ -379,7 +379,7 @@ impl NameCipher {
         let tag = as_tag(&raw[body_end..]);
         let nonce = &as_nonce(&raw[..NONCE_LEN]);
         self.metadata
-            .decrypt_inout_detached(&nonce, ad, raw[NONCE_LEN..body_end].as_mut().into(), &tag)
+            .decrypt_inout_detached(nonce, ad, raw[NONCE_LEN..body_end].as_mut().into(), &tag)
             .map_err(|_| NameError::Unauthentic)?;
         raw.truncate(body_end);
         raw.drain(..NONCE_LEN);
