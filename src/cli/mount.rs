@@ -88,7 +88,11 @@ impl MountArgs {
     }
 }
 
-fn serve(cfg: &MountConfig, vault: &UnlockedVault, ready: Option<std::os::fd::OwnedFd>) -> Result<(), CliError> {
+fn serve(
+    cfg: &MountConfig,
+    vault: &UnlockedVault,
+    ready: Option<std::os::fd::OwnedFd>,
+) -> Result<(), CliError> {
     mount::serve(cfg, vault.content_cipher(), vault.name_cipher(), ready)
         .map_err(|e| CliError::Other(format!("mounting on {}: {e}", cfg.mountpoint.display())))
 }
@@ -97,10 +101,15 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
     let cipherdir = canonical(&args.cipherdir, "vault directory")?;
     let mountpoint = canonical(&args.mountpoint, "mount point")?;
     if args.daemon_child {
-        let key = daemon::read_key_from_fd()
-            .map_err(|e| CliError::Other(format!("daemon: reading the key from the parent: {e}")))?;
+        let key = daemon::read_key_from_fd().map_err(|e| {
+            CliError::Other(format!("daemon: reading the key from the parent: {e}"))
+        })?;
         let vault = vault::unlock_with_key(&cipherdir, &key)?;
-        return serve(&args.config(cipherdir, mountpoint.clone()), &vault, Some(daemon::ready_fd()));
+        return serve(
+            &args.config(cipherdir, mountpoint.clone()),
+            &vault,
+            Some(daemon::ready_fd()),
+        );
     }
     if !mountpoint.is_dir() {
         return Err(CliError::Other(format!(
@@ -126,9 +135,20 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
     if args.foreground {
         return serve(&args.config(cipherdir, mountpoint), &vault, None);
     }
-    daemon::spawn_daemon(&vault.master, &args.daemon_args(&cipherdir, &mountpoint))
-        .map_err(|e| CliError::Other(format!("mounting {} on {}: {e}", cipherdir.display(), mountpoint.display())))?;
-    println!("veilfs: {} mounted on {}", cipherdir.display(), mountpoint.display());
+    daemon::spawn_daemon(&vault.master, &args.daemon_args(&cipherdir, &mountpoint)).map_err(
+        |e| {
+            CliError::Other(format!(
+                "mounting {} on {}: {e}",
+                cipherdir.display(),
+                mountpoint.display()
+            ))
+        },
+    )?;
+    println!(
+        "veilfs: {} mounted on {}",
+        cipherdir.display(),
+        mountpoint.display()
+    );
     Ok(())
 }
 
@@ -140,13 +160,20 @@ pub struct UnmountArgs {
 
 pub fn run_unmount(args: UnmountArgs) -> Result<(), CliError> {
     if !mount::is_mounted(&args.mountpoint) {
-        return Err(CliError::Other(format!("{} is not mounted", args.mountpoint.display())));
+        return Err(CliError::Other(format!(
+            "{} is not mounted",
+            args.mountpoint.display()
+        )));
     }
     let status = std::process::Command::new("fusermount3")
         .arg("-u")
         .arg(&args.mountpoint)
         .status()
-        .map_err(|e| CliError::Other(format!("running fusermount3: {e} (install the fuse3 package)")))?;
+        .map_err(|e| {
+            CliError::Other(format!(
+                "running fusermount3: {e} (install the fuse3 package)"
+            ))
+        })?;
     if !status.success() {
         return Err(CliError::Other(format!(
             "fusermount3 -u {} failed: files may still be open; close them, or detach lazily with fusermount3 -uz",
