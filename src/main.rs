@@ -4,10 +4,8 @@
 use clap::Parser;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
     let cli = veilfs::cli::Cli::parse();
+    veilfs::cli::init_logging(&cli);
     if let Err(e) = veilfs::cli::run(cli) {
         eprintln!("veilfs: error: {e}");
         std::process::exit(e.exit_code());

@@ -7,6 +7,7 @@
 mod error;
 mod info;
 mod init;
+mod mount;
 mod passwd;
 mod recover;
 mod secret;
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 pub use error::{CliError, EXIT_BAD_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, EXIT_WRONG_SECRET};
 pub use info::InfoArgs;
 pub use init::InitArgs;
+pub use mount::{MountArgs, UnmountArgs};
 pub use passwd::PasswdArgs;
 pub use recover::RecoverArgs;
 pub use secret::{KdfArgs, KeyArgs, Secret};
@@ -41,6 +43,33 @@ pub enum Command {
     Passwd(PasswdArgs),
     /// Rebuild a lost or damaged veilfs.conf from the 64-digit key.
     RecoverConfig(RecoverArgs),
+    /// Mount a vault: plaintext in MOUNTPOINT, ciphertext in CIPHERDIR.
+    Mount(MountArgs),
+    /// Unmount a mounted vault (same as `fusermount3 -u MOUNTPOINT`).
+    Unmount(UnmountArgs),
+}
+
+/// Sets up logging: stderr (RUST_LOG, default warn) for every command but
+/// the background mount daemon, which logs to syslog.
+pub fn init_logging(cli: &Cli) {
+    let level = std::env::var("RUST_LOG").unwrap_or_default();
+    if let Command::Mount(args) = &cli.command
+        && mount::logs_to_syslog(args)
+    {
+        let filter = match level.rsplit('=').next().unwrap_or("") {
+            "trace" => log::LevelFilter::Trace,
+            "debug" => log::LevelFilter::Debug,
+            "info" => log::LevelFilter::Info,
+            "error" => log::LevelFilter::Error,
+            _ => log::LevelFilter::Warn,
+        };
+        crate::fs::daemon::SyslogLogger::install(filter);
+        return;
+    }
+    let default = if matches!(cli.command, Command::Mount(_)) { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp(None)
+        .init();
 }
 
 /// Runs one parsed command line.
@@ -50,6 +79,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Info(args) => info::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::RecoverConfig(args) => recover::run(args),
+        Command::Mount(args) => mount::run(args),
+        Command::Unmount(args) => mount::run_unmount(args),
     }
 }
 

@@ -1,0 +1,190 @@
+//! `veilfs mount` and `veilfs unmount`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{CliError, UnlockArgs};
+use crate::fs::FsOptions;
+use crate::fs::daemon;
+use crate::fs::mount::{self, MountConfig};
+use crate::vault::{self, UnlockedVault};
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// Stay in the foreground and log to stderr (default: return once the
+    /// mount is ready and log to syslog).
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    pub ro: bool,
+    /// Let other users access the mount (the kernel checks file modes).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Threads serving FUSE requests.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub threads: usize,
+    /// Seconds the kernel may cache names and attributes. Keep it short when
+    /// a sync client changes CIPHERDIR while it is mounted.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    pub attr_timeout: f64,
+    /// Let the kernel cache writes (faster small writes). The kernel then
+    /// trusts its own file sizes, so changes a sync client makes in
+    /// CIPHERDIR to a file that is in use show up only after it is closed.
+    #[arg(long)]
+    pub writeback_cache: bool,
+    /// Internal: this process is the background daemon; the key arrives on
+    /// fd 3 and readiness is reported on fd 4.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+    /// The vault directory (what the sync client sees).
+    pub cipherdir: PathBuf,
+    /// Where the plaintext view appears.
+    pub mountpoint: PathBuf,
+}
+
+fn canonical(path: &Path, what: &str) -> Result<PathBuf, CliError> {
+    path.canonicalize()
+        .map_err(|e| CliError::Other(format!("{what} {}: {e}", path.display())))
+}
+
+impl MountArgs {
+    fn config(&self, cipherdir: PathBuf, mountpoint: PathBuf) -> MountConfig {
+        MountConfig {
+            cipherdir,
+            mountpoint,
+            allow_other: self.allow_other,
+            threads: self.threads.clamp(1, 64),
+            fs: FsOptions {
+                read_only: self.ro,
+                ttl: std::time::Duration::from_secs_f64(self.attr_timeout.clamp(0.0, 3600.0)),
+                writeback_cache: self.writeback_cache,
+                ..FsOptions::default()
+            },
+        }
+    }
+
+    /// The arguments the background daemon is started with.
+    fn daemon_args(&self, cipherdir: &Path, mountpoint: &Path) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec!["mount".into(), "--daemon-child".into()];
+        a.push(format!("--threads={}", self.threads).into());
+        a.push(format!("--attr-timeout={}", self.attr_timeout).into());
+        if self.ro {
+            a.push("--ro".into());
+        }
+        if self.allow_other {
+            a.push("--allow-other".into());
+        }
+        if self.writeback_cache {
+            a.push("--writeback-cache".into());
+        }
+        a.push(cipherdir.into());
+        a.push(mountpoint.into());
+        a
+    }
+}
+
+fn serve(
+    cfg: &MountConfig,
+    vault: &UnlockedVault,
+    ready: Option<std::os::fd::OwnedFd>,
+) -> Result<(), CliError> {
+    mount::serve(cfg, vault.content_cipher(), vault.name_cipher(), ready)
+        .map_err(|e| CliError::Other(format!("mounting on {}: {e}", cfg.mountpoint.display())))
+}
+
+pub fn run(args: MountArgs) -> Result<(), CliError> {
+    let cipherdir = canonical(&args.cipherdir, "vault directory")?;
+    let mountpoint = canonical(&args.mountpoint, "mount point")?;
+    if args.daemon_child {
+        let key = daemon::read_key_from_fd().map_err(|e| {
+            CliError::Other(format!("daemon: reading the key from the parent: {e}"))
+        })?;
+        let vault = vault::unlock_with_key(&cipherdir, &key)?;
+        return serve(
+            &args.config(cipherdir, mountpoint.clone()),
+            &vault,
+            Some(daemon::ready_fd()),
+        );
+    }
+    if !mountpoint.is_dir() {
+        return Err(CliError::Other(format!(
+            "mount point {} is not a directory: create it with mkdir first",
+            mountpoint.display()
+        )));
+    }
+    if mount::is_mounted(&mountpoint) {
+        return Err(CliError::Other(format!(
+            "{} is already a mount point: unmount it first (fusermount3 -u {})",
+            mountpoint.display(),
+            mountpoint.display()
+        )));
+    }
+    if mountpoint.starts_with(&cipherdir) {
+        return Err(CliError::Usage(format!(
+            "the mount point {} is inside the vault directory {}: choose a directory outside it",
+            mountpoint.display(),
+            cipherdir.display()
+        )));
+    }
+    let vault = args.unlock.unlock(&cipherdir)?;
+    if args.foreground {
+        return serve(&args.config(cipherdir, mountpoint), &vault, None);
+    }
+    daemon::spawn_daemon(&vault.master, &args.daemon_args(&cipherdir, &mountpoint)).map_err(
+        |e| {
+            CliError::Other(format!(
+                "mounting {} on {}: {e}",
+                cipherdir.display(),
+                mountpoint.display()
+            ))
+        },
+    )?;
+    println!(
+        "veilfs: {} mounted on {}",
+        cipherdir.display(),
+        mountpoint.display()
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    /// The mount point to unmount (same as `fusermount3 -u MOUNTPOINT`).
+    pub mountpoint: PathBuf,
+}
+
+pub fn run_unmount(args: UnmountArgs) -> Result<(), CliError> {
+    if !mount::is_mounted(&args.mountpoint) {
+        return Err(CliError::Other(format!(
+            "{} is not mounted",
+            args.mountpoint.display()
+        )));
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&args.mountpoint)
+        .status()
+        .map_err(|e| {
+            CliError::Other(format!(
+                "running fusermount3: {e} (install the fuse3 package)"
+            ))
+        })?;
+    if !status.success() {
+        return Err(CliError::Other(format!(
+            "fusermount3 -u {} failed: files may still be open; close them, or detach lazily with fusermount3 -uz",
+            args.mountpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a command line wants syslog rather than stderr logging: the
+/// background daemon has no stderr.
+pub fn logs_to_syslog(args: &MountArgs) -> bool {
+    args.daemon_child
+}
