@@ -218,13 +218,16 @@ impl KeyArgs {
 /// slot's (passwd) or the defaults (init).
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct KdfArgs {
-    /// Argon2id memory in KiB (32768 to 1048576) [default: 131072].
+    /// Argon2id memory in KiB, 32768 to 1048576 (new vaults: 131072;
+    /// passwd keeps the current slot's).
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(KdfParams::MIN_M_KIB as i64..=KdfParams::MAX_M_KIB as i64))]
     pub kdf_memory: Option<u32>,
-    /// Argon2id passes (2 to 20) [default: 4].
+    /// Argon2id passes, 2 to 20 (new vaults: 4; passwd keeps the current
+    /// slot's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(KdfParams::MIN_T as i64..=KdfParams::MAX_T as i64))]
     pub kdf_time: Option<u32>,
-    /// Argon2id lanes (1 to 16) [default: 4].
+    /// Argon2id lanes, 1 to 16 (new vaults: 4; passwd keeps the current
+    /// slot's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(KdfParams::MIN_P as i64..=KdfParams::MAX_P as i64))]
     pub kdf_parallelism: Option<u32>,
 }

@@ -198,3 +198,68 @@ pub fn prepare_init_dir(dir: &Path, config_file: &str) -> Result<(), VaultError>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_modes_and_no_clobber() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_atomic(tmp.path(), "c", b"one", Replace::No).unwrap();
+        let meta = fs::metadata(tmp.path().join("c")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, CONFIG_MODE);
+        assert!(matches!(
+            write_atomic(tmp.path(), "c", b"two", Replace::No),
+            Err(VaultError::AlreadyExists(_))
+        ));
+        assert_eq!(fs::read(tmp.path().join("c")).unwrap(), b"one");
+        write_atomic(tmp.path(), "c", b"three", Replace::Yes).unwrap();
+        assert_eq!(fs::read(tmp.path().join("c")).unwrap(), b"three");
+        assert!(!tmp.path().join("c.tmp").exists());
+    }
+
+    #[test]
+    fn reads_never_follow_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("real"), b"x").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
+        assert!(read_bounded(&tmp.path().join("link"), 10).is_err());
+        assert_eq!(
+            read_bounded(&tmp.path().join("real"), 10).unwrap().unwrap(),
+            b"x"
+        );
+        assert_eq!(read_bounded(&tmp.path().join("real"), 0).unwrap(), None);
+    }
+
+    #[test]
+    fn init_accepts_only_sync_client_files() {
+        for ok in [
+            ".stfolder",
+            "desktop.ini",
+            ".DS_Store",
+            ".sync_1a2b3c.db",
+            "lost+found",
+        ] {
+            assert!(is_sync_client_file(ok), "{ok}");
+        }
+        for bad in ["notes.txt", "veilfs.conf", ".git", "abc"] {
+            assert!(!is_sync_client_file(bad), "{bad}");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("new/nested");
+        prepare_init_dir(&dir, "veilfs.conf").unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            NEW_DIR_MODE
+        );
+        fs::create_dir(dir.join(".stfolder")).unwrap();
+        prepare_init_dir(&dir, "veilfs.conf").unwrap();
+        fs::write(dir.join("b.txt"), b"").unwrap();
+        fs::write(dir.join("a.txt"), b"").unwrap();
+        assert!(matches!(
+            prepare_init_dir(&dir, "veilfs.conf"),
+            Err(VaultError::NotEmpty { entry, .. }) if entry == "a.txt"
+        ));
+    }
+}

@@ -487,3 +487,130 @@ fn choose_threshold(
     ));
     (fallback, ThresholdSource::Inconsistent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::CHUNK_OVERHEAD;
+    use crate::vault::{CreateOptions, create_vault, unlock_with_key};
+
+    fn key_only(dir: &Path, chunk_size: u32) -> crate::vault::UnlockedVault {
+        create_vault(
+            dir,
+            &CreateOptions {
+                chunk_size,
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn sealed_file(key: &MasterKey, layout: ChunkLayout, plain: &[u8]) -> Vec<u8> {
+        let c = ContentCipher::new(&key.derive().content, layout);
+        let h = FileHeader::generate(layout);
+        let mut out = h.as_bytes().to_vec();
+        let mut chunk = vec![0u8; plain.len() + CHUNK_OVERHEAD];
+        c.seal_chunk(&h, 0, true, plain, &mut chunk);
+        out.extend_from_slice(&chunk);
+        out
+    }
+
+    #[test]
+    fn empty_vault_recovers_with_defaults_and_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = key_only(tmp.path(), 16384);
+        fs::remove_file(tmp.path().join(CONFIG_FILE)).unwrap();
+        fs::create_dir(tmp.path().join(".stfolder")).unwrap();
+        let r = recover_config_with(tmp.path(), &v.master, &RecoverOptions::default()).unwrap();
+        assert_eq!(r.chunk_size_source, ChunkSizeSource::Default);
+        assert_eq!(r.config.chunk_size, DEFAULT_CHUNK_SIZE);
+        assert_eq!(r.threshold_source, ThresholdSource::Default);
+        assert_eq!(r.names_verified, 0);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("could not be checked"))
+        );
+        unlock_with_key(tmp.path(), &v.master).unwrap();
+    }
+
+    #[test]
+    fn verified_backup_supplies_what_the_files_cannot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = key_only(tmp.path(), 16384);
+        fs::rename(
+            tmp.path().join(CONFIG_FILE),
+            tmp.path().join(CONFIG_BACKUP_FILE),
+        )
+        .unwrap();
+        let r = recover_config_with(tmp.path(), &v.master, &RecoverOptions::default()).unwrap();
+        assert_eq!(r.chunk_size_source, ChunkSizeSource::Backup);
+        assert_eq!(r.config.chunk_size, 16384);
+        assert_eq!(r.config.created, v.config.created);
+        // A backup from another vault is ignored, and an empty vault with
+        // another vault's backup is not opened by this key.
+        let other = MasterKey::generate();
+        fs::remove_file(tmp.path().join(CONFIG_FILE)).unwrap();
+        let r = recover_config_with(tmp.path(), &other, &RecoverOptions::default()).unwrap();
+        assert_eq!(r.chunk_size_source, ChunkSizeSource::Default);
+        assert!(r.warnings.iter().any(|w| w.contains("does not verify")));
+    }
+
+    #[test]
+    fn symlinks_are_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = key_only(tmp.path(), 4096);
+        let names = v.name_cipher();
+        // A valid 64 KiB-chunk file outside the vault, reachable only
+        // through a symlink whose name is authentic.
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("f");
+        fs::write(
+            &target,
+            sealed_file(&v.master, ChunkLayout::new(65536).unwrap(), b"x"),
+        )
+        .unwrap();
+        let link = names.backing_name(&names.root_iv(), b"link").unwrap();
+        std::os::unix::fs::symlink(&target, tmp.path().join(link.entry())).unwrap();
+        // And one real file with 4 KiB chunks.
+        let file = names.backing_name(&names.root_iv(), b"real").unwrap();
+        fs::write(
+            tmp.path().join(file.entry()),
+            sealed_file(&v.master, v.layout(), b"y"),
+        )
+        .unwrap();
+        fs::remove_file(tmp.path().join(CONFIG_FILE)).unwrap();
+        let r = recover_config_with(tmp.path(), &v.master, &RecoverOptions::default()).unwrap();
+        assert_eq!(r.names_verified, 2);
+        assert_eq!(r.chunk_size_source, ChunkSizeSource::Verified { files: 1 });
+        assert_eq!(r.config.chunk_size, 4096);
+    }
+
+    #[test]
+    fn force_keeps_the_replaced_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = key_only(tmp.path(), 4096);
+        assert!(matches!(
+            recover_config(tmp.path(), &v.master),
+            Err(VaultError::AlreadyExists(_))
+        ));
+        fs::write(tmp.path().join(CONFIG_FILE), "garbage").unwrap();
+        let r =
+            recover_config_with(tmp.path(), &v.master, &RecoverOptions { force: true }).unwrap();
+        assert_eq!(fs::read_to_string(r.replaced.unwrap()).unwrap(), "garbage");
+        unlock_with_key(tmp.path(), &v.master).unwrap();
+    }
+
+    #[test]
+    fn an_existing_configs_key_id_exposes_a_wrong_key_in_an_empty_vault() {
+        let tmp = tempfile::tempdir().unwrap();
+        key_only(tmp.path(), 4096);
+        let err = recover_config_with(
+            tmp.path(),
+            &MasterKey::generate(),
+            &RecoverOptions { force: true },
+        )
+        .unwrap_err();
+        assert!(matches!(err, VaultError::WrongKey { .. }));
+    }
+}
