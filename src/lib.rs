@@ -1,11 +1,13 @@
 //! veilfs: an encrypted overlay filesystem for chat backups kept on
 //! storage you do not control. See docs/ARCHITECTURE.md for the map.
 
+pub mod check;
 pub mod cli;
 pub mod content;
 pub mod cryptfile;
 pub mod fs;
 pub mod keys;
 pub mod names;
+pub mod offline;
 pub mod store;
 pub mod vault;

@@ -1,0 +1,1232 @@
+//! `veilfs fsck`: checks a whole vault without mounting it.
+//!
+//! Walks CIPHERDIR from its root with `*at()` calls and `O_NOFOLLOW`, so a
+//! symlink planted in the backing directory is reported and never
+//! followed. Checks every directory IV, every name (regular and long), every
+//! long-name record, every file header and every chunk of every file,
+//! including the last-chunk flag that detects truncation, and every symlink
+//! target. Files are streamed, never loaded whole; sparse holes are skipped
+//! with `SEEK_DATA`.
+//!
+//! The config is not checked here: the caller unlocked the vault, which
+//! verified it (docs/FORMAT.md §3.3).
+//!
+//! `repair` only does what cannot lose data (see [`ProblemKind`]).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::rc::Rc;
+
+use rustix::fs::{AtFlags, Dir, Mode, OFlags, SeekFrom, openat};
+use rustix::io::Errno;
+use serde::Serialize;
+
+use crate::content::{CHUNK_OVERHEAD, ChunkError, ContentCipher, FileHeader, HEADER_LEN, Opened};
+use crate::names::{DirIv, EntryKind, NameCipher, NameError, classify_entry};
+use crate::offline::Kind;
+use crate::store;
+
+/// Directories nested deeper than this are reported, not descended into
+/// (the walk holds one descriptor per level).
+pub const MAX_DEPTH: usize = 800;
+/// Backing bytes read per step when checking a file.
+const READ_STEP: usize = 1 << 20;
+/// A failing chunk is tried at every other index (to tell "swapped" from
+/// "damaged") only in files with at most this many chunks.
+const MISPLACED_SEARCH_LIMIT: u64 = 64;
+
+/// What is wrong. Every kind but the ones marked "repairable" is left
+/// alone by `--repair`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// A directory has no `veilfs.diriv`: its names cannot be decrypted.
+    /// Repairable only when the directory holds no entries (the IV is then
+    /// derived from the parent IV and the directory's name).
+    DirIvMissing,
+    /// `veilfs.diriv` is unreadable, not 16 bytes, or not a regular file.
+    DirIvInvalid,
+    /// A backing directory could not be opened or listed.
+    DirUnreadable,
+    /// Nested deeper than [`MAX_DEPTH`]; not checked.
+    TooDeep,
+    /// A name fails authentication: tampered, or moved from another
+    /// directory.
+    NameUnauthentic,
+    /// A name that is not valid base64url, has an impossible length, or
+    /// decrypts to an invalid (e.g. too long) name.
+    NameInvalid,
+    /// A long-name entry `H.vln` without its `H.vln.name` record.
+    LongNameRecordMissing,
+    /// A long-name record that does not hash to its entry's name, or is
+    /// unreadable.
+    LongNameRecordInvalid,
+    /// A long-name record without its entry. Repairable (removed).
+    LongNameRecordOrphan,
+    /// The file header is too short, has an unknown version or the wrong
+    /// chunk size.
+    HeaderInvalid,
+    /// The header parses but no chunk authenticates against it: the
+    /// header was replaced (or every chunk is damaged).
+    HeaderMismatch,
+    /// A chunk fails authentication: changed, copied from another file,
+    /// or (for the last chunk) truncated inside the chunk.
+    ChunkUnauthentic,
+    /// A chunk authenticates, but at another index: chunks were swapped or
+    /// moved within the file.
+    ChunkMisplaced,
+    /// The last chunk authenticates only as a middle chunk: the file was
+    /// truncated at a chunk boundary. Data is lost; not repairable.
+    Truncated,
+    /// A backing size no writer produces: cut inside a chunk's overhead,
+    /// or bytes appended.
+    InvalidSize,
+    /// A middle chunk still sealed as the last one: a crash interrupted an
+    /// append. Repairable (re-sealed as a middle chunk; no data changes).
+    StaleLastFlag,
+    /// A symlink whose target does not decrypt: tampered, or planted by
+    /// someone without the key. Never followed.
+    SymlinkTargetInvalid,
+    /// A backing entry of a type the format does not allow there (e.g. a
+    /// symlink where veilfs metadata should be). Never followed.
+    UnexpectedType,
+    /// An I/O error reading a file.
+    Unreadable,
+}
+
+impl ProblemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::DirIvMissing => "dir_iv_missing",
+            ProblemKind::DirIvInvalid => "dir_iv_invalid",
+            ProblemKind::DirUnreadable => "dir_unreadable",
+            ProblemKind::TooDeep => "too_deep",
+            ProblemKind::NameUnauthentic => "name_unauthentic",
+            ProblemKind::NameInvalid => "name_invalid",
+            ProblemKind::LongNameRecordMissing => "long_name_record_missing",
+            ProblemKind::LongNameRecordInvalid => "long_name_record_invalid",
+            ProblemKind::LongNameRecordOrphan => "long_name_record_orphan",
+            ProblemKind::HeaderInvalid => "header_invalid",
+            ProblemKind::HeaderMismatch => "header_mismatch",
+            ProblemKind::ChunkUnauthentic => "chunk_unauthentic",
+            ProblemKind::ChunkMisplaced => "chunk_misplaced",
+            ProblemKind::Truncated => "truncated",
+            ProblemKind::InvalidSize => "invalid_size",
+            ProblemKind::StaleLastFlag => "stale_last_flag",
+            ProblemKind::SymlinkTargetInvalid => "symlink_target_invalid",
+            ProblemKind::UnexpectedType => "unexpected_type",
+            ProblemKind::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    /// The plaintext path when it is known, else the backing path.
+    pub path: String,
+    /// Whether `path` is a plaintext path.
+    pub path_is_plain: bool,
+    /// The backing path relative to CIPHERDIR (empty for the root).
+    pub backing_path: String,
+    /// The chunks concerned, end exclusive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Range<u64>>,
+    pub message: String,
+    /// `--repair` fixed it.
+    pub repaired: bool,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path_is_plain {
+            write!(f, "{}: {}", self.path, self.message)?;
+        } else {
+            write!(f, "[backing] {}: {}", self.path, self.message)?;
+        }
+        if self.repaired {
+            f.write_str(" (repaired)")?;
+        }
+        Ok(())
+    }
+}
+
+/// A repair `--repair` made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repair {
+    pub kind: ProblemKind,
+    pub path: String,
+    pub backing_path: String,
+    pub action: String,
+}
+
+/// Counts of what was checked.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    pub dirs: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    /// FIFOs, sockets and device nodes.
+    pub special: u64,
+    /// Extra names of a hard-linked file (its content is checked once).
+    pub hard_links: u64,
+    pub chunks: u64,
+    /// Chunks skipped as sparse holes.
+    pub holes: u64,
+    pub backing_bytes: u64,
+}
+
+/// The result of a check.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub problems: Vec<Problem>,
+    pub repairs: Vec<Repair>,
+    /// Foreign backing entries (sync clients' files, conflict copies):
+    /// information, not errors. Backing paths.
+    pub foreign: Vec<String>,
+    pub stats: Stats,
+}
+
+impl Report {
+    /// No problem is left (every problem found, if any, was repaired).
+    pub fn is_clean(&self) -> bool {
+        self.problems.iter().all(|p| p.repaired)
+    }
+
+    pub fn unrepaired(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| !p.repaired)
+    }
+}
+
+/// Progress, reported per file and per step within large files.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Progress {
+    pub files_done: u64,
+    pub bytes_done: u64,
+    /// Totals from a quick pre-scan, when a progress callback is given.
+    pub files_total: u64,
+    pub bytes_total: u64,
+}
+
+/// A progress callback.
+pub type ProgressFn<'a> = Box<dyn FnMut(&Progress) + 'a>;
+
+/// What to check and how.
+pub struct FsckOptions<'a> {
+    pub cipherdir: &'a Path,
+    pub content: &'a ContentCipher,
+    pub names: &'a NameCipher,
+    /// Make the repairs that cannot lose data.
+    pub repair: bool,
+    /// Called as work progresses. When set, a quick pre-scan first counts
+    /// files and bytes so the totals are known.
+    pub progress: Option<ProgressFn<'a>>,
+}
+
+impl<'a> FsckOptions<'a> {
+    pub fn new(cipherdir: &'a Path, content: &'a ContentCipher, names: &'a NameCipher) -> Self {
+        FsckOptions {
+            cipherdir,
+            content,
+            names,
+            repair: false,
+            progress: None,
+        }
+    }
+}
+
+/// Checks the whole vault. Fails only if CIPHERDIR itself cannot be
+/// opened; everything else is a [`Problem`] in the report.
+pub fn fsck(opts: FsckOptions<'_>) -> io::Result<Report> {
+    let root = rustix::fs::open(
+        opts.cipherdir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let root = Rc::new(root);
+    let mut checker = Checker {
+        content: opts.content,
+        names: opts.names,
+        repair: opts.repair,
+        progress_cb: opts.progress,
+        progress: Progress::default(),
+        report: Report::default(),
+        seen_inodes: HashSet::new(),
+        plain_buf: vec![0u8; opts.content.layout().chunk_size()],
+        read_buf: Vec::new(),
+    };
+    if checker.progress_cb.is_some() {
+        let (files, bytes) = prescan(&root);
+        checker.progress.files_total = files;
+        checker.progress.bytes_total = bytes;
+        checker.tick();
+    }
+    checker.walk(root);
+    checker.tick();
+    Ok(checker.report)
+}
+
+/// Counts regular files and their backing bytes, for the progress bar.
+fn prescan(root: &Rc<OwnedFd>) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack: Vec<(Rc<OwnedFd>, usize)> = vec![(root.clone(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(rd) = store::open_dir_read(&*dir) else {
+            continue;
+        };
+        let Ok(mut it) = Dir::new(rd) else { continue };
+        while let Some(Ok(entry)) = it.read() {
+            let name = entry.file_name();
+            let bytes_name = name.to_bytes();
+            if bytes_name == b"." || bytes_name == b".." {
+                continue;
+            }
+            let Ok(s) = std::str::from_utf8(bytes_name) else {
+                continue;
+            };
+            if !matches!(
+                classify_entry(s),
+                EntryKind::Regular(_) | EntryKind::Long(_)
+            ) {
+                continue;
+            }
+            let Ok(st) = store::lstat_at(&*dir, name) else {
+                continue;
+            };
+            match Kind::from_stat(&st) {
+                Kind::File => {
+                    files += 1;
+                    bytes += st.st_size as u64;
+                }
+                Kind::Dir if depth < MAX_DEPTH => {
+                    if let Ok(fd) = store::open_dir_path(&*dir, name) {
+                        stack.push((Rc::new(fd), depth + 1));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (files, bytes)
+}
+
+/// Where an entry is: its backing path always, its plaintext path when
+/// every component decrypted.
+#[derive(Debug, Clone)]
+struct Loc {
+    backing: String,
+    plain: Option<String>,
+}
+
+impl Loc {
+    fn child(&self, entry: &str, plain_name: Option<&[u8]>) -> Loc {
+        let backing = if self.backing.is_empty() {
+            entry.to_string()
+        } else {
+            format!("{}/{entry}", self.backing)
+        };
+        let plain = match (&self.plain, plain_name) {
+            (Some(p), Some(n)) => {
+                let n = String::from_utf8_lossy(n);
+                Some(if p == "/" {
+                    format!("/{n}")
+                } else {
+                    format!("{p}/{n}")
+                })
+            }
+            _ => None,
+        };
+        Loc { backing, plain }
+    }
+
+    fn shown(&self) -> &str {
+        self.plain.as_deref().unwrap_or(&self.backing)
+    }
+
+    /// How to name this directory in a message.
+    fn describe_dir(&self) -> String {
+        match &self.plain {
+            Some(p) => p.clone(),
+            None if self.backing.is_empty() => "/".into(),
+            None => format!("backing directory {}", self.backing),
+        }
+    }
+}
+
+/// A directory still to check.
+struct Pending {
+    parent: Rc<OwnedFd>,
+    parent_iv: Option<DirIv>,
+    entry: String,
+    plain_name: Option<Vec<u8>>,
+    loc: Loc,
+    depth: usize,
+}
+
+/// The file a repair may write to: reopened by name, checked by inode.
+struct RepairTarget<'d> {
+    dir: &'d OwnedFd,
+    name: &'d std::ffi::CStr,
+    dev: u64,
+    ino: u64,
+}
+
+/// What a failing chunk turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChunkDiag {
+    Unauthentic,
+    /// Authenticates as chunk `j` (with flag `last`).
+    Misplaced(u64),
+    Truncated,
+    /// Middle chunk sealed as last; `plain` is its plaintext (padded to a
+    /// full chunk when the stale chunk was a short one).
+    StaleLast,
+    /// Remnant shorter than a chunk's overhead.
+    BadLength(usize),
+}
+
+struct Checker<'a> {
+    content: &'a ContentCipher,
+    names: &'a NameCipher,
+    repair: bool,
+    progress_cb: Option<ProgressFn<'a>>,
+    progress: Progress,
+    report: Report,
+    seen_inodes: HashSet<(u64, u64)>,
+    plain_buf: Vec<u8>,
+    read_buf: Vec<u8>,
+}
+
+fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pread(&fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(done)
+}
+
+fn pwrite_full(fd: impl AsFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pwrite(&fd, &buf[done..], offset + done as u64) {
+            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+            Ok(n) => done += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn name_problem(e: &NameError) -> ProblemKind {
+    match e {
+        NameError::Unauthentic => ProblemKind::NameUnauthentic,
+        _ => ProblemKind::NameInvalid,
+    }
+}
+
+impl<'a> Checker<'a> {
+    fn tick(&mut self) {
+        if let Some(cb) = self.progress_cb.as_mut() {
+            cb(&self.progress);
+        }
+    }
+
+    fn problem(&mut self, kind: ProblemKind, loc: &Loc, message: impl Into<String>) -> usize {
+        self.problem_chunks(kind, loc, None, message)
+    }
+
+    fn problem_chunks(
+        &mut self,
+        kind: ProblemKind,
+        loc: &Loc,
+        chunks: Option<Range<u64>>,
+        message: impl Into<String>,
+    ) -> usize {
+        let p = Problem {
+            kind,
+            path: loc.shown().to_string(),
+            path_is_plain: loc.plain.is_some(),
+            backing_path: loc.backing.clone(),
+            chunks,
+            message: message.into(),
+            repaired: false,
+        };
+        log::debug!("fsck: {kind}: {p}");
+        self.report.problems.push(p);
+        self.report.problems.len() - 1
+    }
+
+    fn repaired(&mut self, problem: usize, action: impl Into<String>) {
+        let p = &mut self.report.problems[problem];
+        p.repaired = true;
+        self.report.repairs.push(Repair {
+            kind: p.kind,
+            path: p.path.clone(),
+            backing_path: p.backing_path.clone(),
+            action: action.into(),
+        });
+    }
+
+    fn walk(&mut self, root: Rc<OwnedFd>) {
+        let root_loc = Loc {
+            backing: String::new(),
+            plain: Some("/".into()),
+        };
+        let mut stack = Vec::new();
+        self.check_dir(root, Some(self.names.root_iv()), &root_loc, 0, &mut stack);
+        while let Some(p) = stack.pop() {
+            if p.depth > MAX_DEPTH {
+                self.problem(
+                    ProblemKind::TooDeep,
+                    &p.loc,
+                    format!("directory nested deeper than {MAX_DEPTH} levels; not checked"),
+                );
+                continue;
+            }
+            let fd = match store::open_dir_path(&*p.parent, &store::cstr(&p.entry)) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.problem(
+                        ProblemKind::DirUnreadable,
+                        &p.loc,
+                        format!("cannot open directory: {e}"),
+                    );
+                    continue;
+                }
+            };
+            let iv = self.dir_iv(&fd, &p);
+            self.check_dir(Rc::new(fd), iv, &p.loc, p.depth, &mut stack);
+        }
+    }
+
+    /// Reads (or, with repair, recreates) the IV of a non-root directory.
+    fn dir_iv(&mut self, fd: &OwnedFd, p: &Pending) -> Option<DirIv> {
+        match store::read_dir_iv(fd) {
+            Ok(iv) => Some(iv),
+            Err(Errno::NOENT) => {
+                let has_entries = match dir_has_veilfs_entries(fd) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.problem(
+                            ProblemKind::DirUnreadable,
+                            &p.loc,
+                            format!("cannot list directory: {e}"),
+                        );
+                        return None;
+                    }
+                };
+                let derivable = match (&p.parent_iv, &p.plain_name) {
+                    (Some(piv), Some(name)) => Some(self.names.child_dir_iv(piv, name)),
+                    _ => None,
+                };
+                if has_entries || derivable.is_none() {
+                    self.problem(
+                        ProblemKind::DirIvMissing,
+                        &p.loc,
+                        format!(
+                            "directory IV missing: names in {} cannot be decrypted",
+                            p.loc.describe_dir()
+                        ),
+                    );
+                    return None;
+                }
+                let iv = derivable.expect("checked above");
+                let idx = self.problem(
+                    ProblemKind::DirIvMissing,
+                    &p.loc,
+                    "directory IV missing (the directory is empty, so it can be recreated)",
+                );
+                if self.repair {
+                    match store::write_dir_iv(fd, &iv) {
+                        Ok(()) => self.repaired(idx, "recreated veilfs.diriv"),
+                        Err(e) => {
+                            self.report.problems[idx].message +=
+                                &format!("; could not recreate it: {e}");
+                            return None;
+                        }
+                    }
+                }
+                Some(iv)
+            }
+            Err(Errno::LOOP) => {
+                self.problem(
+                    ProblemKind::DirIvInvalid,
+                    &p.loc,
+                    "veilfs.diriv is a symlink (not followed): names in this directory cannot be decrypted",
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    ProblemKind::DirIvInvalid,
+                    &p.loc,
+                    format!(
+                        "directory IV damaged (unreadable or not 16 bytes: {e}): names in {} cannot be decrypted",
+                        p.loc.describe_dir()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks one directory's entries, queueing its subdirectories.
+    fn check_dir(
+        &mut self,
+        fd: Rc<OwnedFd>,
+        iv: Option<DirIv>,
+        loc: &Loc,
+        depth: usize,
+        stack: &mut Vec<Pending>,
+    ) {
+        self.report.stats.dirs += 1;
+        let names = match read_names(&fd) {
+            Ok(n) => n,
+            Err(e) => {
+                self.problem(
+                    ProblemKind::DirUnreadable,
+                    loc,
+                    format!("cannot list directory: {e}"),
+                );
+                return;
+            }
+        };
+        let mut entries: Vec<String> = Vec::new();
+        let mut long_entries: HashSet<String> = HashSet::new();
+        let mut records: BTreeSet<String> = BTreeSet::new();
+        for name in names {
+            let name = match String::from_utf8(name) {
+                Ok(name) => name,
+                Err(e) => {
+                    let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                    self.report.foreign.push(loc.child(&lossy, None).backing);
+                    continue;
+                }
+            };
+            match classify_entry(&name) {
+                EntryKind::Regular(_) => entries.push(name),
+                EntryKind::Long(_) => {
+                    long_entries.insert(name.clone());
+                    entries.push(name);
+                }
+                EntryKind::LongRecord => {
+                    records.insert(name);
+                }
+                EntryKind::Metadata => {}
+                EntryKind::Foreign => {
+                    self.report.foreign.push(loc.child(&name, None).backing);
+                }
+            }
+        }
+
+        // Records whose entry is gone.
+        for record in &records {
+            let entry = record
+                .strip_suffix(".name")
+                .expect("classified as a record");
+            if long_entries.contains(entry) {
+                continue;
+            }
+            let rloc = loc.child(record, None);
+            let idx = self.problem(
+                ProblemKind::LongNameRecordOrphan,
+                &rloc,
+                format!(
+                    "long-name record without its entry in {}",
+                    loc.describe_dir()
+                ),
+            );
+            if self.repair {
+                let c = store::cstr(record);
+                match store::lstat_at(&*fd, &c) {
+                    Ok(st) if Kind::from_stat(&st) == Kind::File => {
+                        match rustix::fs::unlinkat(&*fd, &c, AtFlags::empty()) {
+                            Ok(()) => self.repaired(idx, "removed the orphan long-name record"),
+                            Err(e) => {
+                                self.report.problems[idx].message +=
+                                    &format!("; could not remove it: {e}");
+                            }
+                        }
+                    }
+                    Ok(_) => {
+                        self.report.problems[idx].message +=
+                            "; not removed: it is not a regular file";
+                    }
+                    Err(e) => {
+                        self.report.problems[idx].message += &format!("; could not remove it: {e}");
+                    }
+                }
+            }
+        }
+
+        entries.sort();
+        for entry in entries {
+            let plain_name = iv.and_then(|iv| self.decrypt_entry_name(&fd, &iv, &entry, loc));
+            let eloc = loc.child(&entry, plain_name.as_deref());
+            let c = store::cstr(&entry);
+            let st = match store::lstat_at(&*fd, &c) {
+                Ok(st) => st,
+                Err(e) if store::is_not_found(e) => continue,
+                Err(e) => {
+                    self.problem(ProblemKind::Unreadable, &eloc, format!("cannot stat: {e}"));
+                    continue;
+                }
+            };
+            match Kind::from_stat(&st) {
+                Kind::Dir => stack.push(Pending {
+                    parent: fd.clone(),
+                    parent_iv: iv,
+                    entry,
+                    plain_name,
+                    loc: eloc,
+                    depth: depth + 1,
+                }),
+                Kind::File => {
+                    self.check_file(&fd, &c, &st, &eloc);
+                    self.progress.files_done += 1;
+                    self.tick();
+                }
+                Kind::Symlink => {
+                    self.report.stats.symlinks += 1;
+                    self.check_symlink(&fd, &c, &eloc);
+                }
+                _ => self.report.stats.special += 1,
+            }
+        }
+    }
+
+    /// Decrypts one entry's name, reporting what fails.
+    fn decrypt_entry_name(
+        &mut self,
+        fd: &OwnedFd,
+        iv: &DirIv,
+        entry: &str,
+        dir: &Loc,
+    ) -> Option<Vec<u8>> {
+        let eloc = dir.child(entry, None);
+        let encoded = match classify_entry(entry) {
+            EntryKind::Long(_) => match store::read_long_record(fd, entry) {
+                Ok(full) => full,
+                Err(e) => {
+                    let (kind, why) = match e {
+                        Errno::NOENT => (
+                            ProblemKind::LongNameRecordMissing,
+                            "its long-name record is missing".to_string(),
+                        ),
+                        Errno::LOOP => (
+                            ProblemKind::LongNameRecordInvalid,
+                            "its long-name record is a symlink (not followed)".to_string(),
+                        ),
+                        Errno::IO => (
+                            ProblemKind::LongNameRecordInvalid,
+                            "its long-name record does not match the entry's hash".to_string(),
+                        ),
+                        e => (
+                            ProblemKind::LongNameRecordInvalid,
+                            format!("its long-name record is unreadable: {e}"),
+                        ),
+                    };
+                    self.problem(
+                        kind,
+                        &eloc,
+                        format!(
+                            "name of an entry in {} cannot be decrypted: {why}",
+                            dir.describe_dir()
+                        ),
+                    );
+                    return None;
+                }
+            },
+            _ => entry.to_string(),
+        };
+        match self.names.decrypt_name(iv, &encoded) {
+            Ok(plain) => Some(plain),
+            Err(e) => {
+                let why = match e {
+                    NameError::Unauthentic => {
+                        "it fails authentication (tampered, or moved here from another directory)"
+                    }
+                    NameError::BadEncoding => {
+                        "it is not a valid encrypted name (bad base64 or length)"
+                    }
+                    _ => "it decrypts to an invalid name (bad padding or too long)",
+                };
+                self.problem(
+                    name_problem(&e),
+                    &eloc,
+                    format!(
+                        "name of an entry in {} does not decrypt: {why}",
+                        dir.describe_dir()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_symlink(&mut self, dir: &OwnedFd, c: &std::ffi::CStr, loc: &Loc) {
+        match rustix::fs::readlinkat(dir, c, Vec::new()) {
+            Ok(stored) => {
+                if let Err(e) = self.names.decrypt_symlink_target(stored.as_bytes()) {
+                    self.problem(
+                        ProblemKind::SymlinkTargetInvalid,
+                        loc,
+                        format!(
+                            "symlink target does not decrypt ({e}): tampered, or planted by someone without the key; not followed"
+                        ),
+                    );
+                }
+            }
+            Err(e) => {
+                self.problem(
+                    ProblemKind::Unreadable,
+                    loc,
+                    format!("cannot read symlink: {e}"),
+                );
+            }
+        }
+    }
+
+    /// Checks header and every chunk of one regular file.
+    fn check_file(&mut self, dir: &OwnedFd, c: &std::ffi::CStr, lst: &rustix::fs::Stat, loc: &Loc) {
+        self.report.stats.files += 1;
+        let fd = match openat(
+            dir,
+            c,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) if store::is_not_found(e) => return,
+            Err(e) => {
+                self.problem(ProblemKind::Unreadable, loc, format!("cannot open: {e}"));
+                return;
+            }
+        };
+        let st = match store::stat_fd(&fd) {
+            Ok(st) => st,
+            Err(e) => {
+                self.problem(ProblemKind::Unreadable, loc, format!("cannot stat: {e}"));
+                return;
+            }
+        };
+        if Kind::from_stat(&st) != Kind::File || st.st_ino != lst.st_ino {
+            // Replaced while we looked: nothing stable to check.
+            return;
+        }
+        if st.st_nlink > 1 && !self.seen_inodes.insert((st.st_dev, st.st_ino)) {
+            self.report.stats.hard_links += 1;
+            self.progress.bytes_done += st.st_size as u64;
+            return;
+        }
+        let size = st.st_size as u64;
+        self.report.stats.backing_bytes += size;
+        if size == 0 {
+            return;
+        }
+        let layout = self.content.layout();
+        let mut hbuf = [0u8; HEADER_LEN];
+        let got = match pread_full(&fd, &mut hbuf, 0) {
+            Ok(n) => n,
+            Err(e) => {
+                self.problem(ProblemKind::Unreadable, loc, format!("read error: {e}"));
+                return;
+            }
+        };
+        let header = match FileHeader::parse(&hbuf[..got], layout) {
+            Ok(h) => h,
+            Err(e) => {
+                self.problem(
+                    ProblemKind::HeaderInvalid,
+                    loc,
+                    format!("{e}; no part of the file can be read"),
+                );
+                self.progress.bytes_done += size;
+                return;
+            }
+        };
+        if !layout.is_valid_cipher_size(size) {
+            self.problem(
+                ProblemKind::InvalidSize,
+                loc,
+                format!(
+                    "backing size {size} is not a size veilfs writes: truncated inside a chunk, or bytes were appended"
+                ),
+            );
+        }
+
+        let stored = layout.stored_chunk_len() as u64;
+        let body = size - HEADER_LEN as u64;
+        let n = body.div_ceil(stored);
+        let per_step = (READ_STEP as u64 / stored).max(1);
+        let mut diags: Vec<(u64, ChunkDiag)> = Vec::new();
+        let mut good = 0u64;
+        let mut i = 0u64;
+        let mut buf = std::mem::take(&mut self.read_buf);
+        while i < n {
+            let off = layout.chunk_cipher_start(i);
+            // Whole middle chunks inside a sparse hole are holes: skip them
+            // without reading.
+            let data_at = match rustix::fs::seek(&fd, SeekFrom::Data(off)) {
+                Ok(d) => d,
+                Err(Errno::NXIO) => size,
+                Err(_) => off,
+            };
+            if data_at > off {
+                let skip = ((data_at - off) / stored).min(n - 1 - i);
+                if skip > 0 {
+                    i += skip;
+                    good += skip;
+                    self.report.stats.chunks += skip;
+                    self.report.stats.holes += skip;
+                    self.progress.bytes_done += skip * stored;
+                    continue;
+                }
+            }
+            let count = per_step.min(n - i);
+            let want = (layout.chunk_cipher_start(i + count).min(size) - off) as usize;
+            buf.resize(want, 0);
+            let got = match pread_full(&fd, &mut buf, off) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.problem_chunks(
+                        ProblemKind::Unreadable,
+                        loc,
+                        Some(i..i + count),
+                        format!("read error: {e}"),
+                    );
+                    break;
+                }
+            };
+            if got < want {
+                // Shrunk while we read: check what is there.
+                buf.truncate(got);
+            }
+            for k in 0..count {
+                let begin = (k * stored) as usize;
+                if begin >= buf.len() {
+                    break;
+                }
+                let end = (begin + stored as usize).min(buf.len());
+                let index = i + k;
+                let last = index + 1 == n;
+                self.report.stats.chunks += 1;
+                match self.content.open_chunk(
+                    &header,
+                    index,
+                    last,
+                    &buf[begin..end],
+                    &mut self.plain_buf,
+                ) {
+                    Ok(_) => good += 1,
+                    Err(ChunkError::BadLength(len)) => {
+                        diags.push((index, ChunkDiag::BadLength(len)))
+                    }
+                    Err(ChunkError::Unauthentic) => {
+                        let d = self.diagnose(&header, index, n, &buf[begin..end]);
+                        diags.push((index, d));
+                    }
+                }
+            }
+            self.progress.bytes_done += want as u64;
+            self.tick();
+            i += count;
+        }
+        self.read_buf = buf;
+        if size > HEADER_LEN as u64 {
+            // Account for the header in the progress.
+            self.progress.bytes_done += HEADER_LEN as u64;
+        }
+        if diags.is_empty() {
+            return;
+        }
+        if good == 0 && n >= 2 && diags.iter().all(|(_, d)| *d == ChunkDiag::Unauthentic) {
+            self.problem_chunks(
+                ProblemKind::HeaderMismatch,
+                loc,
+                Some(0..n),
+                format!(
+                    "none of the {n} chunks authenticates against the file header: the header was replaced or damaged (or every chunk is)"
+                ),
+            );
+            return;
+        }
+        let target = RepairTarget {
+            dir,
+            name: c,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        self.report_chunks(&target, &header, n, diags, loc);
+    }
+
+    /// Why chunk `index` of `n` fails.
+    fn diagnose(&mut self, header: &FileHeader, index: u64, n: u64, stored: &[u8]) -> ChunkDiag {
+        let layout = self.content.layout();
+        let last = index + 1 == n;
+        let full = stored.len() == layout.stored_chunk_len();
+        let out = &mut self.plain_buf;
+        if !last {
+            // An append that a crash interrupted before it re-sealed the
+            // old last chunk as a middle one.
+            if full
+                && matches!(
+                    self.content.open_chunk(header, index, true, stored, out),
+                    Ok(Opened::Data(_))
+                )
+            {
+                return ChunkDiag::StaleLast;
+            }
+            if full && stale_short_prefix(self.content, header, index, stored, out).is_some() {
+                return ChunkDiag::StaleLast;
+            }
+        } else if full
+            && matches!(
+                self.content.open_chunk(header, index, false, stored, out),
+                Ok(Opened::Data(_))
+            )
+        {
+            return ChunkDiag::Truncated;
+        }
+        if n <= MISPLACED_SEARCH_LIMIT {
+            for j in 0..n {
+                for flag in [false, true] {
+                    if (j, flag) == (index, last) {
+                        continue;
+                    }
+                    if let Ok(Opened::Data(_)) =
+                        self.content.open_chunk(header, j, flag, stored, out)
+                    {
+                        return ChunkDiag::Misplaced(j);
+                    }
+                }
+            }
+        }
+        ChunkDiag::Unauthentic
+    }
+
+    fn report_chunks(
+        &mut self,
+        target: &RepairTarget<'_>,
+        header: &FileHeader,
+        n: u64,
+        diags: Vec<(u64, ChunkDiag)>,
+        loc: &Loc,
+    ) {
+        // Coalesce consecutive plain-unauthentic chunks into one problem.
+        let mut run: Option<Range<u64>> = None;
+        let flush = |this: &mut Self, run: &mut Option<Range<u64>>| {
+            if let Some(r) = run.take() {
+                let last_bad = r.end == n;
+                let what = if r.end - r.start == 1 {
+                    format!("chunk {}", r.start)
+                } else {
+                    format!("chunks {}..={}", r.start, r.end - 1)
+                };
+                let msg = if last_bad {
+                    format!(
+                        "{what} failed authentication (changed, copied from another file, or the file was truncated inside its last chunk)"
+                    )
+                } else {
+                    format!("{what} failed authentication (changed or copied from another file)")
+                };
+                this.problem_chunks(ProblemKind::ChunkUnauthentic, loc, Some(r), msg);
+            }
+        };
+        for (index, d) in diags {
+            if d == ChunkDiag::Unauthentic {
+                match &mut run {
+                    Some(r) if r.end == index => r.end = index + 1,
+                    _ => {
+                        flush(self, &mut run);
+                        run = Some(index..index + 1);
+                    }
+                }
+                continue;
+            }
+            flush(self, &mut run);
+            let chunks = Some(index..index + 1);
+            match d {
+                ChunkDiag::Unauthentic => unreachable!(),
+                ChunkDiag::Misplaced(j) => {
+                    self.problem_chunks(
+                        ProblemKind::ChunkMisplaced,
+                        loc,
+                        chunks,
+                        format!(
+                            "chunk {index} is chunk {j} of this file: chunks were swapped or moved"
+                        ),
+                    );
+                }
+                ChunkDiag::Truncated => {
+                    self.problem_chunks(
+                        ProblemKind::Truncated,
+                        loc,
+                        chunks,
+                        format!(
+                            "truncated at a chunk boundary: chunk {index} is not the file's last chunk; the data after it is lost"
+                        ),
+                    );
+                }
+                ChunkDiag::BadLength(len) => {
+                    self.problem_chunks(
+                        ProblemKind::InvalidSize,
+                        loc,
+                        chunks,
+                        format!(
+                            "chunk {index} is only {len} bytes, shorter than a chunk's {CHUNK_OVERHEAD}-byte overhead"
+                        ),
+                    );
+                }
+                ChunkDiag::StaleLast => {
+                    let idx = self.problem_chunks(
+                        ProblemKind::StaleLastFlag,
+                        loc,
+                        chunks,
+                        format!(
+                            "chunk {index} is still sealed as the last chunk: an append was interrupted (repairable with --repair, no data is lost)"
+                        ),
+                    );
+                    if self.repair {
+                        match self.reseal_middle(target, header, index) {
+                            Ok(()) => self.repaired(
+                                idx,
+                                format!("re-sealed chunk {index} as a middle chunk"),
+                            ),
+                            Err(e) => {
+                                self.report.problems[idx].message +=
+                                    &format!("; repair failed: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        flush(self, &mut run);
+    }
+
+    /// Re-seals middle chunk `index`, which authenticates only as a last
+    /// chunk, as a full middle chunk with the same plaintext.
+    fn reseal_middle(
+        &mut self,
+        target: &RepairTarget<'_>,
+        header: &FileHeader,
+        index: u64,
+    ) -> io::Result<()> {
+        let layout = self.content.layout();
+        let stored_len = layout.stored_chunk_len();
+        // Reopen the same entry for writing, again without following a
+        // symlink, and make sure it is still the inode that was checked.
+        let rw = openat(
+            target.dir,
+            target.name,
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = store::stat_fd(&rw)?;
+        if Kind::from_stat(&st) != Kind::File || (st.st_dev, st.st_ino) != (target.dev, target.ino)
+        {
+            return Err(io::Error::other("the file changed during the check"));
+        }
+        let off = layout.chunk_cipher_start(index);
+        let mut stored = vec![0u8; stored_len];
+        if pread_full(&rw, &mut stored, off)? != stored_len {
+            return Err(io::Error::other("the file changed during the check"));
+        }
+        let mut plain = vec![0u8; layout.chunk_size()];
+        match self
+            .content
+            .open_chunk(header, index, true, &stored, &mut plain)
+        {
+            Ok(Opened::Data(_)) => {}
+            _ => {
+                stale_short_prefix(self.content, header, index, &stored, &mut plain)
+                    .ok_or_else(|| io::Error::other("the chunk changed during the check"))?;
+                // The bytes after the short chunk are zeros, as the
+                // interrupted append would have sealed them.
+            }
+        }
+        let mut sealed = vec![0u8; stored_len];
+        self.content
+            .seal_chunk(header, index, false, &plain, &mut sealed);
+        pwrite_full(&rw, &sealed, off)?;
+        rustix::fs::fsync(&rw)?;
+        let mut check = vec![0u8; stored_len];
+        pread_full(&rw, &mut check, off)?;
+        match self
+            .content
+            .open_chunk(header, index, false, &check, &mut plain)
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(io::Error::other(format!(
+                "re-sealed chunk does not verify: {e}"
+            ))),
+        }
+    }
+}
+
+/// A full-length middle chunk whose tail is zeros may be a short last
+/// chunk followed by the zero gap an interrupted append left. Returns the
+/// short chunk's plaintext length (`out` holds the plaintext, zero padded
+/// to a full chunk).
+fn stale_short_prefix(
+    content: &ContentCipher,
+    header: &FileHeader,
+    index: u64,
+    stored: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let nonzero_end = stored.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    let lo = nonzero_end.max(CHUNK_OVERHEAD + 1);
+    // The real tag may end in a few zero bytes.
+    let hi = (nonzero_end + 8).min(stored.len() - 1);
+    for len in lo..=hi {
+        if let Ok(Opened::Data(n)) = content.open_chunk(header, index, true, &stored[..len], out) {
+            out[n..content.layout().chunk_size()].fill(0);
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// The raw names in a directory, without `.` and `..`.
+fn read_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
+    let mut out = Vec::new();
+    let mut it = Dir::new(store::open_dir_read(dir)?)?;
+    while let Some(entry) = it.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push(name.to_vec());
+        }
+    }
+    Ok(out)
+}
+
+fn dir_has_veilfs_entries(dir: &OwnedFd) -> Result<bool, Errno> {
+    Ok(read_names(dir)?.iter().any(|n| {
+        std::str::from_utf8(n).is_ok_and(|s| {
+            matches!(
+                classify_entry(s),
+                EntryKind::Regular(_) | EntryKind::Long(_)
+            )
+        })
+    }))
+}
