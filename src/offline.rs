@@ -655,6 +655,16 @@ impl<'a> Offline<'a> {
                     });
                 }
                 Err(CryptFileError::Chunk { index, error }) => {
+                    // Write the good bytes before the bad chunk, as `cat`
+                    // does up to a read error.
+                    let good = layout.chunk_plain_start(index).saturating_sub(offset);
+                    if good > 0 {
+                        let good = &mut buf[..good.min(CAT_STEP as u64) as usize];
+                        if let Ok(n) = file.read_at(offset, good) {
+                            out.write_all(&good[..n]).map_err(write_err)?;
+                        }
+                    }
+                    out.flush().map_err(write_err)?;
                     return Err(OfflineError::Chunk {
                         path: plain.to_string(),
                         index,

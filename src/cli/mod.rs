@@ -4,9 +4,12 @@
 //! `run` function in its own file. Commands that open a vault flatten
 //! [`UnlockArgs`] so every one of them takes the same unlock options.
 
+mod cat;
 mod error;
+mod fsck;
 mod info;
 mod init;
+mod ls;
 mod mount;
 mod passwd;
 mod recover;
@@ -47,6 +50,12 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a mounted vault (same as `fusermount3 -u MOUNTPOINT`).
     Unmount(UnmountArgs),
+    /// Check a whole vault without mounting it: IVs, names, every chunk.
+    Fsck(fsck::FsckArgs),
+    /// List decrypted names without mounting (no FUSE needed).
+    Ls(ls::LsArgs),
+    /// Write a file's plaintext to stdout without mounting.
+    Cat(cat::CatArgs),
 }
 
 /// Sets up logging: stderr (RUST_LOG, default warn) for every command but
@@ -81,6 +90,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::RecoverConfig(args) => recover::run(args),
         Command::Mount(args) => mount::run(args),
         Command::Unmount(args) => mount::run_unmount(args),
+        Command::Fsck(args) => fsck::run(args),
+        Command::Ls(args) => ls::run(args),
+        Command::Cat(args) => cat::run(args),
     }
 }
 

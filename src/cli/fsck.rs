@@ -1,0 +1,150 @@
+//! `veilfs fsck`: check a whole vault without mounting it.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::{CliError, UnlockArgs};
+use crate::check::{self, FsckOptions, Progress, Report};
+
+/// Exit code of `fsck`, `ls` and `cat` when the vault is damaged.
+pub const EXIT_CORRUPT: i32 = 6;
+
+#[derive(Debug, Clone, Args)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Make the repairs that cannot lose data: re-seal a chunk whose
+    /// last-chunk flag a crash left stale, recreate the IV of an empty
+    /// directory, remove orphan long-name records. Each is reported.
+    #[arg(long)]
+    pub repair: bool,
+    /// The vault's backing directory.
+    pub cipherdir: PathBuf,
+}
+
+/// Prints one error line and exits with [`EXIT_CORRUPT`].
+pub(crate) fn exit_corrupt(msg: impl std::fmt::Display) -> ! {
+    let _ = std::io::stdout().flush();
+    eprintln!("veilfs: error: {msg}");
+    std::process::exit(EXIT_CORRUPT);
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    cipherdir: String,
+    clean: bool,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+fn progress_bar() -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} checking [{bar:30}] {bytes}/{total_bytes} {msg} ({eta} left)",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+fn print_report(cipherdir: &str, r: &Report) {
+    let s = &r.stats;
+    println!("veilfs fsck {cipherdir}");
+    println!(
+        "checked {} directories, {} files ({} chunks, {}), {} symlinks, {} special files{}",
+        s.dirs,
+        s.files,
+        s.chunks,
+        HumanBytes(s.backing_bytes),
+        s.symlinks,
+        s.special,
+        if s.hard_links > 0 {
+            format!(", {} extra hard links", s.hard_links)
+        } else {
+            String::new()
+        }
+    );
+    if !r.foreign.is_empty() {
+        println!(
+            "info: {} foreign entries (sync-client files and the like), left alone:",
+            r.foreign.len()
+        );
+        for f in &r.foreign {
+            println!("  {f}");
+        }
+    }
+    let left: Vec<_> = r.unrepaired().collect();
+    if !left.is_empty() {
+        println!("problems ({}):", left.len());
+        for p in &left {
+            println!("  {p} [{}]", p.kind);
+        }
+    }
+    if !r.repairs.is_empty() {
+        println!("repaired ({}):", r.repairs.len());
+        for rep in &r.repairs {
+            println!("  {}: {} [{}]", rep.path, rep.action, rep.kind);
+        }
+    }
+    if left.is_empty() {
+        println!("result: clean");
+    } else {
+        println!(
+            "result: {} problems found. Paths marked [backing] are relative to the backing directory. \
+             Recover what is readable with `veilfs cat --salvage`.",
+            left.len()
+        );
+    }
+}
+
+pub fn run(args: FsckArgs) -> Result<(), CliError> {
+    let vault = args.unlock.unlock(&args.cipherdir)?;
+    let content = vault.content_cipher();
+    let names = vault.name_cipher();
+    let shown = args.cipherdir.display().to_string();
+    let mut opts = FsckOptions::new(&args.cipherdir, &content, &names);
+    opts.repair = args.repair;
+    let bar = progress_bar();
+    if let Some(bar) = bar.clone() {
+        opts.progress = Some(Box::new(move |p: &Progress| {
+            bar.set_length(p.bytes_total.max(p.bytes_done));
+            bar.set_position(p.bytes_done);
+            bar.set_message(format!("{}/{} files", p.files_done, p.files_total));
+        }));
+    }
+    let report = check::fsck(opts).map_err(|e| CliError::Other(format!("{shown}: {e}")))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.json {
+        let out = JsonReport {
+            cipherdir: shown.clone(),
+            clean: report.is_clean(),
+            report: &report,
+        };
+        let text = serde_json::to_string_pretty(&out).expect("the report serializes");
+        println!("{text}");
+    } else {
+        print_report(&shown, &report);
+    }
+    if !report.is_clean() {
+        exit_corrupt(format_args!(
+            "{}: {} problems found",
+            shown,
+            report.unrepaired().count()
+        ));
+    }
+    Ok(())
+}
