@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustix::fs::{FileType, Mode, OFlags, Stat, openat};
 use rustix::io::Errno;
 
-use crate::content::{ContentCipher, HeaderError};
+use crate::content::{ChunkError, ContentCipher, HEADER_LEN, HeaderError};
 use crate::cryptfile::{CryptFile, CryptFileError};
 use crate::names::{BackingName, DirIv, NameCipher, NameError};
 use crate::store;
@@ -614,9 +614,36 @@ impl<'a> Offline<'a> {
             path: plain.to_string(),
             ..CatReport::default()
         };
-        let mut file = CryptFile::new(fd, self.content, None);
-        let mut buf = vec![0u8; CAT_STEP];
         let write_err = |e: io::Error| OfflineError::io(plain, e);
+        // A non-empty file must start with a valid header, even one too
+        // short to hold a chunk.
+        match crate::cryptfile::read_header(fd, self.content) {
+            Ok(_) => {}
+            Err(CryptFileError::Header(error)) if salvage => {
+                // Nothing can be authenticated: keep the file's size so
+                // offsets line up, and say so.
+                report.header_error = Some(error.to_string());
+                let zeros = vec![0u8; CAT_STEP.min(plain_size as usize)];
+                let mut left = plain_size;
+                while left > 0 {
+                    let n = left.min(CAT_STEP as u64) as usize;
+                    out.write_all(&zeros[..n]).map_err(write_err)?;
+                    left -= n as u64;
+                }
+                out.flush().map_err(write_err)?;
+                report.bytes = plain_size;
+                return Ok(report);
+            }
+            Err(CryptFileError::Header(error)) => {
+                return Err(OfflineError::Header {
+                    path: plain.to_string(),
+                    error,
+                });
+            }
+            Err(e) => return Err(OfflineError::io(plain, io::Error::other(e.to_string()))),
+        }
+        let mut file = CryptFile::new(fd, self.content, None);
+        let mut buf = vec![0u8; CAT_STEP.min(plain_size as usize)];
         let mut offset = 0u64;
         while offset < plain_size {
             let mut bad: Vec<(u64, String)> = Vec::new();
@@ -634,20 +661,6 @@ impl<'a> Offline<'a> {
             });
             let n = match res {
                 Ok(n) => n,
-                Err(CryptFileError::Header(error)) if salvage => {
-                    // Nothing can be authenticated: keep the file's size so
-                    // offsets line up, and say so.
-                    report.header_error = Some(error.to_string());
-                    let zeros = vec![0u8; CAT_STEP];
-                    let mut left = plain_size;
-                    while left > 0 {
-                        let n = left.min(CAT_STEP as u64) as usize;
-                        out.write_all(&zeros[..n]).map_err(write_err)?;
-                        left -= n as u64;
-                    }
-                    report.bytes = plain_size;
-                    return Ok(report);
-                }
                 Err(CryptFileError::Header(error)) => {
                     return Err(OfflineError::Header {
                         path: plain.to_string(),
@@ -686,6 +699,22 @@ impl<'a> Offline<'a> {
             report.bytes = offset;
         }
         out.flush().map_err(write_err)?;
+        // A remnant shorter than a chunk's overhead holds no plaintext but
+        // is damage all the same (cut inside a chunk, or bytes appended).
+        if !layout.is_valid_cipher_size(backing_size) {
+            let body = backing_size.saturating_sub(HEADER_LEN as u64);
+            let stored = layout.stored_chunk_len() as u64;
+            let index = body / stored;
+            let reason = ChunkError::BadLength((body % stored) as usize).to_string();
+            if !salvage {
+                return Err(OfflineError::Chunk {
+                    path: plain.to_string(),
+                    index,
+                    error: reason,
+                });
+            }
+            report.push_bad(index, plain_size..plain_size, reason);
+        }
         Ok(report)
     }
 }
