@@ -126,15 +126,18 @@ wait_pid_exit() { # wait_pid_exit PID [TIMEOUT_S]
 }
 
 daemon_pid() { # daemon_pid NAME DIR -> pid of the FUSE daemon NAME serving DIR
-    local name=$1 dir=$2 pid pids
-    pids=$(pgrep -x "$name" || true)
-    for pid in $pids; do
-        if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$dir"; then
+    # Candidates name DIR exactly in their arguments (other instances of the same
+    # program may run on this machine); the daemon is the one holding /dev/fuse
+    # (a launcher process that has not exited yet does not).
+    local name=$1 dir=$2 pid first=""
+    for pid in $(pgrep -x "$name" || true); do
+        tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$dir" || continue
+        if find "/proc/$pid/fd" -maxdepth 1 -lname /dev/fuse 2>/dev/null | grep -q .; then
             echo "$pid"; return 0
         fi
+        first=${first:-$pid}
     done
-    # daemon re-exec'ed with other arguments: accept it if it is the only one
-    if [[ -n $pids && $(wc -w <<<"$pids") == 1 ]]; then echo "$pids"; fi
+    [[ -z $first ]] || echo "$first"
 }
 
 cleanup() {
@@ -220,8 +223,13 @@ setup_veilfs() {
     mkdir -p "$dir/cipher" "$dir/mnt"
     "$VEILFS_BIN" init --passfile "$WORK/passfile" "${VEILFS_INIT_EXTRA[@]}" "$dir/cipher" \
         >"$dir/init.log" 2>&1 || { cat "$dir/init.log" >&2; die "veilfs init failed"; }
+    local rc=0
     timeout 60 "$VEILFS_BIN" mount --passfile "$WORK/passfile" "${VEILFS_MOUNT_EXTRA[@]}" \
-        "$dir/cipher" "$dir/mnt" >&2 || die "veilfs mount failed"
+        "$dir/cipher" "$dir/mnt" >&2 || rc=$?
+    if ((rc == 124)) && is_mounted "$dir/mnt"; then
+        die "veilfs mount mounted $dir/mnt but did not return within 60 s (daemonizing bug?)"
+    fi
+    ((rc == 0)) || die "veilfs mount failed (exit $rc)"
     wait_mounted "$dir/mnt" 10 || die "veilfs: $dir/mnt not mounted after 10 s"
     MNT=$dir/mnt DAEMON=veilfs
 }
@@ -394,8 +402,8 @@ bench_system() { # bench_system SYSTEM: the whole sequence for one system
     teardown_system "$dir"
 }
 
-write_report() { # write_report FAILED_SYSTEMS TOTAL_SECONDS
-    local failed=$1 total=$2 rev
+write_report() { # write_report FAILED_SYSTEMS TOTAL_SECONDS LOADS
+    local failed=$1 total=$2 loads=$3 rev
     rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "no commit")
     git -C "$REPO" diff --quiet HEAD 2>/dev/null || rev="$rev (dirty tree)"
     mkdir -p "$(dirname "$BENCH_OUT")"
@@ -407,6 +415,7 @@ write_report() { # write_report FAILED_SYSTEMS TOTAL_SECONDS
         echo "- repo: veilfs $rev${VEILFS_INIT_ARGS:+, init args: $VEILFS_INIT_ARGS}${VEILFS_MOUNT_ARGS:+, mount args: $VEILFS_MOUNT_ARGS}"
         echo "- gocryptfs $(dpkg-query -W -f '${Version}' gocryptfs 2>/dev/null || echo '?') (defaults), securefs $(dpkg-query -W -f '${Version}' securefs 2>/dev/null || echo '?') (lite format, --format 4), fio $(fio --version | sed 's/^fio-//'), SQLite $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)')"
         echo "- median of $BENCH_RUNS run(s); 4k fio runs: ${BENCH_FIO_SECONDS} s each; total wall time: ${total} s"
+        echo "- load average (1 min) when each system started:$loads (other work on the machine skews the figures)"
         echo
         python3 "$HELPERS/report.py" "$RAW" "$BENCH_SYSTEMS" "$failed"
     } >"$BENCH_OUT"
@@ -421,7 +430,7 @@ main() {
     preflight
     ensure_packages
 
-    local sys failed="" t_start=$EPOCHREALTIME rc
+    local sys failed="" loads="" load t_start=$EPOCHREALTIME rc
     local -a systems=()
     for sys in $BENCH_SYSTEMS; do
         if [[ $sys == veilfs ]] && ! build_veilfs; then
@@ -444,6 +453,11 @@ main() {
     make_tree_tar
 
     for sys in "${systems[@]}"; do
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        loads+=" $sys $load"
+        if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
+            log "WARNING: load average is $load before $sys; other work on this machine will skew the figures"
+        fi
         set +e
         (
             set -e
@@ -459,7 +473,7 @@ main() {
         fi
     done
 
-    write_report "${failed# }" "$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')"
+    write_report "${failed# }" "$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')" "$loads"
     echo
     cat "$BENCH_OUT"
     echo
