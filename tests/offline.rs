@@ -5,6 +5,8 @@
 //! `create_vault`, and backing files written through `CryptFile` and the
 //! name cipher, exactly as the mount writes them. No FUSE needed.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -937,7 +939,7 @@ fn cli_ls_cat_fsck_on_a_clean_vault() {
     assert_eq!(code(&o), 0, "{}{}", text(&o.stdout), text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("result: clean"), "{out}");
-    assert!(out.contains("1 foreign entries"), "{out}");
+    assert!(out.contains("1 foreign entry "), "{out}");
     let o = tv.cli("fsck", &["--json", dir]);
     assert_eq!(code(&o), 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -964,7 +966,11 @@ fn cli_reports_damage_and_salvages() {
     );
     assert!(out.contains("[chunk_unauthentic]"));
     assert!(out.contains("[name_invalid]"));
-    assert!(text(&o.stderr).contains("2 problems found"));
+    assert!(
+        text(&o.stderr).contains("2 problems found"),
+        "{}",
+        text(&o.stderr)
+    );
 
     let o = tv.cli("fsck", &["--json", dir]);
     assert_eq!(code(&o), 6);
@@ -994,7 +1000,7 @@ fn cli_reports_damage_and_salvages() {
     let err = text(&o.stderr);
     assert!(
         err.contains(&format!(
-            "{path}: chunk 1 (bytes 4096..8192) failed authentication"
+            "{path}: chunk 1 (bytes 4096..8192): chunk failed authentication; written as zeros"
         )),
         "{err}"
     );
@@ -1166,4 +1172,129 @@ proptest::proptest! {
             proptest::prop_assert!(out.iter().all(|&x| x == 0));
         }
     }
+}
+
+// ---- A vault written by the real mount ----
+
+#[test]
+fn vault_written_through_the_mount_checks_clean_and_reads_offline() {
+    use std::io::{Seek, SeekFrom, Write};
+    if !common::have("fusermount3") {
+        return;
+    }
+    let mut m = common::TestMount::new();
+    let mut expect: Vec<(String, Vec<u8>)> = Vec::new();
+    fs::create_dir_all(m.path("WhatsApp/Media/Voice Notes")).unwrap();
+    fs::create_dir(m.path("empty dir")).unwrap();
+    for (i, len) in [0usize, 1, CS - 1, CS, CS + 1, 100_000, 2_500_000]
+        .iter()
+        .enumerate()
+    {
+        let rel = format!("WhatsApp/Media/file{i}.bin");
+        let data = pattern(*len, i as u8);
+        fs::write(m.path(&rel), &data).unwrap();
+        expect.push((rel, data));
+    }
+    // Appends in odd sizes, as a chat database journal grows.
+    let rel = "WhatsApp/msgstore.db-wal".to_string();
+    let mut data = Vec::new();
+    for k in 0..40 {
+        let piece = pattern(777 + k * 91, k as u8);
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.path(&rel))
+            .unwrap();
+        f.write_all(&piece).unwrap();
+        data.extend_from_slice(&piece);
+    }
+    expect.push((rel, data));
+    // A sparse file, a truncated file, a renamed file, a long name.
+    let rel = "sparse.img".to_string();
+    let mut f = fs::File::create(m.path(&rel)).unwrap();
+    f.seek(SeekFrom::Start(5 << 20)).unwrap();
+    f.write_all(b"end").unwrap();
+    drop(f);
+    let mut data = vec![0u8; 5 << 20];
+    data.extend_from_slice(b"end");
+    expect.push((rel, data));
+    let rel = "truncated".to_string();
+    fs::write(m.path(&rel), pattern(3 * CS + 500, 7)).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.path(&rel))
+        .unwrap()
+        .set_len(CS as u64 + 10)
+        .unwrap();
+    expect.push((rel, pattern(3 * CS + 500, 7)[..CS + 10].to_vec()));
+    fs::write(m.path("old name"), b"renamed").unwrap();
+    fs::rename(m.path("old name"), m.path("WhatsApp/new name")).unwrap();
+    expect.push(("WhatsApp/new name".into(), b"renamed".to_vec()));
+    let long = format!("WhatsApp/{}", "Ünïcödé voice note ".repeat(10));
+    fs::write(m.path(&long), b"long").unwrap();
+    expect.push((long, b"long".to_vec()));
+    std::os::unix::fs::symlink("WhatsApp/new name", m.path("link")).unwrap();
+    m.unmount();
+
+    let key = m.keyfile.to_str().unwrap();
+    let dir = m.cipher.to_str().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_veilfs"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["fsck", "--key-file", key, dir]);
+    assert_eq!(code(&o), 0, "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stdout).contains("result: clean"));
+    for (rel, data) in &expect {
+        let o = run(&["cat", "--key-file", key, dir, rel]);
+        assert_eq!(code(&o), 0, "{rel}: {}", text(&o.stderr));
+        same_bytes!(o.stdout, data, "{rel}");
+    }
+    let o = run(&["ls", "--key-file", key, dir]);
+    assert_eq!(code(&o), 0);
+    let out = text(&o.stdout);
+    assert!(out.contains(" link -> WhatsApp/new name"), "{out}");
+    assert!(out.contains(" empty dir\n"), "{out}");
+
+    // Damage one chunk: fsck names the file, the mount refuses to return
+    // it (EIO), and every other file still reads.
+    let wal = "WhatsApp/msgstore.db-wal";
+    let backing = {
+        let content_names = veilfs::vault::unlock_with_key(
+            &m.cipher,
+            &veilfs::keys::MasterKey::parse(&fs::read_to_string(&m.keyfile).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let off = Offline::new(
+            &m.cipher,
+            &content_names.content_cipher(),
+            &content_names.name_cipher(),
+        )
+        .unwrap()
+        .resolve(Path::new(wal))
+        .unwrap()
+        .backing_path;
+        m.cipher.join(off)
+    };
+    modify(&backing, |b| b[chunk_at(3) + 99] ^= 4);
+    let o = run(&["fsck", "--json", "--key-file", key, dir]);
+    assert_eq!(code(&o), 6);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0]["path"], format!("/{wal}"));
+    assert_eq!(problems[0]["kind"], "chunk_unauthentic");
+    m.mount();
+    let err = fs::read(m.path(wal)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    for (rel, data) in expect.iter().filter(|(r, _)| r != wal) {
+        same_bytes!(
+            fs::read(m.path(rel)).unwrap(),
+            data,
+            "{rel} through the mount"
+        );
+    }
+    m.unmount();
 }

@@ -57,7 +57,7 @@ pub fn run(args: CatArgs) -> Result<(), CliError> {
             format!("chunks {}..={}", bad.chunks.start, bad.chunks.end - 1)
         };
         eprintln!(
-            "veilfs: {path}: {chunks} (bytes {}..{}) failed authentication ({}); written as zeros",
+            "veilfs: {path}: {chunks} (bytes {}..{}): {}; written as zeros",
             bad.bytes.start, bad.bytes.end, bad.reason
         );
     }

@@ -7,6 +7,7 @@ use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use super::ls::printable;
 use super::{CliError, UnlockArgs};
 use crate::check::{self, FsckOptions, Progress, Report};
 
@@ -59,54 +60,86 @@ fn progress_bar() -> Option<ProgressBar> {
     Some(bar)
 }
 
-fn print_report(cipherdir: &str, r: &Report) {
+/// `n thing` or `n things`.
+pub(crate) fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Writes command output to stdout. A reader that went away (`| head`)
+/// ends the output quietly instead of panicking.
+pub(crate) fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::Other(format!("writing to stdout: {e}"))),
+    }
+}
+
+fn report_text(cipherdir: &str, r: &Report) -> String {
+    use std::fmt::Write as _;
     let s = &r.stats;
-    println!("veilfs fsck {cipherdir}");
-    println!(
-        "checked {} directories, {} files ({} chunks, {}), {} symlinks, {} special files{}",
-        s.dirs,
-        s.files,
-        s.chunks,
+    let mut o = String::new();
+    let _ = writeln!(o, "veilfs fsck {}", printable(cipherdir));
+    let _ = writeln!(
+        o,
+        "checked {}, {} ({}, {}), {}, {}{}",
+        count(s.dirs, "directory").replace("directorys", "directories"),
+        count(s.files, "file"),
+        count(s.chunks, "chunk"),
         HumanBytes(s.backing_bytes),
-        s.symlinks,
-        s.special,
+        count(s.symlinks, "symlink"),
+        count(s.special, "special file"),
         if s.hard_links > 0 {
-            format!(", {} extra hard links", s.hard_links)
+            format!(", {}", count(s.hard_links, "extra hard link"))
         } else {
             String::new()
         }
     );
     if !r.foreign.is_empty() {
-        println!(
-            "info: {} foreign entries (sync-client files and the like), left alone:",
-            r.foreign.len()
+        let _ = writeln!(
+            o,
+            "info: {} (sync-client files and the like), left alone:",
+            count(r.foreign.len() as u64, "foreign entry").replace("entrys", "entries")
         );
         for f in &r.foreign {
-            println!("  {f}");
+            let _ = writeln!(o, "  {}", printable(f));
         }
     }
     let left: Vec<_> = r.unrepaired().collect();
     if !left.is_empty() {
-        println!("problems ({}):", left.len());
+        let _ = writeln!(o, "problems ({}):", left.len());
         for p in &left {
-            println!("  {p} [{}]", p.kind);
+            let _ = writeln!(o, "  {} [{}]", printable(&p.to_string()), p.kind);
         }
     }
     if !r.repairs.is_empty() {
-        println!("repaired ({}):", r.repairs.len());
+        let _ = writeln!(o, "repaired ({}):", r.repairs.len());
         for rep in &r.repairs {
-            println!("  {}: {} [{}]", rep.path, rep.action, rep.kind);
+            let _ = writeln!(
+                o,
+                "  {}: {} [{}]",
+                printable(&rep.path),
+                rep.action,
+                rep.kind
+            );
         }
     }
     if left.is_empty() {
-        println!("result: clean");
+        let _ = writeln!(o, "result: clean");
     } else {
-        println!(
-            "result: {} problems found. Paths marked [backing] are relative to the backing directory. \
+        let _ = writeln!(
+            o,
+            "result: {} found. Paths marked [backing] are relative to the backing directory. \
              Recover what is readable with `veilfs cat --salvage`.",
-            left.len()
+            count(left.len() as u64, "problem")
         );
     }
+    o
 }
 
 pub fn run(args: FsckArgs) -> Result<(), CliError> {
@@ -134,16 +167,17 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
             clean: report.is_clean(),
             report: &report,
         };
-        let text = serde_json::to_string_pretty(&out).expect("the report serializes");
-        println!("{text}");
+        let mut text = serde_json::to_string_pretty(&out).expect("the report serializes");
+        text.push('\n');
+        emit(&text)?;
     } else {
-        print_report(&shown, &report);
+        emit(&report_text(&shown, &report))?;
     }
     if !report.is_clean() {
         exit_corrupt(format_args!(
-            "{}: {} problems found",
-            shown,
-            report.unrepaired().count()
+            "{}: {} found",
+            printable(&shown),
+            count(report.unrepaired().count() as u64, "problem")
         ));
     }
     Ok(())

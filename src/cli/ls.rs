@@ -80,9 +80,12 @@ pub fn run(args: LsArgs) -> Result<(), CliError> {
         Err(e) if e.is_corruption() => super::fsck::exit_corrupt(e),
         Err(e) => return Err(CliError::Other(e.to_string())),
     };
+    let mut text = String::new();
     for e in &listing.entries {
-        println!("{}", line(e));
+        text.push_str(&line(e));
+        text.push('\n');
     }
+    super::fsck::emit(&text)?;
     let bad_targets = listing
         .entries
         .iter()
