@@ -139,9 +139,14 @@ impl ChunkLayout {
         full * self.chunk_size() as u64 + tail
     }
 
-    /// Whether a backing file size is one that a writer can produce.
+    /// Whether a backing file size is one that a writer can produce. A
+    /// header without chunks is an empty file (docs/FORMAT.md §4): what a
+    /// crash between writing a new file's header and its first chunk
+    /// leaves.
     pub fn is_valid_cipher_size(&self, cipher_size: u64) -> bool {
-        cipher_size == 0 || self.cipher_size(self.plain_size(cipher_size)) == cipher_size
+        cipher_size == 0
+            || cipher_size == HEADER_LEN as u64
+            || self.cipher_size(self.plain_size(cipher_size)) == cipher_size
     }
 }
 
@@ -458,6 +463,11 @@ mod tests {
         assert_eq!(l.plain_size(18 + 4124 + 10), 4096);
         assert!(!l.is_valid_cipher_size(18 + 4124 + 10));
         assert!(!l.is_valid_cipher_size(5));
+        assert!(
+            l.is_valid_cipher_size(18),
+            "a header without chunks is an empty file"
+        );
+        assert!(!l.is_valid_cipher_size(19));
         assert_eq!(l.chunks_touched(4095, 2), 0..2);
         assert_eq!(l.chunks_touched(4096, 4096), 1..2);
         assert_eq!(l.chunks_touched(10, 0), 0..0);
