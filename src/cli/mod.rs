@@ -75,7 +75,11 @@ pub fn init_logging(cli: &Cli) {
         crate::fs::daemon::SyslogLogger::install(filter);
         return;
     }
-    let default = if matches!(cli.command, Command::Mount(_)) { "info" } else { "warn" };
+    let default = if matches!(cli.command, Command::Mount(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format_timestamp(None)
         .init();

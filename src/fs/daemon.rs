@@ -32,11 +32,21 @@ pub fn spawn_daemon(master: &MasterKey, args: &[OsString]) -> io::Result<()> {
     let (ready_r, ready_w) = pipe()?;
     let (key_raw, ready_raw) = (key_r.as_raw_fd(), ready_w.as_raw_fd());
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     unsafe {
         cmd.pre_exec(move || {
-            // dup2 clears CLOEXEC on the new descriptor.
-            if libc::dup2(key_raw, KEY_FD) < 0 || libc::dup2(ready_raw, READY_FD) < 0 {
+            // The pipes may already sit on fds 3 and 4: move both out of
+            // the way first, then dup2 into place (dup2 clears CLOEXEC).
+            let key_tmp = libc::fcntl(key_raw, libc::F_DUPFD_CLOEXEC, 10);
+            let ready_tmp = libc::fcntl(ready_raw, libc::F_DUPFD_CLOEXEC, 10);
+            if key_tmp < 0
+                || ready_tmp < 0
+                || libc::dup2(key_tmp, KEY_FD) < 0
+                || libc::dup2(ready_tmp, READY_FD) < 0
+            {
                 return Err(io::Error::last_os_error());
             }
             libc::setsid();
@@ -49,15 +59,21 @@ pub fn spawn_daemon(master: &MasterKey, args: &[OsString]) -> io::Result<()> {
     let mut key_pipe = std::fs::File::from(key_w);
     key_pipe.write_all(master.as_bytes())?;
     drop(key_pipe);
+    // One line, not EOF: processes the daemon starts (fusermount3 keeps
+    // running with auto_unmount) must not hold the answer back.
     let mut status = String::new();
-    std::fs::File::from(ready_r).read_to_string(&mut status)?;
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(std::fs::File::from(ready_r)),
+        &mut status,
+    )?;
     if status.trim() == "ok" {
         return Ok(());
     }
     let _ = child.try_wait();
     let msg = status.trim();
     Err(io::Error::other(if msg.is_empty() {
-        "the mount daemon exited before the mount was ready (see syslog: journalctl -t veilfs)".to_string()
+        "the mount daemon exited before the mount was ready (see syslog: journalctl -t veilfs)"
+            .to_string()
     } else {
         msg.to_string()
     }))
@@ -65,6 +81,7 @@ pub fn spawn_daemon(master: &MasterKey, args: &[OsString]) -> io::Result<()> {
 
 /// In the daemon: reads the master key handed over on [`KEY_FD`].
 pub fn read_key_from_fd() -> io::Result<MasterKey> {
+    set_cloexec(KEY_FD);
     let mut f = unsafe { std::fs::File::from_raw_fd(KEY_FD) };
     let mut buf = Zeroizing::new([0u8; KEY_LEN]);
     f.read_exact(&mut buf[..])?;
@@ -73,7 +90,16 @@ pub fn read_key_from_fd() -> io::Result<MasterKey> {
 
 /// In the daemon: the readiness pipe.
 pub fn ready_fd() -> OwnedFd {
+    set_cloexec(READY_FD);
     unsafe { OwnedFd::from_raw_fd(READY_FD) }
+}
+
+/// Keeps an inherited descriptor from leaking into programs the daemon
+/// starts (fusermount3).
+fn set_cloexec(fd: i32) {
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
 }
 
 /// A `log` backend writing to syslog (journald picks it up), for the

@@ -681,7 +681,7 @@ impl VeilFs {
         let mut state = handle.node.data.write().unwrap();
         let mut file = CryptFile::new(&*handle.fd, &self.content, state.header);
         let offset = if handle.append {
-            file.plain_size().map_err(|e| Errno::from(e))?
+            file.plain_size().map_err(Errno::from)?
         } else {
             offset
         };
