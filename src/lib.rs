@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod conflict;
 pub mod content;
 pub mod cryptfile;
 pub mod fs;

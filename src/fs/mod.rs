@@ -8,6 +8,7 @@
 //! - A file's content lock (`Node::data`) is held shared by reads and
 //!   exclusively by writes and truncation, so no reader sees a torn chunk.
 
+mod conflicts;
 pub mod daemon;
 pub mod mount;
 pub mod node;
@@ -164,6 +165,8 @@ pub struct VeilFs {
     next_fh: AtomicU64,
     /// Whether new entries must be chowned to the caller (root daemon).
     chown_new: bool,
+    /// Sync-client conflict copies seen while listing (docs/FORMAT.md §8).
+    conflicts: conflicts::ConflictTable,
 }
 
 type Res<T> = Result<T, Errno>;
@@ -196,6 +199,7 @@ impl VeilFs {
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             chown_new: rustix::process::geteuid().is_root(),
+            conflicts: Default::default(),
             opts,
         })
     }
@@ -359,7 +363,12 @@ impl VeilFs {
     /// Looks up `name`, registering one kernel reference to the result.
     fn do_lookup(&self, parent: &Arc<Node>, name: &OsStr) -> Res<(Arc<Node>, Stat)> {
         let (pfd, _, b) = self.child(parent, name)?;
-        let st = store::lstat_at(&*pfd, cstr(b.entry()).as_c_str()).map_err(errno)?;
+        let st = match store::lstat_at(&*pfd, cstr(b.entry()).as_c_str()) {
+            Ok(st) => st,
+            // Perhaps the display name of a sync-client conflict copy.
+            Err(SysErrno::NOENT) => return self.lookup_conflict(parent, &pfd, name),
+            Err(e) => return Err(errno(e)),
+        };
         Ok((self.remember(parent, &st, b, name.as_bytes()), st))
     }
 
@@ -510,7 +519,8 @@ impl VeilFs {
     fn list(&self, node: &Arc<Node>) -> Res<Vec<(u64, FileType, OsString, String)>> {
         let fd = self.dir_fd(node)?;
         let iv = self.dir_iv(node)?;
-        let listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
+        let mut listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
+        self.resolve_conflicts(node, &fd, &iv, &mut listing);
         if !listing.bad.is_empty() {
             let path = self.plain_path(node);
             for bad in &listing.bad {
@@ -1542,7 +1552,11 @@ impl Filesystem for VeilFs {
             ) {
                 break;
             }
-            let backing_name = if backing.ends_with(crate::names::LONG_NAME_SUFFIX) {
+            // Not a suffix test: a conflict copy shown as is may end in .vln.
+            let backing_name = if matches!(
+                crate::names::classify_entry(&backing),
+                crate::names::EntryKind::Long(_)
+            ) {
                 match store::read_long_record(&*dfd, &backing) {
                     Ok(full) => BackingName::Long {
                         entry: backing,

@@ -1,0 +1,805 @@
+//! Conflict copies that sync clients make of veilfs entries
+//! (docs/FORMAT.md §8).
+//!
+//! When two devices change the same file before they sync, the sync client
+//! keeps both versions: it renames one of them by appending a marker to the
+//! backing name (before the extension, if the name has one). For veilfs the
+//! backing name is an encrypted name `E` (which has no `.`) or a long-name
+//! entry `H.vln`, so the copies look like:
+//!
+//! | client | regular name | long-name entry |
+//! | --- | --- | --- |
+//! | Dropbox | `E (conflicted copy 2026-11-26)`, `E (Alice's conflicted copy 2026-11-26)` | `H (conflicted copy 2026-11-26).vln` |
+//! | Google Drive | `E (1)` | `H (1).vln` |
+//! | OneDrive | `E-HOSTNAME` | `H-HOSTNAME.vln` |
+//! | Syncthing | `E.sync-conflict-20261126-101500-ABCDEF7` | `H.sync-conflict-20261126-101500-ABCDEF7.vln` |
+//! | Nextcloud, ownCloud | `E (conflicted copy 2026-11-26 101500)` | `H (conflicted copy 2026-11-26 101500).vln` |
+//! | ownCloud (old) | `E_conflict-20261126-101500` | `H_conflict-20261126-101500.vln` |
+//!
+//! The first half of this module is pure: [`parse`] recognizes such a name
+//! and returns the original entry name and a short tag, and
+//! [`display_name`] builds the plaintext name the copy is shown under.
+//! [`resolve_listing`] applies both to one listed backing directory, either
+//! renaming each copy to a proper encrypted name (a writable mount, as
+//! Cryptomator does) or only showing it under its display name (a
+//! read-only mount, offline listing).
+
+use std::collections::HashSet;
+use std::os::fd::BorrowedFd;
+
+use rustix::fs::{FileType, RenameFlags};
+use rustix::io::Errno;
+
+use crate::names::{
+    BackingName, DirIv, LONG_NAME_HASH_LEN, LONG_NAME_RECORD_SUFFIX, LONG_NAME_SUFFIX,
+    MAX_NAME_LEN, NameCipher,
+};
+use crate::store::{self, ListedEntry, Listing, cstr};
+
+/// Longest tag kept; a longer one (nested conflicts of conflicts) is cut.
+pub const MAX_TAG_LEN: usize = 96;
+/// Every display name contains this, so a lookup of any other name never
+/// needs to search conflict copies.
+pub const DISPLAY_MARKER: &[u8] = b"(conflict";
+
+/// veilfs metadata files; a conflict copy of one is left alone.
+const METADATA_FILES: [&str; 4] = [
+    "veilfs.diriv",
+    "veilfs.conf",
+    "veilfs.conf.bak",
+    "veilfs.conf.tmp",
+];
+
+/// One way to read a name as a conflict copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The backing entry name the copy was made of: an encoded name `E` or
+    /// a long-name entry `H.vln`.
+    pub original: String,
+    /// Short description of the conflict, e.g. `conflict 2026-11-26 101500
+    /// ABCDEF7`; the same on every device.
+    pub tag: String,
+}
+
+/// What a backing name is, seen as a possible conflict copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not a conflict copy of anything veilfs writes.
+    NotConflict,
+    /// A conflict copy of a file, directory or other entry. For a regular
+    /// name a OneDrive or old ownCloud marker (which consist of base64url
+    /// characters) makes the split ambiguous: every reading is listed,
+    /// shortest original first, and the one whose original decrypts wins.
+    Entry(Vec<Candidate>),
+    /// A conflict copy of a long-name record `H.vln.name`. Records are a
+    /// function of their entry name, so such a copy holds the same bytes
+    /// as the record; it is left alone.
+    LongRecord { original: String },
+    /// A conflict copy of `veilfs.diriv`, `veilfs.conf` or its backups:
+    /// left alone.
+    Metadata { original: String },
+}
+
+fn is_b64url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn is_b64url(s: &str) -> bool {
+    s.bytes().all(is_b64url_byte)
+}
+
+/// Lengths of every encoded regular name up to 255 characters: base64url
+/// (unpadded) of 16·k bytes of padded name plus a 16-byte tag, k ≥ 1.
+fn regular_name_lengths() -> impl Iterator<Item = usize> {
+    (32usize..)
+        .step_by(16)
+        .map(|bytes| (bytes * 4).div_ceil(3))
+        .take_while(|&len| len <= MAX_NAME_LEN)
+}
+
+fn all_digits(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `YYYYMMDD` and `HHMMSS` → `YYYY-MM-DD HHMMSS`.
+fn compact_date_time(date: &str, time: &str) -> Option<String> {
+    if !all_digits(date, 8) || !all_digits(time, 6) {
+        return None;
+    }
+    Some(format!(
+        "{}-{}-{} {time}",
+        &date[..4],
+        &date[4..6],
+        &date[6..]
+    ))
+}
+
+/// Reads one marker at the start of `s`: its description and the rest.
+fn parse_marker(s: &str) -> Option<(String, &str)> {
+    // Syncthing: .sync-conflict-YYYYMMDD-HHMMSS-DEVICE (short device ID).
+    if let Some(rest) = s.strip_prefix(".sync-conflict-") {
+        let date = rest.get(..8)?;
+        let rest = rest.get(8..)?.strip_prefix('-')?;
+        let time = rest.get(..6)?;
+        let rest = rest.get(6..)?.strip_prefix('-')?;
+        let id_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        if id_len == 0 || id_len > 16 {
+            return None;
+        }
+        let when = compact_date_time(date, time)?;
+        return Some((format!("{when} {}", &rest[..id_len]), &rest[id_len..]));
+    }
+    // ownCloud before 2.5: _conflict-YYYYMMDD-HHMMSS.
+    if let Some(rest) = s.strip_prefix("_conflict-") {
+        let date = rest.get(..8)?;
+        let rest = rest.get(8..)?.strip_prefix('-')?;
+        let time = rest.get(..6)?;
+        return Some((compact_date_time(date, time)?, rest.get(6..)?));
+    }
+    // OneDrive: -HOSTNAME (a computer name: letters, digits, '-' and '_').
+    if let Some(rest) = s.strip_prefix('-') {
+        let len = rest.bytes().take_while(|&b| is_b64url_byte(b)).count();
+        if len == 0 || len > 63 {
+            return None;
+        }
+        return Some((rest[..len].to_string(), &rest[len..]));
+    }
+    // " (...)": Google Drive's counter, Dropbox's and Nextcloud's
+    // "conflicted copy", Dropbox's "Case Conflict".
+    if let Some(rest) = s.strip_prefix(" (") {
+        let mut depth = 1usize;
+        let mut end = None;
+        for (i, b) in rest.bytes().enumerate() {
+            match b {
+                b'(' => depth += 1,
+                b')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let end = end?;
+        let inner = rest[..end].trim();
+        let after = &rest[end + 1..];
+        if !inner.is_empty() && inner.len() <= 6 && inner.bytes().all(|b| b.is_ascii_digit()) {
+            return Some((inner.to_string(), after));
+        }
+        if let Some(pos) = inner.find("conflicted copy") {
+            let owner = inner[..pos].trim();
+            let owner = owner
+                .strip_suffix("'s")
+                .or_else(|| owner.strip_suffix("\u{2019}s"))
+                .unwrap_or(owner)
+                .trim();
+            let when = inner[pos + "conflicted copy".len()..].trim();
+            let desc = [owner, when]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Some((desc, after));
+        }
+        let lower = inner.to_ascii_lowercase();
+        if let Some(kind) = lower.strip_suffix("conflict") {
+            return Some((kind.trim().to_string(), after));
+        }
+        return None;
+    }
+    None
+}
+
+/// Reads a non-empty sequence of markers that makes up all of `s`.
+fn parse_markers(s: &str) -> Option<Vec<String>> {
+    let mut rest = s;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (desc, r) = parse_marker(rest)?;
+        out.push(desc);
+        rest = r;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn tag_of(descriptions: &[String]) -> String {
+    let mut tag = String::from("conflict");
+    let parts: Vec<&str> = descriptions
+        .iter()
+        .map(|d| d.trim())
+        .filter(|d| !d.is_empty())
+        .collect();
+    if !parts.is_empty() {
+        tag.push(' ');
+        tag.push_str(&parts.join(", "));
+    }
+    if tag.len() > MAX_TAG_LEN {
+        let mut cut = MAX_TAG_LEN;
+        while !tag.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        tag.truncate(cut);
+    }
+    tag
+}
+
+/// `H` + markers + `suffix`, with `H` a long-name hash.
+fn strip_long(name: &str, suffix: &str) -> Option<(String, Vec<String>)> {
+    let hash = name.get(..LONG_NAME_HASH_LEN)?;
+    if !is_b64url(hash) {
+        return None;
+    }
+    let middle = name.get(LONG_NAME_HASH_LEN..)?.strip_suffix(suffix)?;
+    Some((hash.to_string(), parse_markers(middle)?))
+}
+
+/// Recognizes a sync client's conflict copy of a veilfs backing entry.
+/// Needs no key: see [`Parsed::Entry`] for how the caller picks among
+/// candidates.
+pub fn parse(name: &str) -> Parsed {
+    for meta in METADATA_FILES {
+        // "veilfs.diriv (1)" and "veilfs (1).diriv" alike.
+        let (stem, ext) = meta.rsplit_once('.').expect("has an extension");
+        let inserted = name
+            .strip_prefix(stem)
+            .and_then(|r| r.strip_suffix(&format!(".{ext}")));
+        let appended = name.strip_prefix(meta);
+        if inserted.and_then(parse_markers).is_some() || appended.and_then(parse_markers).is_some()
+        {
+            return Parsed::Metadata {
+                original: meta.to_string(),
+            };
+        }
+    }
+    // Long-name records: H.vln<markers>.name, H<markers>.vln.name,
+    // H.vln.name<markers>.
+    if let Some(hash) = name.get(..LONG_NAME_HASH_LEN)
+        && is_b64url(hash)
+    {
+        let rest = &name[LONG_NAME_HASH_LEN..];
+        let forms = [
+            rest.strip_prefix(LONG_NAME_SUFFIX)
+                .and_then(|r| r.strip_suffix(".name")),
+            rest.strip_suffix(LONG_NAME_RECORD_SUFFIX),
+            rest.strip_prefix(LONG_NAME_RECORD_SUFFIX),
+        ];
+        if forms
+            .into_iter()
+            .flatten()
+            .any(|m| parse_markers(m).is_some())
+        {
+            return Parsed::LongRecord {
+                original: format!("{hash}{LONG_NAME_RECORD_SUFFIX}"),
+            };
+        }
+    }
+    // Long-name entries: H<markers>.vln.
+    if let Some((hash, descs)) = strip_long(name, LONG_NAME_SUFFIX) {
+        return Parsed::Entry(vec![Candidate {
+            original: format!("{hash}{LONG_NAME_SUFFIX}"),
+            tag: tag_of(&descs),
+        }]);
+    }
+    // Regular names: E<markers>, E of a length an encoded name can have.
+    let mut candidates = Vec::new();
+    for len in regular_name_lengths() {
+        if len >= name.len() {
+            break;
+        }
+        let Some(base) = name.get(..len) else {
+            break;
+        };
+        if !is_b64url(base) {
+            break;
+        }
+        if let Some(descs) = parse_markers(&name[len..]) {
+            candidates.push(Candidate {
+                original: base.to_string(),
+                tag: tag_of(&descs),
+            });
+        }
+    }
+    if candidates.is_empty() {
+        Parsed::NotConflict
+    } else {
+        Parsed::Entry(candidates)
+    }
+}
+
+/// Cuts `s` to at most `max` bytes without splitting a UTF-8 sequence.
+fn cut_utf8(s: &[u8], max: usize) -> &[u8] {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while cut > 0 && s[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+/// The plaintext name a conflict copy of `original` is shown under:
+/// `chat.db` with tag `conflict 1` → `chat (conflict 1).db`. The label is
+/// inserted before the last extension (a leading dot does not start one)
+/// or appended when there is none. `counter` ≥ 2 is added as ` #n` to set
+/// it apart from an existing name. The stem is shortened on a UTF-8
+/// boundary so the result stays within 255 bytes.
+pub fn display_name(original: &[u8], tag: &str, counter: u32) -> Vec<u8> {
+    let label = if counter >= 2 {
+        format!(" ({tag} #{counter})")
+    } else {
+        format!(" ({tag})")
+    };
+    let label = label.as_bytes();
+    let dot = original.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
+    let (mut stem, mut ext) = match dot {
+        Some(i) => original.split_at(i),
+        None => (original, &b""[..]),
+    };
+    if stem.len() + label.len() + ext.len() > MAX_NAME_LEN && label.len() + ext.len() >= 200 {
+        // An absurdly long extension: treat the whole name as the stem.
+        stem = original;
+        ext = b"";
+    }
+    let budget = MAX_NAME_LEN.saturating_sub(label.len() + ext.len());
+    let stem = cut_utf8(stem, budget);
+    let mut out = Vec::with_capacity(stem.len() + label.len() + ext.len());
+    out.extend_from_slice(stem);
+    out.extend_from_slice(label);
+    out.extend_from_slice(ext);
+    out
+}
+
+/// [`display_name`] with the lowest counter whose result is not `taken`.
+pub fn unique_display_name(original: &[u8], tag: &str, taken: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut counter = 1;
+    loop {
+        let name = display_name(original, tag, counter);
+        if !taken(&name) || counter == u32::MAX {
+            return name;
+        }
+        counter += 1;
+    }
+}
+
+/// Whether a plaintext name can be a conflict display name.
+pub fn may_be_display_name(plain: &[u8]) -> bool {
+    plain
+        .windows(DISPLAY_MARKER.len())
+        .any(|w| w == DISPLAY_MARKER)
+}
+
+// ---- applying the rules to a backing directory ----
+
+/// What to do with the conflict copies found in a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Rename each copy to the encrypted name of its display name, so that
+    /// every device sees an ordinary entry (writable mounts).
+    Rename,
+    /// Show each copy under its display name, leaving CIPHERDIR unchanged
+    /// (read-only mounts, offline tools).
+    Show,
+}
+
+/// One conflict copy found by [`resolve_listing`].
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The backing name the copy had.
+    pub found: String,
+    /// The plaintext name it is listed under.
+    pub plain: Vec<u8>,
+    /// The backing entry now: the proper encrypted name if renamed, else
+    /// `found`.
+    pub backing: String,
+    pub renamed: bool,
+    /// Backing inode number.
+    pub ino: u64,
+}
+
+/// The original entry's encrypted name decrypted, or why not.
+fn decrypt_original(
+    dir: BorrowedFd<'_>,
+    iv: &DirIv,
+    names: &NameCipher,
+    original: &str,
+) -> Option<Vec<u8>> {
+    let encoded = if original.ends_with(LONG_NAME_SUFFIX) {
+        store::read_long_record(dir, original).ok()?
+    } else {
+        original.to_string()
+    };
+    names.decrypt_name(iv, &encoded).ok()
+}
+
+/// Renames `found` to the encrypted form of the first free display name.
+/// Returns the display name and new backing entry.
+fn rename_copy(
+    dir: BorrowedFd<'_>,
+    iv: &DirIv,
+    names: &NameCipher,
+    found: &str,
+    plain: &[u8],
+    tag: &str,
+    taken: &HashSet<Vec<u8>>,
+) -> Result<(Vec<u8>, String), Errno> {
+    let mut extra: HashSet<Vec<u8>> = HashSet::new();
+    for _ in 0..64 {
+        let display = unique_display_name(plain, tag, |d| taken.contains(d) || extra.contains(d));
+        let backing = names
+            .backing_name(iv, &display)
+            .map_err(|_| Errno::NAMETOOLONG)?;
+        let had_record = match &backing {
+            BackingName::Long { entry, .. } => store::read_long_record(dir, entry).is_ok(),
+            BackingName::Regular(_) => false,
+        };
+        store::write_long_record(dir, &backing)?;
+        let res = rustix::fs::renameat_with(
+            dir,
+            cstr(found).as_c_str(),
+            dir,
+            cstr(backing.entry()).as_c_str(),
+            RenameFlags::NOREPLACE,
+        );
+        match res {
+            Ok(()) => return Ok((display, backing.entry().to_string())),
+            // Taken by an entry the listing did not show (just created,
+            // or undecryptable): try the next counter.
+            Err(Errno::EXIST) => {
+                extra.insert(display);
+            }
+            Err(e) => {
+                if !had_record {
+                    store::remove_long_record(dir, &backing);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Err(Errno::EXIST)
+}
+
+/// Finds the conflict copies among a listing's foreign and undecryptable
+/// entries and moves them into `listing.entries` under their display
+/// names. With [`Mode::Rename`] each copy is first renamed in the backing
+/// directory (`renameat2(RENAME_NOREPLACE)`); if that fails it is shown as
+/// with [`Mode::Show`]. Copies are handled in byte order of their backing
+/// names, so devices listing the same directory choose the same names.
+pub fn resolve_listing(
+    dir: BorrowedFd<'_>,
+    iv: &DirIv,
+    names: &NameCipher,
+    listing: &mut Listing,
+    mode: Mode,
+) -> Vec<Resolved> {
+    if listing.foreign.is_empty() && listing.bad.is_empty() {
+        return Vec::new();
+    }
+    let mut found: Vec<(String, Vec<u8>, String)> = Vec::new();
+    let looked_at = listing
+        .foreign
+        .iter()
+        .chain(listing.bad.iter().map(|b| &b.backing));
+    for name in looked_at {
+        match parse(name) {
+            Parsed::NotConflict => {}
+            Parsed::LongRecord { original } => {
+                log::debug!("conflict copy {name:?} of long-name record {original} left alone")
+            }
+            Parsed::Metadata { original } => log::debug!(
+                "conflict copy {name:?} of {original} left alone (directory IVs are \
+                 deterministic, so copies of veilfs.diriv should not occur)"
+            ),
+            Parsed::Entry(candidates) => {
+                let hit = candidates.into_iter().find_map(|c| {
+                    decrypt_original(dir, iv, names, &c.original).map(|p| (p, c.tag))
+                });
+                match hit {
+                    Some((plain, tag)) => found.push((name.clone(), plain, tag)),
+                    None => log::debug!(
+                        "{name:?} looks like a conflict copy, but its original name does not \
+                         decrypt here; left alone"
+                    ),
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        return Vec::new();
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut taken: HashSet<Vec<u8>> = listing.entries.iter().map(|e| e.plain.clone()).collect();
+    let mut out = Vec::new();
+    for (name, plain, tag) in found {
+        let st = match store::lstat_at(dir, cstr(&name).as_c_str()) {
+            Ok(st) => st,
+            Err(e) => {
+                log::debug!("conflict copy {name:?} vanished: {e}");
+                continue;
+            }
+        };
+        let mut result = None;
+        if mode == Mode::Rename {
+            match rename_copy(dir, iv, names, &name, &plain, &tag, &taken) {
+                Ok((display, backing)) => result = Some((display, backing, true)),
+                Err(e) => log::warn!(
+                    "conflict copy {name:?} could not be renamed ({e}); shown without renaming"
+                ),
+            }
+        }
+        let (display, backing, renamed) = result.unwrap_or_else(|| {
+            let display = unique_display_name(&plain, &tag, |d| taken.contains(d));
+            (display, name.clone(), false)
+        });
+        taken.insert(display.clone());
+        listing.entries.push(ListedEntry {
+            plain: display.clone(),
+            backing: backing.clone(),
+            ino: st.st_ino,
+            file_type: FileType::from_raw_mode(st.st_mode),
+        });
+        listing.foreign.retain(|f| f != &name);
+        listing.bad.retain(|b| b.backing != name);
+        out.push(Resolved {
+            found: name,
+            plain: display,
+            backing,
+            renamed,
+            ino: st.st_ino,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"; // 43
+    const H: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"; // 43
+
+    fn one(name: &str) -> Candidate {
+        match parse(name) {
+            Parsed::Entry(mut c) => {
+                assert_eq!(c.len(), 1, "{name}: {c:?}");
+                c.remove(0)
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    fn cand(original: &str, tag: &str) -> Candidate {
+        Candidate {
+            original: original.into(),
+            tag: tag.into(),
+        }
+    }
+
+    #[test]
+    fn regular_name_lengths_match_encryption() {
+        let lens: Vec<usize> = regular_name_lengths().collect();
+        assert_eq!(&lens[..4], &[43, 64, 86, 107]);
+        assert!(lens.iter().all(|&l| l <= 255));
+        assert!(lens.contains(&171) && lens.contains(&235));
+    }
+
+    #[test]
+    fn every_client_on_regular_names() {
+        let cases = [
+            (
+                format!("{E} (conflicted copy 2026-11-26)"),
+                "conflict 2026-11-26",
+            ),
+            (
+                format!("{E} (Alice's conflicted copy 2026-11-26)"),
+                "conflict Alice 2026-11-26",
+            ),
+            (format!("{E} (1)"), "conflict 1"),
+            (
+                format!("{E}.sync-conflict-20261126-101500-ABCDEF7"),
+                "conflict 2026-11-26 101500 ABCDEF7",
+            ),
+            (
+                format!("{E} (conflicted copy 2026-11-26 101500)"),
+                "conflict 2026-11-26 101500",
+            ),
+            (
+                format!("{E}_conflict-20261126-101500"),
+                "conflict 2026-11-26 101500",
+            ),
+            (format!("{E} (Case Conflict)"), "conflict case"),
+        ];
+        for (name, tag) in cases {
+            assert_eq!(one(&name), cand(E, tag), "{name}");
+        }
+    }
+
+    #[test]
+    fn onedrive_on_regular_names_is_ambiguous_until_decrypted() {
+        // Hostname with its own dashes: every split at a valid length.
+        let name = format!("{E}-LAPTOP-7Q2");
+        match parse(&name) {
+            Parsed::Entry(c) => assert_eq!(c, vec![cand(E, "conflict LAPTOP-7Q2")]),
+            other => panic!("{other:?}"),
+        }
+        // A name of 64 characters whose 43-character prefix is followed by
+        // '-' reads two ways; the caller keeps the one that decrypts.
+        let long_e = format!("{}-{}", &"C".repeat(43), "D".repeat(20));
+        assert_eq!(long_e.len(), 64);
+        let name = format!("{long_e}-HOST");
+        match parse(&name) {
+            Parsed::Entry(c) => assert_eq!(
+                c,
+                vec![
+                    cand(&long_e[..43], &format!("conflict {}-HOST", "D".repeat(20))),
+                    cand(&long_e, "conflict HOST"),
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_client_on_long_entries() {
+        let cases = [
+            (
+                format!("{H} (conflicted copy 2026-11-26).vln"),
+                "conflict 2026-11-26",
+            ),
+            (format!("{H} (1).vln"), "conflict 1"),
+            (format!("{H}-HOSTNAME.vln"), "conflict HOSTNAME"),
+            (
+                format!("{H}.sync-conflict-20261126-101500-ABCDEF7.vln"),
+                "conflict 2026-11-26 101500 ABCDEF7",
+            ),
+            (
+                format!("{H} (conflicted copy 2026-11-26 101500).vln"),
+                "conflict 2026-11-26 101500",
+            ),
+        ];
+        for (name, tag) in cases {
+            assert_eq!(one(&name), cand(&format!("{H}.vln"), tag), "{name}");
+        }
+    }
+
+    #[test]
+    fn nested_markers() {
+        assert_eq!(
+            one(&format!("{E} (1).sync-conflict-20261126-101500-ABCDEF7")),
+            cand(E, "conflict 1, 2026-11-26 101500 ABCDEF7")
+        );
+        assert_eq!(
+            one(&format!("{E} (conflicted copy 2026-11-26 (1))")),
+            cand(E, "conflict 2026-11-26 (1)")
+        );
+    }
+
+    #[test]
+    fn records_and_metadata_are_left_alone() {
+        let rec = format!("{H}.vln.name");
+        for name in [
+            format!("{H}.vln.sync-conflict-20261126-101500-ABCDEF7.name"),
+            format!("{H}.vln (1).name"),
+            format!("{H}.vln.name (1)"),
+            format!("{H} (1).vln.name"),
+        ] {
+            assert_eq!(
+                parse(&name),
+                Parsed::LongRecord {
+                    original: rec.clone()
+                },
+                "{name}"
+            );
+        }
+        for (name, original) in [
+            ("veilfs (1).diriv", "veilfs.diriv"),
+            ("veilfs.diriv (1)", "veilfs.diriv"),
+            ("veilfs (conflicted copy 2026-11-26).conf", "veilfs.conf"),
+            ("veilfs-HOST.conf", "veilfs.conf"),
+            ("veilfs.conf (1).bak", "veilfs.conf.bak"),
+        ] {
+            assert_eq!(
+                parse(name),
+                Parsed::Metadata {
+                    original: original.into()
+                },
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_conflicts() {
+        for name in [
+            ".stfolder",
+            ".stignore",
+            ".stversions",
+            ".syncthing.x.tmp",
+            &format!(".syncthing.{E}.tmp"),
+            &format!("~syncthing~{E}.tmp"),
+            "desktop.ini",
+            ".DS_Store",
+            "Thumbs.db",
+            ".dropbox",
+            ".dropbox.cache",
+            "~$report.docx",
+            ".~lock.chat.odt#",
+            E,
+            &format!("{H}.vln"),
+            &format!("{E} (draft)"),
+            &format!("{E} ()"),
+            &format!("{E}.txt"),
+            &format!("{E}.sync-conflict-2026-1126-101500-ABC"),
+            &format!("{} (1)", &E[..40]),
+            "x (1)",
+        ] {
+            assert_eq!(parse(name), Parsed::NotConflict, "{name}");
+        }
+    }
+
+    #[test]
+    fn display_names() {
+        let d = |o: &str, t: &str, n| String::from_utf8(display_name(o.as_bytes(), t, n)).unwrap();
+        assert_eq!(
+            d("chat.db", "conflict 2026-11-26 101500 ABCDEF7", 1),
+            "chat (conflict 2026-11-26 101500 ABCDEF7).db"
+        );
+        assert_eq!(d("Makefile", "conflict 1", 1), "Makefile (conflict 1)");
+        assert_eq!(d(".bashrc", "conflict 1", 1), ".bashrc (conflict 1)");
+        assert_eq!(d("a.tar.gz", "conflict 1", 1), "a.tar (conflict 1).gz");
+        assert_eq!(d("chat.db", "conflict 1", 3), "chat (conflict 1 #3).db");
+    }
+
+    #[test]
+    fn display_names_stay_within_255_bytes_on_char_boundaries() {
+        let tag = "conflict 2026-11-26 101500 ABCDEF7";
+        for original in [
+            format!("{}.db", "é".repeat(126)),
+            "日".repeat(85),
+            format!("{}.sqlite-wal", "x".repeat(244)),
+            format!("a.{}", "é".repeat(126)),
+        ] {
+            assert!(original.len() <= 255);
+            for counter in [1, 2, 1000] {
+                let d = display_name(original.as_bytes(), tag, counter);
+                assert!(d.len() <= 255, "{} bytes", d.len());
+                let s = String::from_utf8(d).expect("valid UTF-8");
+                assert!(s.contains(&format!("({tag}")), "{s}");
+            }
+        }
+        let d = display_name(format!("{}.db", "é".repeat(126)).as_bytes(), tag, 1);
+        assert!(
+            String::from_utf8(d)
+                .unwrap()
+                .ends_with(&format!(" ({tag}).db"))
+        );
+    }
+
+    #[test]
+    fn unique_names_count_up() {
+        let taken: HashSet<Vec<u8>> = [
+            b"chat (conflict 1).db".to_vec(),
+            b"chat (conflict 1 #2).db".to_vec(),
+        ]
+        .into();
+        assert_eq!(
+            unique_display_name(b"chat.db", "conflict 1", |n| taken.contains(n)),
+            b"chat (conflict 1 #3).db"
+        );
+        assert!(may_be_display_name(b"chat (conflict 1 #3).db"));
+        assert!(!may_be_display_name(b"chat.db"));
+    }
+
+    #[test]
+    fn long_tags_are_cut() {
+        let name = format!("{E}{}", " (1)".repeat(40));
+        let c = one(&name);
+        assert!(c.tag.len() <= MAX_TAG_LEN);
+    }
+}
