@@ -802,4 +802,84 @@ mod tests {
         let c = one(&name);
         assert!(c.tag.len() <= MAX_TAG_LEN);
     }
+
+    #[test]
+    fn resolve_listing_shows_or_renames() {
+        use crate::keys::MasterKey;
+        use rustix::fs::{Mode as FsMode, OFlags};
+        use std::os::fd::AsFd;
+        let names = NameCipher::new(&MasterKey::from_bytes([9; 32]).derive(), 175);
+        let iv = names.root_iv();
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let e = names.encrypt_name(&iv, b"chat.db").unwrap();
+        std::fs::write(d.join(&e), "A").unwrap();
+        std::fs::write(d.join(format!("{e} (1)")), "B").unwrap();
+        std::fs::write(d.join(format!("{e}-HOST")), "C").unwrap();
+        let long = "l".repeat(200);
+        let lb = names.backing_name(&iv, long.as_bytes()).unwrap();
+        let (record, full) = lb.long_record().unwrap();
+        std::fs::write(d.join(lb.entry()), "D").unwrap();
+        std::fs::write(d.join(&record), full).unwrap();
+        let h = lb.entry().strip_suffix(".vln").unwrap();
+        std::fs::write(
+            d.join(format!("{h}.sync-conflict-20261126-101500-ABCDEF7.vln")),
+            "E",
+        )
+        .unwrap();
+        std::fs::write(d.join(".stfolder"), "").unwrap();
+        let fd = rustix::fs::open(
+            d,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            FsMode::empty(),
+        )
+        .unwrap();
+        let expect: HashSet<Vec<u8>> = [
+            b"chat.db".to_vec(),
+            b"chat (conflict 1).db".to_vec(),
+            b"chat (conflict HOST).db".to_vec(),
+            long.clone().into_bytes(),
+            format!("{long} (conflict 2026-11-26 101500 ABCDEF7)").into_bytes(),
+        ]
+        .into();
+        let dir_names = || -> HashSet<String> {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        };
+        let before = dir_names();
+
+        let mut listing = store::list_dir(fd.as_fd(), &iv, &names).unwrap();
+        assert_eq!(listing.bad.len(), 1, "the OneDrive copy looks regular");
+        let shown = resolve_listing(fd.as_fd(), &iv, &names, &mut listing, Mode::Show);
+        assert_eq!(shown.len(), 3);
+        assert!(shown.iter().all(|r| !r.renamed && r.backing == r.found));
+        let plains: HashSet<Vec<u8>> = listing.entries.iter().map(|e| e.plain.clone()).collect();
+        assert_eq!(plains, expect);
+        assert!(listing.bad.is_empty());
+        assert_eq!(listing.foreign, vec![".stfolder".to_string()]);
+        assert_eq!(dir_names(), before, "Show changes nothing");
+
+        let mut listing = store::list_dir(fd.as_fd(), &iv, &names).unwrap();
+        let renamed = resolve_listing(fd.as_fd(), &iv, &names, &mut listing, Mode::Rename);
+        assert!(renamed.iter().all(|r| r.renamed && r.backing != r.found));
+        let mut listing = store::list_dir(fd.as_fd(), &iv, &names).unwrap();
+        assert!(listing.bad.is_empty());
+        assert_eq!(listing.foreign, vec![".stfolder".to_string()]);
+        let plains: HashSet<Vec<u8>> = listing.entries.iter().map(|e| e.plain.clone()).collect();
+        assert_eq!(plains, expect);
+        assert!(resolve_listing(fd.as_fd(), &iv, &names, &mut listing, Mode::Rename).is_empty());
+        let read = |plain: &[u8]| {
+            let b = names.backing_name(&iv, plain).unwrap();
+            std::fs::read_to_string(d.join(b.entry())).unwrap()
+        };
+        assert_eq!(read(b"chat (conflict 1).db"), "B");
+        assert_eq!(read(b"chat (conflict HOST).db"), "C");
+        assert_eq!(
+            read(format!("{long} (conflict 2026-11-26 101500 ABCDEF7)").as_bytes()),
+            "E"
+        );
+        assert_eq!(read(b"chat.db"), "A");
+    }
 }

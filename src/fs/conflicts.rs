@@ -86,17 +86,29 @@ impl VeilFs {
                 shown.insert(r.plain, r.backing);
             }
         }
+        let mut table = self.conflicts.0.lock().unwrap();
+        if shown.is_empty() {
+            // The common case: nothing to remember. A later miss on a
+            // display name lists again and records the directory's stamp.
+            table.remove(&node.ino);
+            return;
+        }
+        drop(table);
         let Ok(st) = store::stat_fd(fd) else {
             return;
         };
+        self.remember_scan(node.ino, &st, shown);
+    }
+
+    fn remember_scan(&self, ino: u64, st: &Stat, shown: HashMap<Vec<u8>, String>) {
         let mut table = self.conflicts.0.lock().unwrap();
-        if table.len() >= MAX_DIRS && !table.contains_key(&node.ino) {
+        if table.len() >= MAX_DIRS && !table.contains_key(&ino) {
             table.clear();
         }
         table.insert(
-            node.ino,
+            ino,
             Scanned {
-                stamp: stamp(&st),
+                stamp: stamp(st),
                 shown,
             },
         );
@@ -130,6 +142,11 @@ impl VeilFs {
                     return Err(Errno::ENOENT);
                 }
                 self.list(parent)?;
+                // Misses are cheap until the directory changes again.
+                let recorded = self.conflicts.0.lock().unwrap().contains_key(&parent.ino);
+                if !recorded {
+                    self.remember_scan(parent.ino, &now, HashMap::new());
+                }
                 match shown(self) {
                     (Some(backing), _) => backing,
                     // Renamed to its proper encrypted name by the listing.
