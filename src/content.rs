@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::ops::Range;
 
+use aes_gcm_siv::aead::inout::InOutBuf;
 use aes_gcm_siv::aead::{AeadInOut, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 
@@ -381,11 +382,12 @@ impl ContentCipher {
         let (nonce_out, rest) = out.split_at_mut(NONCE_LEN);
         let (body, tag_out) = rest.split_at_mut(plain.len());
         nonce_out.copy_from_slice(&nonce);
-        body.copy_from_slice(plain);
         let ad = header.chunk_ad(index, last);
+        // Encrypt from `plain` straight into `out`: no extra copy.
+        let inout = InOutBuf::new(plain, body).expect("equal lengths");
         let tag = self
             .aead
-            .encrypt_inout_detached(&as_nonce(&nonce), &ad, body.into())
+            .encrypt_inout_detached(&as_nonce(&nonce), &ad, inout)
             .expect("AES-GCM-SIV accepts any chunk up to 64 KiB");
         tag_out.copy_from_slice(&tag);
     }
@@ -412,12 +414,13 @@ impl ContentCipher {
         let (nonce, rest) = stored.split_at(NONCE_LEN);
         let (body, tag) = rest.split_at(plain_len);
         let out = &mut out[..plain_len];
-        out.copy_from_slice(body);
         let ad = header.chunk_ad(index, last);
-        match self
-            .aead
-            .decrypt_inout_detached(&as_nonce(nonce), &ad, out.into(), &as_tag(tag))
-        {
+        match self.aead.decrypt_inout_detached(
+            &as_nonce(nonce),
+            &ad,
+            InOutBuf::new(body, &mut *out).expect("equal lengths"),
+            &as_tag(tag),
+        ) {
             Ok(()) => Ok(Opened::Data(plain_len)),
             Err(_) => {
                 out.fill(0);
