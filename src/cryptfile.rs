@@ -110,6 +110,32 @@ fn pwrite_full<Fd: AsFd>(fd: Fd, buf: &[u8], offset: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens a chunk, also accepting a middle chunk that still carries the
+/// last-chunk flag. A crash between appending new chunks and re-sealing
+/// the old last one leaves exactly that; its data is authentic (this file,
+/// this index), so refusing it would only turn a crash into EIO. The final
+/// chunk must still carry the flag, so truncation stays detectable.
+/// `veilfs fsck` reports such chunks and `--repair` re-seals them.
+fn open_tolerant(
+    cipher: &ContentCipher,
+    header: &FileHeader,
+    index: u64,
+    last: bool,
+    stored: &[u8],
+    out: &mut [u8],
+) -> std::result::Result<Opened, ChunkError> {
+    match cipher.open_chunk(header, index, last, stored, out) {
+        Err(ChunkError::Unauthentic) if !last => {
+            let r = cipher.open_chunk(header, index, true, stored, out);
+            if r.is_ok() {
+                log::info!("chunk {index} carries a stale last-chunk flag (interrupted append); run veilfs fsck --repair");
+            }
+            r.map_err(|_| ChunkError::Unauthentic)
+        }
+        other => other,
+    }
+}
+
 /// Grows a scratch buffer to at least `len` bytes. Buffers never shrink,
 /// so steady-state requests neither allocate nor zero-fill.
 fn grow(buf: &mut Vec<u8>, len: usize) {
@@ -188,7 +214,8 @@ fn open_span(
         let begin = k * sl;
         let end = (begin + sl).min(stored.len());
         let last = end == stored.len() && !more_after;
-        *result = cipher.open_chunk(
+        *result = open_tolerant(
+            cipher,
             header,
             first + k as u64,
             last,
@@ -359,12 +386,9 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         } else {
             layout.stored_chunk_len()
         };
-        raw.resize(len, 0);
-        let got = pread_full(&self.fd, raw, layout.chunk_cipher_start(index))?;
-        match self
-            .cipher
-            .open_chunk(header, index, last, &raw[..got], out)
-        {
+        grow(raw, len);
+        let got = pread_full(&self.fd, &mut raw[..len], layout.chunk_cipher_start(index))?;
+        match open_tolerant(self.cipher, header, index, last, &raw[..got], out) {
             Ok(Opened::Data(n)) => Ok(n),
             Ok(Opened::Hole) => Ok(layout.chunk_size()),
             Err(error) => Err(CryptFileError::Chunk { index, error }),
@@ -640,6 +664,30 @@ mod tests {
             Err(CryptFileError::Chunk { index: 100, .. }) => {}
             other => panic!("expected chunk 100 to fail, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn stale_last_flag_from_a_crash_still_reads() {
+        let c = cipher();
+        let file = tempfile::tempfile().unwrap();
+        let mut f = CryptFile::new(&file, &c, None);
+        f.write_at(0, &[1u8; 4096]).unwrap();
+        let header = f.header().unwrap();
+        // Simulate a crash mid-append: chunk 1 was written, chunk 0 kept
+        // its last flag.
+        let mut sealed = vec![0u8; 100 + CHUNK_OVERHEAD];
+        c.seal_chunk(&header, 1, true, &[2u8; 100], &mut sealed);
+        pwrite(&file, &sealed, c.layout().chunk_cipher_start(1)).unwrap();
+        let mut buf = vec![0u8; 5000];
+        let n = CryptFile::new(&file, &c, None).read_at(0, &mut buf).unwrap();
+        assert_eq!(n, 4196);
+        assert!(buf[..4096].iter().all(|&b| b == 1) && buf[4096..4196].iter().all(|&b| b == 2));
+        // But a final chunk without the flag (truncation) is still refused.
+        rustix::fs::ftruncate(&file, c.layout().chunk_cipher_start(1)).unwrap();
+        let mut g = CryptFile::new(&file, &c, None);
+        let mut h = [0u8; 16];
+        // Chunk 0 carries last=1 and is now really last: fine.
+        assert_eq!(g.read_at(0, &mut h).unwrap(), 16);
     }
 
     #[test]
