@@ -25,6 +25,10 @@
 #   VEILFS_MOUNT_ARGS  extra args for `veilfs mount`
 set -Eeuo pipefail
 shopt -s inherit_errexit
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,/^set -E/{/^set -E/d; s/^# \{0,1\}//; p}' "${BASH_SOURCE[0]}"
+    exit 0
+fi
 export LC_ALL=C
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -76,7 +76,7 @@ def main() -> None:
     )
     print()
     print(
-        "Caveats: the 256 MiB file of the 4k workloads fits in the page cache, so after the "
+        f"Caveats: the {env('BENCH_RAND_MIB')} MiB file of the 4k workloads fits in the page cache, so after the "
         "first pass random reads are mostly kernel page-cache hits (also through FUSE); the "
         "figure mixes cold misses and cached reads. `plain` random writes land in the page "
         "cache, while FUSE without writeback cache sends every write to the daemon. "
