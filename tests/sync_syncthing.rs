@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -187,6 +188,9 @@ impl Syncthing {
             .env("STNODEFAULTFOLDER", "1")
             .env_remove("STGUIADDRESS")
             .env_remove("STGUIAPIKEY")
+            // Syncthing re-executes itself as a child process: give both a
+            // process group of their own so that drop ends both.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -271,7 +275,8 @@ impl Syncthing {
 impl Drop for Syncthing {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            // The group is the one `start` made for this instance only.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
             let _ = c.wait();
         }
         if std::thread::panicking() {
@@ -402,7 +407,14 @@ fn settle(sa: &Syncthing, sb: &Syncthing) {
     wait_for("Syncthing to sync both devices", SYNC_TIMEOUT, || {
         for (x, y) in [(sa, sb), (sb, sa)] {
             let st = x.get(&format!("/rest/db/status?folder={FOLDER}"))?;
-            if st["state"] != "idle" || st["needTotalItems"] != 0 || st["pullErrors"] != 0 {
+            let complete = ["Files", "Directories", "Symlinks", "Deleted"]
+                .iter()
+                .all(|k| st[format!("global{k}")] == st[format!("local{k}")]);
+            if st["state"] != "idle"
+                || st["needTotalItems"] != 0
+                || st["pullErrors"] != 0
+                || !complete
+            {
                 let errors = x.get(&format!("/rest/folder/errors?folder={FOLDER}"))?;
                 return Err(format!("{}: status {st}; errors {errors}", x.name));
             }
