@@ -394,18 +394,13 @@ impl VeilFs {
 
     /// Gives a new entry to the requesting user, as ext4 does, when the
     /// daemon runs as root on behalf of others (allow_other).
-    fn chown_to_caller(
-        &self,
-        req: &Request,
-        pfd: &OwnedFd,
-        entry: &CString,
-        parent_st: Option<&Stat>,
-    ) -> Res<()> {
+    fn chown_to_caller(&self, req: &Request, pfd: &OwnedFd, entry: &CString) -> Res<()> {
         if !self.chown_new || (req.uid() == 0 && req.gid() == 0) {
             return Ok(());
         }
-        let gid = match parent_st {
-            Some(p) if p.st_mode & libc::S_ISGID != 0 => p.st_gid,
+        // A setgid parent passes its group on, as on ext4.
+        let gid = match store::stat_fd(pfd) {
+            Ok(p) if p.st_mode & libc::S_ISGID != 0 => p.st_gid,
             _ => req.gid(),
         };
         rustix::fs::chownat(
@@ -727,9 +722,9 @@ impl VeilFs {
         }
         let fd =
             openat(&*pfd, &entry, oflags, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
-        let parent_st = store::stat_fd(&*pfd).ok();
-        self.chown_to_caller(req, &pfd, &entry, parent_st.as_ref())?;
-        let (_, node) = self.reply_new_entry(&parent, &pfd, b, name)?;
+        self.chown_to_caller(req, &pfd, &entry)?;
+        let mut st = store::stat_fd(&fd).map_err(errno)?;
+        let node = self.remember(&parent, &st, b, name.as_bytes());
         let fd = {
             let mut open = node.open.lock().unwrap();
             match &open.fd {
@@ -742,10 +737,10 @@ impl VeilFs {
                 }
             }
         };
-        if flags & libc::O_TRUNC != 0 {
+        if flags & libc::O_TRUNC != 0 && st.st_size != 0 {
             self.truncate_node(&node, &fd, 0)?;
+            st = store::stat_fd(&*fd).map_err(errno)?;
         }
-        let st = store::stat_fd(&*fd).map_err(errno)?;
         let fh = self.new_handle(node.clone(), fd, flags);
         Ok((self.attr(node.ino, &st), fh))
     }
@@ -785,8 +780,7 @@ impl VeilFs {
                 rustix::fs::mknodat(&*pfd, &entry, ft, perm, rdev as u64).map_err(errno)?;
             }
         }
-        let parent_st = store::stat_fd(&*pfd).ok();
-        self.chown_to_caller(req, &pfd, &entry, parent_st.as_ref())?;
+        self.chown_to_caller(req, &pfd, &entry)?;
         Ok(self.reply_new_entry(&parent, &pfd, b, name)?.0)
     }
 
@@ -806,8 +800,7 @@ impl VeilFs {
             let _ = rustix::fs::unlinkat(&*pfd, &entry, AtFlags::REMOVEDIR);
             return Err(errno(e));
         }
-        let parent_st = store::stat_fd(&*pfd).ok();
-        self.chown_to_caller(req, &pfd, &entry, parent_st.as_ref())?;
+        self.chown_to_caller(req, &pfd, &entry)?;
         let (attr, node) = self.reply_new_entry(&parent, &pfd, b, name)?;
         let _ = node.dir_iv.set(child_iv);
         Ok(attr)
@@ -880,8 +873,7 @@ impl VeilFs {
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         let entry = cstr(b.entry());
         rustix::fs::symlinkat(cstr(&enc).as_c_str(), &*pfd, &entry).map_err(errno)?;
-        let parent_st = store::stat_fd(&*pfd).ok();
-        self.chown_to_caller(req, &pfd, &entry, parent_st.as_ref())?;
+        self.chown_to_caller(req, &pfd, &entry)?;
         Ok(self.reply_new_entry(&parent, &pfd, b, name)?.0)
     }
 
