@@ -517,6 +517,8 @@ pub fn resolve_listing(
     let mut taken: HashSet<Vec<u8>> = listing.entries.iter().map(|e| e.plain.clone()).collect();
     let mut out = Vec::new();
     for (name, plain, tag) in found {
+        listing.foreign.retain(|f| f != &name);
+        listing.bad.retain(|b| b.backing != name);
         let st = match store::lstat_at(dir, cstr(&name).as_c_str()) {
             Ok(st) => st,
             Err(e) => {
@@ -528,6 +530,11 @@ pub fn resolve_listing(
         if mode == Mode::Rename {
             match rename_copy(dir, iv, names, &name, &plain, &tag, &taken) {
                 Ok((display, backing)) => result = Some((display, backing, true)),
+                // Renamed by a concurrent listing, or gone: nothing to show.
+                Err(Errno::NOENT) => {
+                    log::debug!("conflict copy {name:?} vanished before it was renamed");
+                    continue;
+                }
                 Err(e) => log::warn!(
                     "conflict copy {name:?} could not be renamed ({e}); shown without renaming"
                 ),
@@ -544,8 +551,6 @@ pub fn resolve_listing(
             ino: st.st_ino,
             file_type: FileType::from_raw_mode(st.st_mode),
         });
-        listing.foreign.retain(|f| f != &name);
-        listing.bad.retain(|b| b.backing != name);
         out.push(Resolved {
             found: name,
             plain: display,
