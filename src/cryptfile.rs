@@ -128,7 +128,9 @@ fn open_tolerant(
         Err(ChunkError::Unauthentic) if !last => {
             let r = cipher.open_chunk(header, index, true, stored, out);
             if r.is_ok() {
-                log::info!("chunk {index} carries a stale last-chunk flag (interrupted append); run veilfs fsck --repair");
+                log::info!(
+                    "chunk {index} carries a stale last-chunk flag (interrupted append); run veilfs fsck --repair"
+                );
             }
             r.map_err(|_| ChunkError::Unauthentic)
         }
@@ -225,6 +227,25 @@ fn open_span(
     }
 }
 
+/// Writes `a` then `b` contiguously at `offset`, in one pwritev when the
+/// kernel takes it all.
+fn pwrite2_full<Fd: AsFd>(fd: Fd, a: &[u8], b: &[u8], offset: u64) -> io::Result<()> {
+    let n = loop {
+        match rustix::io::pwritev(&fd, &[io::IoSlice::new(a), io::IoSlice::new(b)], offset) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if n < a.len() {
+        pwrite_full(&fd, &a[n..], offset + n as u64)?;
+        pwrite_full(&fd, b, offset + a.len() as u64)
+    } else {
+        let done = n - a.len();
+        pwrite_full(&fd, &b[done..], offset + n as u64)
+    }
+}
+
 /// The size of the backing file, from one fstat.
 pub fn backing_size<Fd: AsFd>(fd: Fd) -> io::Result<u64> {
     Ok(fstat(fd)?.st_size as u64)
@@ -307,8 +328,26 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
             } = &mut *scratch;
             // One extra byte tells whether the last chunk read is the file's
             // last chunk, without an fstat.
-            grow(cbuf, want + 1);
-            let got = pread_full(&self.fd, &mut cbuf[..want + 1], cipher_start)?;
+            // A read from the start of a file whose header is not cached
+            // fetches the header in the same pread.
+            let with_header = chunks.start == 0 && self.header.is_none();
+            let skip = if with_header { HEADER_LEN } else { 0 };
+            grow(cbuf, skip + want + 1);
+            let got = pread_full(
+                &self.fd,
+                &mut cbuf[..skip + want + 1],
+                cipher_start - skip as u64,
+            )?;
+            if with_header {
+                if got == 0 {
+                    return Ok(0);
+                }
+                let h = FileHeader::parse(&cbuf[..got.min(HEADER_LEN)], layout)
+                    .map_err(CryptFileError::Header)?;
+                self.header = Some(h);
+            }
+            let got = got.saturating_sub(skip);
+            let cbuf = &cbuf[skip..];
             if got == 0 {
                 return Ok(0);
             }
@@ -404,12 +443,13 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         let layout = self.cipher.layout();
         let cs = layout.chunk_size();
         let old_size = self.plain_size()?;
+        let fresh_header = old_size == 0;
         let header = match self.load_header()? {
             Some(h) if old_size > 0 => h,
             _ => {
-                // An empty file gets a fresh header and file ID.
+                // An empty file gets a fresh header and file ID; it is
+                // written with the first chunks below.
                 let h = FileHeader::generate(layout);
-                pwrite_full(&self.fd, h.as_bytes(), 0)?;
                 self.header = Some(h);
                 h
             }
@@ -483,7 +523,15 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 &plain_of,
                 cbuf_used,
             );
-            pwrite_full(&self.fd, cbuf_used, layout.chunk_cipher_start(first))?;
+            if fresh_header && first == 0 {
+                // One syscall for a new file: header and first chunks.
+                pwrite2_full(&self.fd, header.as_bytes(), cbuf_used, 0)?;
+            } else {
+                if fresh_header {
+                    pwrite_full(&self.fd, header.as_bytes(), 0)?;
+                }
+                pwrite_full(&self.fd, cbuf_used, layout.chunk_cipher_start(first))?;
+            }
 
             // The old last chunk stops being last once the file has grown
             // past it; unless this write rewrote it, seal it again as a full
@@ -679,7 +727,9 @@ mod tests {
         c.seal_chunk(&header, 1, true, &[2u8; 100], &mut sealed);
         pwrite(&file, &sealed, c.layout().chunk_cipher_start(1)).unwrap();
         let mut buf = vec![0u8; 5000];
-        let n = CryptFile::new(&file, &c, None).read_at(0, &mut buf).unwrap();
+        let n = CryptFile::new(&file, &c, None)
+            .read_at(0, &mut buf)
+            .unwrap();
         assert_eq!(n, 4196);
         assert!(buf[..4096].iter().all(|&b| b == 1) && buf[4096..4196].iter().all(|&b| b == 2));
         // But a final chunk without the flag (truncation) is still refused.
