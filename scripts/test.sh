@@ -13,6 +13,10 @@ APT_NEEDS=(
   "fusermount3:fuse3"
   "sqlite3:sqlite3"
   "python3:python3"
+  # Real applications on a mount (tests/apps.rs) and xattr tools.
+  "git:git"
+  "rsync:rsync"
+  "setfattr:attr"
   # Two-device and cloud round-trip tests (tests/sync_*.rs) drive the real
   # clients; they fail, never skip, when these are missing.
   "syncthing:syncthing"
