@@ -436,7 +436,52 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
 
     /// Writes `data` at plaintext `offset`, extending the file (with a
     /// sparse hole) if `offset` is past the end.
+    ///
+    /// A full disk never damages data written before: the space a write
+    /// adds is reserved (fallocate) before any chunk is rewritten in
+    /// place, so ENOSPC fails the write with the file untouched, and a
+    /// write that fails after growing the file is cut back to the old size.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let layout = self.cipher.layout();
+        let old_backing = backing_size(&self.fd)?;
+        let old_size = layout.plain_size(old_backing);
+        let new_backing = layout.cipher_size(old_size.max(offset + data.len() as u64));
+        let mut reserved = false;
+        if new_backing > old_backing {
+            use rustix::fs::{FallocateFlags, fallocate};
+            let len = new_backing - old_backing;
+            match fallocate(&self.fd, FallocateFlags::KEEP_SIZE, old_backing, len) {
+                Ok(()) => reserved = true,
+                Err(e @ (rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)) => {
+                    return Err(e.into());
+                }
+                // Not supported here (or not a regular file): write
+                // without a reservation.
+                Err(_) => {}
+            }
+        }
+        let res = self.write_unreserved(offset, data);
+        if res.is_err() {
+            let now = backing_size(&self.fd).unwrap_or(old_backing);
+            if now != old_backing {
+                let _ = rustix::fs::ftruncate(&self.fd, old_backing);
+            }
+            if reserved {
+                use rustix::fs::{FallocateFlags, fallocate};
+                let flags = FallocateFlags::KEEP_SIZE | FallocateFlags::PUNCH_HOLE;
+                let _ = fallocate(&self.fd, flags, old_backing, new_backing - old_backing);
+            }
+            if old_size == 0 {
+                self.header = None;
+            }
+        }
+        res
+    }
+
+    fn write_unreserved(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
