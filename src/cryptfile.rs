@@ -448,14 +448,32 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         let layout = self.cipher.layout();
         let old_backing = backing_size(&self.fd)?;
         let old_size = layout.plain_size(old_backing);
-        let new_backing = layout.cipher_size(old_size.max(offset + data.len() as u64));
+        let new_size = old_size.max(offset + data.len() as u64);
+        let new_backing = layout.cipher_size(new_size);
+        // What the write stores past the old end: the chunks it seals, and
+        // the old last chunk, re-sealed full when the write starts past it.
+        // Not the hole between them, which stays sparse.
+        let first = layout.chunks_touched(offset, data.len() as u64).start;
+        let (old_count, new_count) = (layout.chunk_count(old_size), layout.chunk_count(new_size));
+        let mut spans = vec![(
+            layout.chunk_cipher_start(first).max(old_backing),
+            new_backing,
+        )];
+        if old_count > 0 && new_count > old_count && first > old_count - 1 {
+            let resealed =
+                layout.chunk_cipher_start(old_count - 1) + layout.stored_chunk_len() as u64;
+            spans.push((old_backing, resealed.min(new_backing)));
+        }
         let mut reserved = false;
-        if new_backing > old_backing {
+        for &(from, to) in spans.iter().filter(|(from, to)| to > from) {
             use rustix::fs::{FallocateFlags, fallocate};
-            let len = new_backing - old_backing;
-            match fallocate(&self.fd, FallocateFlags::KEEP_SIZE, old_backing, len) {
+            match fallocate(&self.fd, FallocateFlags::KEEP_SIZE, from, to - from) {
                 Ok(()) => reserved = true,
                 Err(e @ (rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)) => {
+                    if reserved {
+                        let flags = FallocateFlags::KEEP_SIZE | FallocateFlags::PUNCH_HOLE;
+                        let _ = fallocate(&self.fd, flags, old_backing, new_backing - old_backing);
+                    }
                     return Err(e.into());
                 }
                 // Not supported here (or not a regular file): write
