@@ -29,6 +29,7 @@ use sync_common::{
     DeviceMount, Item, free_port, init_vault, require, run_ok, test_root, tree, wait_for,
 };
 use veilfs::conflict::{self, Parsed};
+use veilfs::names::{EntryKind, classify_entry};
 
 const FOLDER: &str = "veilfs-vault";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(180);
@@ -89,7 +90,9 @@ impl Syncthing {
     }
 
     /// Edits config.xml: loopback only, nothing global, the peer device,
-    /// the shared folder with its watcher on and a short rescan interval.
+    /// the shared folder with its watcher on, a short rescan interval and
+    /// a short pause before a failed pull is retried (60 s by default,
+    /// which a busy CI machine can hit when a file changes mid-pull).
     fn configure(&self, peer: &Syncthing) {
         let path = self.home.join("config.xml");
         let mut c = fs::read_to_string(&path).unwrap();
@@ -160,6 +163,7 @@ impl Syncthing {
         <versioning></versioning>
         <markerName>.stfolder</markerName>
         <maxConflicts>10</maxConflicts>
+        <pullerPauseS>2</pullerPauseS>
     </folder>
     "#,
             peer_id = peer.id,
@@ -445,7 +449,12 @@ fn conflict_copies(dir: &Path) -> Vec<String> {
         .keys()
         .filter(|rel| {
             let name = rel.rsplit('/').next().unwrap();
-            name.contains("sync-conflict") || conflict::parse(name) != Parsed::NotConflict
+            // A proper encrypted name can parse as a OneDrive copy of its
+            // own prefix (parse needs no key); Syncthing's copies are
+            // foreign names.
+            name.contains("sync-conflict")
+                || (classify_entry(name) == EntryKind::Foreign
+                    && conflict::parse(name) != Parsed::NotConflict)
         })
         .cloned()
         .collect()
