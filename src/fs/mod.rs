@@ -809,7 +809,16 @@ impl VeilFs {
     fn do_unlink(&self, parent: INodeNo, name: &OsStr) -> Res<()> {
         let parent = self.node(parent)?;
         let (pfd, _, b) = self.child(&parent, name)?;
-        rustix::fs::unlinkat(&*pfd, cstr(b.entry()).as_c_str(), AtFlags::empty()).map_err(errno)?;
+        let entry = cstr(b.entry());
+        // A hard-linked inode keeps its other names usable.
+        let linked = store::lstat_at(&*pfd, &entry)
+            .ok()
+            .filter(|st| st.st_nlink > 1);
+        rustix::fs::unlinkat(&*pfd, &entry, AtFlags::empty()).map_err(errno)?;
+        if let Some(st) = linked {
+            self.nodes
+                .unlinked(self.fuse_ino(st.st_ino), parent.ino, b.entry());
+        }
         store::remove_long_record(&*pfd, &b);
         Ok(())
     }
@@ -937,6 +946,14 @@ impl VeilFs {
                 self.dir_fds.lock().unwrap().pop(&self.fuse_ino(dst.st_ino));
             }
         }
+        // A replaced hard-linked file keeps its other names usable.
+        let replaced = if exchange || noreplace {
+            None
+        } else {
+            store::lstat_at(&*npfd, &new)
+                .ok()
+                .filter(|st| st.st_nlink > 1 && st.st_ino != src.st_ino)
+        };
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
         let mut rflags = rustix::fs::RenameFlags::empty();
         if exchange {
@@ -954,8 +971,10 @@ impl VeilFs {
         if exchange {
             store::write_long_record(&*pfd, &ob).map_err(errno)?;
             if let Ok(st) = store::lstat_at(&*pfd, &old) {
-                self.nodes.relocate(
+                self.nodes.moved(
                     self.fuse_ino(st.st_ino),
+                    newparent.ino,
+                    nb.entry(),
                     Location {
                         parent: parent.clone(),
                         backing: ob.clone(),
@@ -965,9 +984,15 @@ impl VeilFs {
             }
         } else {
             store::remove_long_record(&*pfd, &ob);
+            if let Some(dst) = replaced {
+                self.nodes
+                    .unlinked(self.fuse_ino(dst.st_ino), newparent.ino, nb.entry());
+            }
         }
-        self.nodes.relocate(
+        self.nodes.moved(
             self.fuse_ino(src.st_ino),
+            parent.ino,
+            ob.entry(),
             Location {
                 parent: newparent.clone(),
                 backing: nb,

@@ -33,12 +33,39 @@ pub struct OpenState {
     pub handles: u32,
 }
 
+/// Every name an inode is known under, most recently used first. Usually
+/// one; hard links add more, so unlinking one name leaves the others
+/// usable.
+#[derive(Default)]
+pub struct Links(Vec<Location>);
+
+/// Hard links remembered per inode; older names are dropped beyond this.
+const MAX_LINKS: usize = 16;
+
+impl Links {
+    /// The most recently used name, or `None` for the root.
+    pub fn as_ref(&self) -> Option<&Location> {
+        self.0.first()
+    }
+
+    fn add(&mut self, location: Location) {
+        self.remove(location.parent.ino, location.backing.entry());
+        self.0.insert(0, location);
+        self.0.truncate(MAX_LINKS);
+    }
+
+    fn remove(&mut self, parent: u64, entry: &str) {
+        self.0
+            .retain(|l| !(l.parent.ino == parent && l.backing.entry() == entry));
+    }
+}
+
 pub struct Node {
     pub ino: u64,
     pub is_dir: bool,
     pub lookups: AtomicU64,
-    /// `None` only for the root.
-    pub location: Mutex<Option<Location>>,
+    /// Empty only for the root.
+    pub location: Mutex<Links>,
     /// A directory's IV, read once: a rename keeps the stored IV.
     pub dir_iv: OnceLock<DirIv>,
     pub data: RwLock<FileData>,
@@ -51,7 +78,7 @@ impl Node {
             ino,
             is_dir,
             lookups: AtomicU64::new(0),
-            location: Mutex::new(location),
+            location: Mutex::new(Links(location.into_iter().collect())),
             dir_iv: OnceLock::new(),
             data: RwLock::new(FileData::default()),
             open: Mutex::new(OpenState::default()),
@@ -65,7 +92,17 @@ impl Node {
     }
 
     pub fn set_location(&self, location: Location) {
-        *self.location.lock().unwrap() = Some(location);
+        self.location.lock().unwrap().add(location);
+    }
+
+    /// Forgets one name of this inode (unlinked, or renamed away).
+    pub fn drop_location(&self, parent: u64, entry: &str) {
+        let mut links = self.location.lock().unwrap();
+        // Keep the last known name: an open file may still need it for
+        // log messages, and a stale name only yields ENOENT.
+        if links.0.len() > 1 {
+            links.remove(parent, entry);
+        }
     }
 }
 
@@ -108,6 +145,22 @@ impl NodeTable {
     pub fn relocate(&self, ino: u64, location: Location) {
         if let Some(node) = self.get(ino) {
             node.set_location(location);
+        }
+    }
+
+    /// After a rename: the inode left `(parent, entry)` for `location`.
+    pub fn moved(&self, ino: u64, parent: u64, entry: &str, location: Location) {
+        if let Some(node) = self.get(ino) {
+            let mut links = node.location.lock().unwrap();
+            links.remove(parent, entry);
+            links.add(location);
+        }
+    }
+
+    /// After an unlink of `(parent, entry)`.
+    pub fn unlinked(&self, ino: u64, parent: u64, entry: &str) {
+        if let Some(node) = self.get(ino) {
+            node.drop_location(parent, entry);
         }
     }
 
