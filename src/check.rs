@@ -99,6 +99,15 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// Whether this finding is damage. A long-name record left behind by a
+    /// deletion is not: the mount keeps records on purpose, because a sync
+    /// client that merges "deleted here" with "edited there" may bring the
+    /// entry back and would otherwise lose its name. `--repair` removes
+    /// orphans; they never make fsck fail.
+    pub fn is_damage(self) -> bool {
+        !matches!(self, ProblemKind::LongNameRecordOrphan)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemKind::DirIvMissing => "dir_iv_missing",
@@ -201,11 +210,14 @@ pub struct Report {
 impl Report {
     /// No problem is left (every problem found, if any, was repaired).
     pub fn is_clean(&self) -> bool {
-        self.problems.iter().all(|p| p.repaired)
+        self.unrepaired().next().is_none()
     }
 
+    /// Damage found and not repaired.
     pub fn unrepaired(&self) -> impl Iterator<Item = &Problem> {
-        self.problems.iter().filter(|p| !p.repaired)
+        self.problems
+            .iter()
+            .filter(|p| !p.repaired && p.kind.is_damage())
     }
 }
 

@@ -215,16 +215,18 @@ pub fn backing_name(names: &NameCipher, iv: &DirIv, plain: &OsStr) -> Result<Bac
         })
 }
 
-/// The directory holding `name` is to be used; makes sure it has an IV.
+/// The IV of a directory, `(iv, whether it is stored)`. With `persist`,
+/// a missing IV file is written (see below); without, it is only computed.
 /// A directory whose IV file a crash lost right after `mkdir` (so it holds
 /// no veilfs entries yet) gets the IV it would have had; one that has
 /// entries is reported as damaged, because a guessed IV could be wrong.
 pub fn dir_iv_or_repair(
     dir: BorrowedFd<'_>,
     expected: impl FnOnce() -> DirIv,
-) -> Result<DirIv, Errno> {
+    persist: bool,
+) -> Result<(DirIv, bool), Errno> {
     match read_dir_iv(dir) {
-        Ok(iv) => Ok(iv),
+        Ok(iv) => Ok((iv, true)),
         Err(Errno::NOENT) => {
             let mut it = Dir::new(open_dir_read(dir)?)?;
             while let Some(entry) = it.read() {
@@ -239,9 +241,12 @@ pub fn dir_iv_or_repair(
                 }
             }
             let iv = expected();
+            if !persist {
+                return Ok((iv, false));
+            }
             match write_dir_iv(dir, &iv) {
-                Ok(()) => Ok(iv),
-                Err(Errno::EXIST) => read_dir_iv(dir),
+                Ok(()) => Ok((iv, true)),
+                Err(Errno::EXIST) => read_dir_iv(dir).map(|iv| (iv, true)),
                 Err(e) => Err(e),
             }
         }

@@ -548,3 +548,39 @@ fn hostile_symlink_in_cipherdir_is_not_followed() {
     m.mount();
     check(&m);
 }
+
+#[test]
+fn deleting_long_names_keeps_records_but_rmdir_still_works() {
+    let m = TestMount::new();
+    fs::create_dir(m.path("d")).unwrap();
+    let long = "n".repeat(200);
+    fs::write(m.path(&format!("d/{long}")), b"x").unwrap();
+    fs::remove_file(m.path(&format!("d/{long}"))).unwrap();
+    let records = m
+        .backing_files()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".vln.name"))
+        .count();
+    assert_eq!(
+        records, 1,
+        "the record stays for sync clients that resurrect the entry"
+    );
+    fs::remove_dir(m.path("d")).unwrap();
+    assert!(!m.path("d").exists());
+    // An empty directory without its IV file is readable, and gets the
+    // file only when something is created in it.
+    fs::create_dir(m.path("e")).unwrap();
+    let enc = m.backing_files().into_iter().find(|p| p.is_dir()).unwrap();
+    fs::remove_file(enc.join("veilfs.diriv")).unwrap();
+    let mut m = m;
+    m.unmount();
+    m.mount();
+    assert_eq!(fs::read_dir(m.path("e")).unwrap().count(), 0);
+    assert!(
+        !enc.join("veilfs.diriv").exists(),
+        "a guessed IV is not written by reading"
+    );
+    fs::write(m.path("e/f"), b"y").unwrap();
+    assert!(enc.join("veilfs.diriv").exists());
+    assert_eq!(fs::read(m.path("e/f")).unwrap(), b"y");
+}

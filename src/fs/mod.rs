@@ -245,7 +245,23 @@ impl VeilFs {
         Ok(fd)
     }
 
+    /// A directory's IV for reading. An empty directory without its IV
+    /// file (a crash right after mkdir, or a sync client that created the
+    /// folder before its IV file arrived) gets the IV it would have had,
+    /// in memory only: writing a guess could conflict with the real file
+    /// on its way, and for a renamed folder the guess is wrong.
     fn dir_iv(&self, node: &Arc<Node>) -> Res<DirIv> {
+        self.dir_iv_with(node, false)
+    }
+
+    /// A directory's IV for creating entries in it: a missing IV file of
+    /// an empty directory is written now, since names are about to depend
+    /// on it.
+    fn dir_iv_for_write(&self, node: &Arc<Node>) -> Res<DirIv> {
+        self.dir_iv_with(node, true)
+    }
+
+    fn dir_iv_with(&self, node: &Arc<Node>, persist: bool) -> Res<DirIv> {
         if let Some(iv) = node.dir_iv.get() {
             return Ok(*iv);
         }
@@ -265,11 +281,8 @@ impl VeilFs {
                 None => self.names.root_iv(),
             }
         };
-        let iv = if self.opts.read_only {
-            store::read_dir_iv(&*fd)
-        } else {
-            store::dir_iv_or_repair(fd.as_fd(), expected)
-        };
+        let persist = persist && !self.opts.read_only;
+        let iv = store::dir_iv_or_repair(fd.as_fd(), expected, persist);
         let iv = iv.map_err(|e| {
             log::warn!(
                 "{}: directory IV missing or damaged ({e}); its entries cannot be decrypted",
@@ -277,7 +290,10 @@ impl VeilFs {
             );
             Errno::EIO
         })?;
-        let _ = node.dir_iv.set(iv);
+        let (iv, stored) = iv;
+        if stored {
+            let _ = node.dir_iv.set(iv);
+        }
         Ok(iv)
     }
 
@@ -303,6 +319,16 @@ impl VeilFs {
         let (parent, entry) = node.parent_and_entry().ok_or(Errno::EINVAL)?;
         let pfd = self.dir_fd(&parent)?;
         Ok((pfd, cstr(entry.entry())))
+    }
+
+    /// Like [`VeilFs::child`], for creating `name` in `parent`.
+    fn new_child(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+    ) -> Res<(Arc<OwnedFd>, DirIv, BackingName)> {
+        self.dir_iv_for_write(parent)?;
+        self.child(parent, name)
     }
 
     /// Parent descriptor, IV and backing name of `name` in `parent`.
@@ -497,16 +523,26 @@ impl VeilFs {
         })
     }
 
-    /// Whether a backing directory holds anything but its IV file.
+    /// Whether a backing directory holds anything but its IV file and
+    /// long-name records left by deletions. When it does not, those
+    /// leftover records are removed so the directory can go.
     fn dir_has_entries(&self, dir: &OwnedFd) -> Res<bool> {
         let mut it =
             rustix::fs::Dir::new(store::open_dir_read(dir).map_err(errno)?).map_err(errno)?;
+        let mut leftovers = Vec::new();
         while let Some(entry) = it.read() {
             let entry = entry.map_err(errno)?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." && name != b"veilfs.diriv" {
-                return Ok(true);
+            let name = entry.file_name();
+            match name.to_bytes() {
+                b"." | b".." | b"veilfs.diriv" => {}
+                raw => match std::str::from_utf8(raw).map(crate::names::classify_entry) {
+                    Ok(crate::names::EntryKind::LongRecord) => leftovers.push(name.to_owned()),
+                    _ => return Ok(true),
+                },
             }
+        }
+        for record in leftovers {
+            rustix::fs::unlinkat(dir, record.as_c_str(), AtFlags::empty()).map_err(errno)?;
         }
         Ok(false)
     }
@@ -713,7 +749,7 @@ impl VeilFs {
             return Err(Errno::EROFS);
         }
         let parent = self.node(parent)?;
-        let (pfd, _, b) = self.child(&parent, name)?;
+        let (pfd, _, b) = self.new_child(&parent, name)?;
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         let entry = cstr(b.entry());
         let mut oflags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -757,7 +793,7 @@ impl VeilFs {
             return Err(Errno::EROFS);
         }
         let parent = self.node(parent)?;
-        let (pfd, _, b) = self.child(&parent, name)?;
+        let (pfd, _, b) = self.new_child(&parent, name)?;
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         let entry = cstr(b.entry());
         let perm = Mode::from_raw_mode(mode & 0o7777);
@@ -789,7 +825,7 @@ impl VeilFs {
             return Err(Errno::EROFS);
         }
         let parent = self.node(parent)?;
-        let (pfd, iv, b) = self.child(&parent, name)?;
+        let (pfd, iv, b) = self.new_child(&parent, name)?;
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         let entry = cstr(b.entry());
         rustix::fs::mkdirat(&*pfd, &entry, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
@@ -819,7 +855,8 @@ impl VeilFs {
             self.nodes
                 .unlinked(self.fuse_ino(st.st_ino), parent.ino, b.entry());
         }
-        store::remove_long_record(&*pfd, &b);
+        // The long-name record stays (docs/FORMAT.md §5.3): see
+        // check::ProblemKind::is_damage.
         Ok(())
     }
 
@@ -857,7 +894,8 @@ impl VeilFs {
             .lock()
             .unwrap()
             .pop(&self.fuse_ino(backing_ino));
-        store::remove_long_record(&*pfd, &b);
+        // The long-name record stays (docs/FORMAT.md §5.3): see
+        // check::ProblemKind::is_damage.
         Ok(())
     }
 
@@ -872,7 +910,7 @@ impl VeilFs {
             return Err(Errno::EROFS);
         }
         let parent = self.node(parent)?;
-        let (pfd, _, b) = self.child(&parent, name)?;
+        let (pfd, _, b) = self.new_child(&parent, name)?;
         let enc = self
             .names
             .encrypt_symlink_target(target.as_os_str().as_bytes());
@@ -912,7 +950,7 @@ impl VeilFs {
         let parent = self.node(parent)?;
         let newparent = self.node(newparent)?;
         let (pfd, _, ob) = self.child(&parent, name)?;
-        let (npfd, _, nb) = self.child(&newparent, newname)?;
+        let (npfd, _, nb) = self.new_child(&newparent, newname)?;
         let old = cstr(ob.entry());
         let new = cstr(nb.entry());
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
@@ -983,7 +1021,7 @@ impl VeilFs {
                 );
             }
         } else {
-            store::remove_long_record(&*pfd, &ob);
+            // The old long-name record stays (docs/FORMAT.md §5.3).
             if let Some(dst) = replaced {
                 self.nodes
                     .unlinked(self.fuse_ino(dst.st_ino), newparent.ino, nb.entry());
@@ -1012,7 +1050,7 @@ impl VeilFs {
         }
         let (opfd, old) = self.locate(&node)?;
         let newparent = self.node(newparent)?;
-        let (npfd, _, nb) = self.child(&newparent, newname)?;
+        let (npfd, _, nb) = self.new_child(&newparent, newname)?;
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
         rustix::fs::linkat(
             &*opfd,
