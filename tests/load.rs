@@ -22,7 +22,7 @@
 //! Recorded run (2026-11-26, debug build, shared 2-core machine):
 //! `VEILFS_LOAD_SECS=300 cargo test --test load -- --nocapture`: passed in
 //! 306 s; 8 workers, about 2,000 slot writes, 1,150 O_APPENDs, 1,900
-//! own-file operations and 2,800 full-file checks in all, 18 MB written;
+//! own-file operations and 1,790 full-file checks in all, 18 MB written;
 //! daemon RSS 7.4 MiB at start, peak 9.8 MiB, flat from 10 s on; fsck clean.
 
 mod common;
