@@ -481,7 +481,7 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 Err(_) => {}
             }
         }
-        let res = self.write_unreserved(offset, data);
+        let res = self.write_unreserved(offset, data, old_size);
         if res.is_err() {
             let now = backing_size(&self.fd).unwrap_or(old_backing);
             if now != old_backing {
@@ -499,13 +499,14 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         res
     }
 
-    fn write_unreserved(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+    /// The body of [`CryptFile::write_at`]; `old_size` is the plaintext
+    /// size the caller already read (one fstat per write, not two).
+    fn write_unreserved(&mut self, offset: u64, data: &[u8], old_size: u64) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
         let layout = self.cipher.layout();
         let cs = layout.chunk_size();
-        let old_size = self.plain_size()?;
         let fresh_header = old_size == 0;
         let header = match self.load_header()? {
             Some(h) if old_size > 0 => h,
