@@ -164,7 +164,16 @@ fn check_log(data: &[u8]) -> Result<usize, String> {
     let mut last = [None::<u64>; WORKERS as usize];
     let mut n = 0;
     while at < data.len() {
-        let (w, seq, len) = parse_record(&data[at..]).map_err(|e| format!("at {at}: {e}"))?;
+        let (w, seq, len) = parse_record(&data[at..]).map_err(|e| {
+            // Enough context to tell a hole (zeros) from a torn or
+            // misplaced record when this fails under load.
+            let zeros = data[at..].iter().take_while(|&&b| b == 0).count();
+            format!(
+                "at {at} of {}: {e}; {zeros} zero bytes from there; next bytes {:02x?}",
+                data.len(),
+                &data[at..(at + 24).min(data.len())]
+            )
+        })?;
         if let Some(prev) = last[w as usize]
             && seq <= prev
         {
@@ -181,11 +190,14 @@ fn check_log(data: &[u8]) -> Result<usize, String> {
 /// races a write may see a transient state, persistent failure is damage.
 fn eventually(what: &str, mut f: impl FnMut() -> Result<(), String>) {
     let mut errs = Vec::new();
-    for _ in 0..6 {
+    for attempt in 0..6 {
         match f() {
             Ok(()) => return,
             Err(e) => errs.push(e),
         }
+        // Back off: under heavy load six back-to-back reads can each land
+        // on a different writer's request in flight.
+        std::thread::sleep(Duration::from_millis(20 << attempt));
     }
     panic!("{what}: {errs:#?}");
 }

@@ -673,12 +673,17 @@ impl VeilFs {
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
     ) -> Res<FileAttr> {
-        let node = self.node(ino)?;
+        let handle = fh.and_then(|fh| self.handle(fh).ok());
+        // Through a handle, truncate under the very node its writes lock.
+        let node = match &handle {
+            Some(h) => h.node.clone(),
+            None => self.node(ino)?,
+        };
         if let Some(size) = size {
             if node.is_dir {
                 return Err(Errno::EISDIR);
             }
-            let fd = match fh.and_then(|fh| self.handle(fh).ok()) {
+            let fd = match &handle {
                 Some(h) => h.fd.clone(),
                 None => self.open_backing(&node, true)?,
             };

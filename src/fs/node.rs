@@ -107,8 +107,19 @@ impl Node {
 }
 
 /// Inode number → node, for every inode the kernel holds a reference to.
+///
+/// Invariant: at most one `Node` exists per backing file that has open
+/// handles. Its locks serialise every read, write and truncation of the
+/// file, so a second node for the same file would let an `O_APPEND`
+/// write race a truncation and leave a hole. A node forgotten by the
+/// kernel while a handle still holds it (a FORGET overtaken by a new
+/// LOOKUP, or a lookup count that drifted) is therefore kept in
+/// `detached` and brought back by the next lookup of its inode. Its
+/// backing file is pinned by the open descriptor, so the inode number
+/// cannot have been reused for another file.
 pub struct NodeTable {
     nodes: RwLock<HashMap<u64, Arc<Node>>>,
+    detached: Mutex<HashMap<u64, std::sync::Weak<Node>>>,
 }
 
 impl NodeTable {
@@ -117,6 +128,7 @@ impl NodeTable {
         nodes.insert(root.ino, root);
         NodeTable {
             nodes: RwLock::new(nodes),
+            detached: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,6 +146,20 @@ impl NodeTable {
             node.set_location(location);
             node.lookups.fetch_add(1, Ordering::Relaxed);
             return node.clone();
+        }
+        let revived = {
+            let mut detached = self.detached.lock().unwrap();
+            detached
+                .remove(&ino)
+                .and_then(|w| w.upgrade())
+                .filter(|n| !is_dir && !n.is_dir && n.open.lock().unwrap().handles > 0)
+        };
+        if let Some(node) = revived {
+            log::debug!("inode {ino}: lookup revives a forgotten node with open handles");
+            node.set_location(location);
+            node.lookups.store(1, Ordering::Relaxed);
+            nodes.insert(ino, node.clone());
+            return node;
         }
         let node = Arc::new(Node::new(ino, is_dir, Some(location)));
         node.lookups.store(1, Ordering::Relaxed);
@@ -175,8 +201,17 @@ impl NodeTable {
                 n.min(node.lookups.load(Ordering::Relaxed)),
                 Ordering::Relaxed,
             );
-            if before <= n {
-                nodes.remove(&ino);
+            if before <= n
+                && let Some(node) = nodes.remove(&ino)
+                && !node.is_dir
+                && node.open.lock().unwrap().handles > 0
+            {
+                let mut detached = self.detached.lock().unwrap();
+                // Dead entries go when the map has doubled since the last sweep.
+                if detached.len() >= 64 && detached.len().is_power_of_two() {
+                    detached.retain(|_, w| w.strong_count() > 0);
+                }
+                detached.insert(ino, Arc::downgrade(&node));
             }
         }
     }
@@ -187,5 +222,61 @@ impl NodeTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::BackingName;
+
+    fn table() -> (NodeTable, Arc<Node>) {
+        let root = Arc::new(Node::new(fuser::INodeNo::ROOT.0, true, None));
+        (NodeTable::new(root.clone()), root)
+    }
+
+    fn at(root: &Arc<Node>, name: &str) -> Location {
+        Location {
+            parent: root.clone(),
+            backing: BackingName::Regular(name.into()),
+            plain: name.as_bytes().into(),
+        }
+    }
+
+    #[test]
+    fn forgotten_file_with_open_handle_is_revived_not_duplicated() {
+        let (t, root) = table();
+        let a = t.remember(7, false, at(&root, "f"));
+        a.open.lock().unwrap().handles = 1;
+        // A FORGET that overtook the lookup count drops the node...
+        t.forget(7, 1);
+        assert!(t.get(7).is_none());
+        // ...but the next lookup must find the same node, with its locks.
+        let b = t.remember(7, false, at(&root, "f"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(b.lookups.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn forgotten_file_without_handles_starts_afresh() {
+        let (t, root) = table();
+        let a = t.remember(7, false, at(&root, "f"));
+        t.forget(7, 1);
+        let b = t.remember(7, false, at(&root, "f"));
+        assert!(!Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn forget_counts_lookups() {
+        let (t, root) = table();
+        let a = t.remember(9, false, at(&root, "g"));
+        t.remember(9, false, at(&root, "g"));
+        t.forget(9, 1);
+        assert!(t.get(9).is_some_and(|n| Arc::ptr_eq(&n, &a)));
+        t.forget(9, 1);
+        assert!(t.get(9).is_none());
+        // The root is never forgotten.
+        t.forget(fuser::INodeNo::ROOT.0, 100);
+        assert!(t.get(fuser::INodeNo::ROOT.0).is_some());
     }
 }
