@@ -77,7 +77,10 @@ fn random_operations_match_a_plain_directory() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     eprintln!("fsx: seed {seed} ({ops} operations); rerun with VEILFS_FSX_SEED={seed}");
-    let m = TestMount::new();
+    let m = match std::env::var("VEILFS_FSX_MOUNT_ARGS") {
+        Ok(a) => TestMount::with_args(&a.split_whitespace().collect::<Vec<_>>()),
+        Err(_) => TestMount::new(),
+    };
     let reference = m.tmp.path().join("reference");
     fs::create_dir(&reference).unwrap();
     let pair = Pair {

@@ -1,10 +1,14 @@
 //! Full disk (issue 6): CIPHERDIR on a small tmpfs, filled through the
-//! mount.
+//! mount, once in each write mode.
 //!
-//! - Writes fail with ENOSPC (not EIO).
-//! - Every file keeps exactly the bytes whose writes were acknowledged,
-//!   including the file whose append hit ENOSPC: no half-written chunk
-//!   damages an earlier one.
+//! - Writes fail with ENOSPC (not EIO): at `write()` without the writeback
+//!   cache; with it (the default) the kernel has taken the data already,
+//!   so the error comes at `fsync()`, which is where an app that cares
+//!   (SQLite, any chat app) looks for it.
+//! - Every file keeps the bytes whose writes were acknowledged (written,
+//!   or written and fsync'd with the writeback cache), including the file
+//!   whose append hit ENOSPC: no half-written chunk damages an earlier one.
+//!   Of the append that failed, at most a prefix reached the disk.
 //! - After a file is deleted, writing works again.
 //! - fsck finds the vault clean.
 
@@ -88,16 +92,47 @@ fn same(path: &Path, want: &[u8]) {
     }
 }
 
-/// One `write(2)` of `data` in append mode; the bytes acknowledged.
+/// One `write(2)` of `data` in append mode, then `fsync(2)`; the bytes
+/// acknowledged. (std ignores close errors, so fsync is where a deferred
+/// write error is caught.)
 fn append_once(path: &Path, data: &[u8]) -> std::io::Result<usize> {
     let mut f = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)?;
     let n = f.write(data)?;
-    // Close errors are not reported by std; FUSE flush has nothing to write
-    // back without the writeback cache.
+    f.sync_all()?;
     Ok(n)
+}
+
+/// `path` holds `acked`, then at most a prefix of `failed` (an append whose
+/// write-back failed part way).
+fn same_or_prefix(path: &Path, acked: &[u8], failed: &[u8]) {
+    let got = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        got.len() >= acked.len() && got.len() <= acked.len() + failed.len(),
+        "{}: {} bytes, acknowledged {} (+ up to {} of the failed append)",
+        path.display(),
+        got.len(),
+        acked.len(),
+        failed.len()
+    );
+    same_prefix(path, &got[..acked.len()], acked);
+    assert!(
+        failed.starts_with(&got[acked.len()..]),
+        "{}: bytes after the acknowledged ones are not a prefix of the failed append",
+        path.display()
+    );
+}
+
+fn same_prefix(path: &Path, got: &[u8], want: &[u8]) {
+    if got != want {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{}: acknowledged bytes differ; first difference at {first:?}",
+            path.display()
+        );
+    }
 }
 
 fn fsck(m: &TestMount) -> (i32, serde_json::Value) {
@@ -118,13 +153,23 @@ fn fsck(m: &TestMount) -> (i32, serde_json::Value) {
 
 #[test]
 fn enospc_keeps_acknowledged_data_and_recovers_after_delete() {
+    enospc_scenario(&[]);
+}
+
+#[test]
+fn enospc_without_writeback_cache_fails_the_write_itself() {
+    enospc_scenario(&["--no-writeback-cache"]);
+}
+
+fn enospc_scenario(mount_args: &[&str]) {
     if !have("fusermount3") {
         return;
     }
     let Some(tmpfs) = Tmpfs::mount("8m") else {
         return;
     };
-    let mut m = TestMount::new();
+    let writeback = !mount_args.contains(&"--no-writeback-cache");
+    let mut m = TestMount::with_args(mount_args);
     // Move the fresh vault onto the tmpfs and mount it from there.
     m.unmount();
     let cipher = tmpfs.path.join("cipher");
@@ -149,6 +194,7 @@ fn enospc_keeps_acknowledged_data_and_recovers_after_delete() {
     let mut acked: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut seed = 100u64;
     let mut full_at = None;
+    let mut failed_piece = Vec::new();
     'fill: for round in 0..100_000usize {
         for (k, rel) in logs.iter().enumerate() {
             seed += 1;
@@ -165,6 +211,7 @@ fn enospc_keeps_acknowledged_data_and_recovers_after_delete() {
                         "append {round} to {rel} failed with {e}, not ENOSPC"
                     );
                     full_at = Some(k);
+                    failed_piece = piece;
                     break 'fill;
                 }
             }
@@ -181,19 +228,26 @@ fn enospc_keeps_acknowledged_data_and_recovers_after_delete() {
     // Other writes fail too, with ENOSPC: a big write to the other log and
     // a new file.
     let big = pattern(300_000, 7);
+    let mut other_failed = Vec::new();
     match append_once(&m.path(logs[1 - k]), &big) {
         Ok(n) => acked[1 - k].extend_from_slice(&big[..n]),
-        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}"),
+        Err(e) => {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            other_failed = big.clone();
+        }
     }
-    match fs::write(m.path("new.bin"), &big) {
+    match fs::File::create(m.path("new.bin")).and_then(|mut f| {
+        f.write_all(&big)?;
+        f.sync_all()
+    }) {
         Ok(()) => files.push(("new.bin".into(), big.clone())),
         Err(e) => {
             assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
             // Whatever part of it was acknowledged is unknown to
-            // fs::write; the file must at least be readable.
+            // write_all; the file must at least be readable.
             let got = fs::read(m.path("new.bin"));
             assert!(
-                matches!(&got, Ok(b) if big.starts_with(b)),
+                matches!(&got, Ok(b) if big.starts_with(b) || writeback),
                 "new.bin after ENOSPC: {:?}",
                 got.map(|b| b.len())
             );
@@ -201,12 +255,31 @@ fn enospc_keeps_acknowledged_data_and_recovers_after_delete() {
         }
     }
 
+    if writeback {
+        // What the kernel cached but could not write back is gone with the
+        // cache: check what the disk holds, through a fresh mount.
+        m.unmount();
+        m.mount();
+    }
     // Everything acknowledged reads back, byte for byte.
     for (rel, data) in &files {
         same(&m.path(rel), data);
     }
-    for (rel, data) in logs.iter().zip(&acked) {
-        same(&m.path(rel), data);
+    let failed = [&failed_piece, &other_failed];
+    let failed = if k == 0 {
+        failed
+    } else {
+        [failed[1], failed[0]]
+    };
+    for ((rel, data), failed) in logs.iter().zip(&mut acked).zip(failed) {
+        if writeback {
+            same_or_prefix(&m.path(rel), data, failed);
+            // Whatever prefix of the failed append made it is now part of
+            // the file.
+            *data = fs::read(m.path(rel)).unwrap();
+        } else {
+            same(&m.path(rel), data);
+        }
     }
 
     // Freeing space makes writes work again, on the file that hit ENOSPC

@@ -584,3 +584,47 @@ fn deleting_long_names_keeps_records_but_rmdir_still_works() {
     assert!(enc.join("veilfs.diriv").exists());
     assert_eq!(fs::read(m.path("e/f")).unwrap(), b"y");
 }
+
+/// The kernel caches writes and trusts its own sizes (writeback cache), so
+/// a sync client that rewrites a backing file in place (same inode, new
+/// size) must still be seen through the mount once the file is not open:
+/// the next lookup after the attribute timeout gets a new generation.
+#[test]
+fn in_place_change_in_cipherdir_shows_up_through_the_mount() {
+    let m = TestMount::new();
+    fs::write(m.path("short"), b"short").unwrap();
+    fs::write(m.path("long"), b"a much longer content").unwrap();
+    assert_eq!(fs::metadata(m.path("short")).unwrap().len(), 5);
+    let backing_of = |size: u64| {
+        m.backing_files()
+            .into_iter()
+            .find(|p| p.is_file() && fs::metadata(p).unwrap().len() == size)
+            .unwrap()
+    };
+    // 18-byte header, then one chunk with 28 bytes of nonce and tag.
+    let short = backing_of(18 + 28 + 5);
+    let long = backing_of(18 + 28 + 21);
+    let ino = fs::metadata(&short).unwrap().ino();
+    // In place, as `rclone --inplace` or `cat >` would: same inode.
+    let bytes = fs::read(&long).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&short)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+    assert_eq!(fs::metadata(&short).unwrap().ino(), ino);
+    let seen = common::wait_until(std::time::Duration::from_secs(10), || {
+        fs::metadata(m.path("short")).map(|md| md.len()).ok() == Some(21)
+            && fs::read(m.path("short")).ok().as_deref() == Some(&b"a much longer content"[..])
+    });
+    assert!(
+        seen,
+        "the mount still shows {:?} ({} bytes)",
+        fs::read(m.path("short")),
+        fs::metadata(m.path("short"))
+            .map(|md| md.len())
+            .unwrap_or(0)
+    );
+}

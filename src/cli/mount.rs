@@ -32,11 +32,13 @@ pub struct MountArgs {
     /// a sync client changes CIPHERDIR while it is mounted.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     pub attr_timeout: f64,
-    /// Let the kernel cache writes (faster small writes). The kernel then
-    /// trusts its own file sizes, so changes a sync client makes in
-    /// CIPHERDIR to a file that is in use show up only after it is closed.
+    /// Send every write straight to the daemon instead of letting the
+    /// kernel cache and batch them. Slower small writes; write errors such
+    /// as a full disk show up at write() rather than at fsync() or close(),
+    /// and a sync client's in-place change to a file that is open shows up
+    /// at once rather than after it is closed.
     #[arg(long)]
-    pub writeback_cache: bool,
+    pub no_writeback_cache: bool,
     /// Internal: this process is the background daemon; the key arrives on
     /// fd 3 and readiness is reported on fd 4.
     #[arg(long, hide = true)]
@@ -62,7 +64,7 @@ impl MountArgs {
             fs: FsOptions {
                 read_only: self.ro,
                 ttl: std::time::Duration::from_secs_f64(self.attr_timeout.clamp(0.0, 3600.0)),
-                writeback_cache: self.writeback_cache,
+                writeback_cache: !self.no_writeback_cache,
                 ..FsOptions::default()
             },
         }
@@ -79,8 +81,8 @@ impl MountArgs {
         if self.allow_other {
             a.push("--allow-other".into());
         }
-        if self.writeback_cache {
-            a.push("--writeback-cache".into());
+        if self.no_writeback_cache {
+            a.push("--no-writeback-cache".into());
         }
         a.push(cipherdir.into());
         a.push(mountpoint.into());

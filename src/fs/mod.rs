@@ -56,7 +56,7 @@ impl Default for FsOptions {
             read_only: false,
             ttl: Duration::from_secs(1),
             dir_fd_cache: 4096,
-            writeback_cache: false,
+            writeback_cache: true,
         }
     }
 }
@@ -215,6 +215,21 @@ impl VeilFs {
         } else {
             backing
         }
+    }
+
+    /// See [`Node::generation_after_lookup`]; without the writeback cache
+    /// the kernel revalidates sizes itself and the generation stays 0.
+    fn lookup_generation(&self, node: &Node, st: &Stat) -> u64 {
+        if self.opts.writeback_cache {
+            node.generation_after_lookup(st)
+        } else {
+            0
+        }
+    }
+
+    /// The generation of a known inode, for replies that hand it out again.
+    fn generation_of(&self, ino: u64) -> Generation {
+        Generation(self.nodes.get(ino).map_or(0, |n| n.current_generation()))
     }
 
     fn node(&self, ino: INodeNo) -> Res<Arc<Node>> {
@@ -689,16 +704,46 @@ impl VeilFs {
             };
             self.truncate_node(&node, &fd, size)?;
         }
-        if let Some(mode) = mode {
-            self.set_mode(&node, mode)?;
-        }
-        if uid.is_some() || gid.is_some() {
-            self.set_owner(&node, uid, gid)?;
-        }
-        if atime.is_some() || mtime.is_some() {
-            self.set_times(&node, atime, mtime)?;
+        // An open file is changed through its descriptor: it may have been
+        // unlinked or renamed meanwhile (the writeback cache sends times at
+        // fsync and close, by handle), and there is no name to resolve.
+        let open_fd = match &handle {
+            Some(h) => Some(h.fd.clone()),
+            None if !node.is_dir => node.open.lock().unwrap().fd.clone(),
+            None => None,
+        };
+        if let Some(fd) = open_fd {
+            if let Some(mode) = mode {
+                rustix::fs::fchmod(&*fd, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
+            }
+            if uid.is_some() || gid.is_some() {
+                rustix::fs::fchown(
+                    &*fd,
+                    uid.map(rustix::fs::Uid::from_raw),
+                    gid.map(rustix::fs::Gid::from_raw),
+                )
+                .map_err(errno)?;
+            }
+            if atime.is_some() || mtime.is_some() {
+                let ts = Timestamps {
+                    last_access: to_timestamp(atime),
+                    last_modification: to_timestamp(mtime),
+                };
+                rustix::fs::futimens(&*fd, &ts).map_err(errno)?;
+            }
+        } else {
+            if let Some(mode) = mode {
+                self.set_mode(&node, mode)?;
+            }
+            if uid.is_some() || gid.is_some() {
+                self.set_owner(&node, uid, gid)?;
+            }
+            if atime.is_some() || mtime.is_some() {
+                self.set_times(&node, atime, mtime)?;
+            }
         }
         let st = self.stat_node(&node)?;
+        node.note_backing(&st);
         Ok(self.attr(node.ino, &st))
     }
 
@@ -783,6 +828,7 @@ impl VeilFs {
             st = store::stat_fd(&*fd).map_err(errno)?;
         }
         let fh = self.new_handle(node.clone(), fd, flags);
+        node.note_backing(&st);
         Ok((self.attr(node.ino, &st), fh))
     }
 
@@ -1094,6 +1140,10 @@ impl VeilFs {
         let mut open = handle.node.open.lock().unwrap();
         open.handles = open.handles.saturating_sub(1);
         if open.handles == 0 {
+            // What the mount itself wrote is not a change behind its back.
+            if let Ok(st) = store::stat_fd(&*handle.fd) {
+                handle.node.note_backing(&st);
+            }
             open.fd = None;
             open.writable = false;
             // The next open reads the header afresh: a sync client may
@@ -1241,7 +1291,11 @@ impl Filesystem for VeilFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let res = self.node(parent).and_then(|p| self.do_lookup(&p, name));
         match res {
-            Ok((node, st)) => reply.entry(&self.opts.ttl, &self.attr(node.ino, &st), Generation(0)),
+            Ok((node, st)) => reply.entry(
+                &self.opts.ttl,
+                &self.attr(node.ino, &st),
+                Generation(self.lookup_generation(&node, &st)),
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -1311,7 +1365,7 @@ impl Filesystem for VeilFs {
         reply: ReplyEntry,
     ) {
         match self.do_mknod(req, parent, name, mode, rdev) {
-            Ok(attr) => reply.entry(&self.opts.ttl, &attr, Generation(0)),
+            Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
             Err(e) => reply.error(e),
         }
     }
@@ -1326,7 +1380,7 @@ impl Filesystem for VeilFs {
         reply: ReplyEntry,
     ) {
         match self.do_mkdir(req, parent, name, mode) {
-            Ok(attr) => reply.entry(&self.opts.ttl, &attr, Generation(0)),
+            Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
             Err(e) => reply.error(e),
         }
     }
@@ -1360,7 +1414,7 @@ impl Filesystem for VeilFs {
         reply: ReplyEntry,
     ) {
         match self.do_symlink(req, parent, link_name, target) {
-            Ok(attr) => reply.entry(&self.opts.ttl, &attr, Generation(0)),
+            Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
             Err(e) => reply.error(e),
         }
     }
@@ -1390,7 +1444,7 @@ impl Filesystem for VeilFs {
         reply: ReplyEntry,
     ) {
         match self.do_link(ino, newparent, newname) {
-            Ok(attr) => reply.entry(&self.opts.ttl, &attr, Generation(0)),
+            Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
             Err(e) => reply.error(e),
         }
     }
@@ -1600,18 +1654,6 @@ impl Filesystem for VeilFs {
             let Ok(st) = store::lstat_at(&*dfd, cstr(&backing).as_c_str()) else {
                 continue;
             };
-            let ino = self.fuse_ino(st.st_ino);
-            let attr = self.attr(ino, &st);
-            if reply.add(
-                INodeNo(ino),
-                off,
-                &name,
-                &self.opts.ttl,
-                &attr,
-                Generation(0),
-            ) {
-                break;
-            }
             // Not a suffix test: a conflict copy shown as is may end in .vln.
             let backing_name = if matches!(
                 crate::names::classify_entry(&backing),
@@ -1627,7 +1669,23 @@ impl Filesystem for VeilFs {
             } else {
                 BackingName::Regular(backing)
             };
-            self.remember(&node, &st, backing_name, name.as_bytes());
+            // Every entry handed out counts as a lookup for the kernel, so
+            // it is remembered before it is added, and given back if the
+            // reply is full.
+            let child = self.remember(&node, &st, backing_name, name.as_bytes());
+            let attr = self.attr(child.ino, &st);
+            let generation = Generation(self.lookup_generation(&child, &st));
+            if reply.add(
+                INodeNo(child.ino),
+                off,
+                &name,
+                &self.opts.ttl,
+                &attr,
+                generation,
+            ) {
+                self.nodes.forget(child.ino, 1);
+                break;
+            }
         }
         reply.ok()
     }
@@ -1743,7 +1801,7 @@ impl Filesystem for VeilFs {
             Ok((attr, fh)) => reply.created(
                 &self.opts.ttl,
                 &attr,
-                Generation(0),
+                self.generation_of(attr.ino.0),
                 FileHandle(fh),
                 FopenFlags::empty(),
             ),

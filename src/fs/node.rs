@@ -70,6 +70,12 @@ pub struct Node {
     pub dir_iv: OnceLock<DirIv>,
     pub data: RwLock<FileData>,
     pub open: Mutex<OpenState>,
+    /// FUSE generation: bumped when the backing file changed in place
+    /// behind the mount, so the kernel drops its cached size and pages.
+    pub generation: AtomicU64,
+    /// Backing (size, mtime s, mtime ns) as of the last change made or
+    /// seen through the mount.
+    pub seen: Mutex<Option<(i64, i64, i64)>>,
 }
 
 impl Node {
@@ -82,7 +88,52 @@ impl Node {
             dir_iv: OnceLock::new(),
             data: RwLock::new(FileData::default()),
             open: Mutex::new(OpenState::default()),
+            generation: AtomicU64::new(0),
+            seen: Mutex::new(None),
         }
+    }
+
+    /// Records `st` as the backing file's state as this mount knows it.
+    pub fn note_backing(&self, st: &rustix::fs::Stat) {
+        *self.seen.lock().unwrap() = Some(backing_state(st));
+    }
+
+    /// The generation to give the kernel for this node, now that a lookup
+    /// found the backing file in state `st`. With the writeback cache the
+    /// kernel trusts its own size of a cached file, so a change a sync
+    /// client made in place (same inode, new size or mtime) while nothing
+    /// had the file open must come with a new generation: the kernel then
+    /// drops the cached inode and reads the file afresh. While the file is
+    /// open, the change is only recorded (the kernel keeps its view until
+    /// the file is closed, as documented).
+    pub fn generation_after_lookup(&self, st: &rustix::fs::Stat) -> u64 {
+        if self.is_dir {
+            return 0;
+        }
+        let now = backing_state(st);
+        let mut seen = self.seen.lock().unwrap();
+        if let Some(before) = *seen
+            && before != now
+            && self.open.lock().unwrap().handles == 0
+        {
+            log::debug!(
+                "inode {}: changed behind the mount; new generation",
+                self.ino
+            );
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        *seen = Some(now);
+        self.generation.load(Ordering::Relaxed)
+    }
+}
+
+fn backing_state(st: &rustix::fs::Stat) -> (i64, i64, i64) {
+    (st.st_size, st.st_mtime, st.st_mtime_nsec as i64)
+}
+
+impl Node {
+    pub fn current_generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Parent node and backing entry name, cloned out of the lock.
