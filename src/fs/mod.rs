@@ -61,6 +61,73 @@ impl Default for FsOptions {
     }
 }
 
+/// A write request at least this big is part of a stream (the kernel
+/// sends cached writes in requests of up to 1 MiB).
+const STREAMING_WRITE: usize = 128 << 10;
+/// Start write-back of a stream's backing file every this many bytes.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts (does not wait for) write-back of the backing bytes a stream has
+/// written since the last call, once there are `WRITEBACK_STEP` of them.
+/// The backing filesystem would otherwise hold them all dirty until the
+/// app's fsync and write them only then; started early, the disk works
+/// while the daemon encrypts the next megabytes.
+fn start_writeback(fd: &OwnedFd, started: &mut u64, end: u64) {
+    if end < *started {
+        *started = 0;
+    }
+    if end - *started < WRITEBACK_STEP {
+        return;
+    }
+    // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+    let r = unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            *started as i64,
+            (end - *started) as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r != 0 {
+        log::debug!("sync_file_range: {}", std::io::Error::last_os_error());
+    }
+    *started = end;
+}
+
+/// How far ahead of a streaming read the backing file is read, and in
+/// what pieces: several requests in flight keep a disk busier than the
+/// one stream the backing filesystem's own read-ahead makes.
+const READ_AHEAD_WINDOW: u64 = 16 << 20;
+const READ_AHEAD_PIECE: u64 = 2 << 20;
+
+/// Asks the kernel to read the backing file ahead of a streaming read
+/// (asynchronously: `POSIX_FADV_WILLNEED` starts I/O and returns).
+fn read_ahead(fd: &OwnedFd, ahead_to: &AtomicU64, end: u64) {
+    let from = ahead_to.load(Ordering::Relaxed);
+    if from > end + READ_AHEAD_WINDOW / 2 && from < end + READ_AHEAD_WINDOW * 2 {
+        return;
+    }
+    let start = from.max(end).min(end + READ_AHEAD_WINDOW);
+    let to = end + READ_AHEAD_WINDOW;
+    if ahead_to
+        .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return; // another reader of the stream just did it
+    }
+    let mut at = start;
+    while at < to {
+        let len = READ_AHEAD_PIECE.min(to - at);
+        let _ = rustix::fs::fadvise(
+            fd,
+            at,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::WillNeed,
+        );
+        at += len;
+    }
+}
+
 /// An open regular file.
 struct Handle {
     node: Arc<Node>,
@@ -756,8 +823,23 @@ impl VeilFs {
             let mut buf = buf.borrow_mut();
             buf.resize(size as usize, 0);
             let data = handle.node.data.read().unwrap();
+            if size as usize >= STREAMING_WRITE {
+                let end = self.content.layout().cipher_size(offset + size as u64);
+                read_ahead(&handle.fd, &data.read_ahead_to, end);
+            }
             let mut file = CryptFile::new(&*handle.fd, &self.content, data.header);
-            match file.read_at(offset, &mut buf) {
+            let res = file.read_at(offset, &mut buf);
+            let (cached, loaded) = (data.header.is_some(), file.header());
+            drop(data);
+            if !cached && loaded.is_some() {
+                // Keep the header the read loaded, so the next read does not
+                // fetch it again; unless a write or truncation came between.
+                let mut data = handle.node.data.write().unwrap();
+                if data.header.is_none() {
+                    data.header = loaded;
+                }
+            }
+            match res {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => {
                     self.log_content_error(&handle.node, &format!("read at offset {offset}"), &e);
@@ -779,7 +861,16 @@ impl VeilFs {
         let res = file.write_at(offset, data);
         state.header = file.header();
         match res {
-            Ok(()) => Ok(data.len() as u32),
+            Ok(()) => {
+                if data.len() >= STREAMING_WRITE {
+                    let end = self
+                        .content
+                        .layout()
+                        .cipher_size(offset + data.len() as u64);
+                    start_writeback(&handle.fd, &mut state.writeback_started, end);
+                }
+                Ok(data.len() as u32)
+            }
             Err(e) => {
                 self.log_content_error(&handle.node, &format!("write at offset {offset}"), &e);
                 Err(Errno::from_i32(e.errno()))

@@ -23,6 +23,13 @@ pub struct Location {
 #[derive(Default)]
 pub struct FileData {
     pub header: Option<FileHeader>,
+    /// Backing offset up to which write-back of a streaming write has
+    /// been started (see `VeilFs::start_writeback`).
+    pub writeback_started: u64,
+    /// Backing offset up to which read-ahead of a streaming read has been
+    /// requested (see `VeilFs::read_ahead`); atomic because reads share
+    /// the lock.
+    pub read_ahead_to: std::sync::atomic::AtomicU64,
 }
 
 /// The backing descriptor shared by all open handles of one file.
