@@ -157,6 +157,7 @@ fn mount_device(mountpoint: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = mountpoint.to_string_lossy();
     info.lines()
+        .rev()
         .filter(|l| l.contains(" - fuse.veilfs "))
         .filter_map(|l| {
             let mut f = l.split(' ');
@@ -164,7 +165,7 @@ fn mount_device(mountpoint: &Path) -> Option<String> {
             let mp = f.nth(1)?;
             (unescape_mountinfo(mp) == want).then(|| dev.to_string())
         })
-        .last()
+        .next()
 }
 
 /// Unmounts through fusermount3 (which also works unprivileged). The
