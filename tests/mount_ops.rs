@@ -628,3 +628,73 @@ fn in_place_change_in_cipherdir_shows_up_through_the_mount() {
             .unwrap_or(0)
     );
 }
+
+/// Runs `sh -c script` as nobody (uid/gid 65534, no capabilities).
+fn as_nobody(script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap()
+}
+
+/// Writing to or truncating a setuid/setgid file without CAP_FSETID clears
+/// those bits, as on ext4. The daemon does it itself (the kernel hands the
+/// job over with FUSE_HANDLE_KILLPRIV_V2), so compare with a plain
+/// directory, through the writeback cache and a truncating open. Also the
+/// second-user (`--allow-other`) path: nobody reads, writes and creates.
+#[test]
+fn write_by_another_user_clears_setuid_and_setgid_like_ext4() {
+    if !common::have("setpriv") {
+        return;
+    }
+    let m = TestMount::with_args(&["--allow-other"]);
+    let plain = m.tmp.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    // Both trees must be reachable by nobody.
+    for dir in [m.tmp.path(), &plain, &m.mnt] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut outcome = Vec::new();
+    for dir in [plain.clone(), m.mnt.clone()] {
+        let mut modes = Vec::new();
+        for (name, mode, how) in [
+            ("append-suid", 0o4777, ">>"),
+            ("append-sgid", 0o2777, ">>"),
+            ("append-sgid-noexec", 0o2767, ">>"),
+            ("trunc-suid", 0o6777, ">"),
+        ] {
+            let p = dir.join(name);
+            fs::write(&p, b"x").unwrap();
+            std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            let o = as_nobody(&format!("echo more {how} '{}'", p.display()));
+            assert!(o.status.success(), "{name} in {}: {o:?}", dir.display());
+            modes.push((name, fs::metadata(&p).unwrap().mode() & 0o7777));
+        }
+        let o = as_nobody(&format!(
+            "echo mine > '{0}/by-nobody' && cat '{0}/by-nobody'",
+            dir.display()
+        ));
+        assert!(
+            o.status.success(),
+            "nobody creates in {}: {o:?}",
+            dir.display()
+        );
+        assert_eq!(o.stdout, b"mine\n");
+        let owner = fs::metadata(dir.join("by-nobody")).unwrap().uid();
+        outcome.push((modes, owner));
+    }
+    assert_eq!(
+        outcome[1], outcome[0],
+        "veilfs (right) differs from ext4 (left)"
+    );
+    assert_eq!(outcome[0].0[0].1 & 0o4000, 0, "ext4 itself cleared setuid");
+}

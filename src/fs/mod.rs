@@ -128,6 +128,21 @@ fn read_ahead(fd: &OwnedFd, ahead_to: &AtomicU64, end: u64) {
     }
 }
 
+/// Clears setuid, and setgid where it means "setgid" (group-executable),
+/// as the VFS does when someone without CAP_FSETID writes or truncates.
+fn kill_suid_sgid(fd: &OwnedFd) -> Res<()> {
+    let st = store::stat_fd(fd).map_err(errno)?;
+    let mode = st.st_mode & 0o7777;
+    let mut new = mode & !libc::S_ISUID;
+    if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+        new &= !libc::S_ISGID;
+    }
+    if new != mode {
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(new)).map_err(errno)?;
+    }
+    Ok(())
+}
+
 /// An open regular file.
 struct Handle {
     node: Arc<Node>,
@@ -1205,7 +1220,7 @@ impl VeilFs {
         Ok(self.reply_new_entry(&newparent, &npfd, nb, newname)?.0)
     }
 
-    fn do_open(&self, ino: INodeNo, flags: OpenFlags) -> Res<(u64, FopenFlags)> {
+    fn do_open(&self, req_uid: u32, ino: INodeNo, flags: OpenFlags) -> Res<(u64, FopenFlags)> {
         let node = self.node(ino)?;
         if node.is_dir {
             return Err(Errno::EISDIR);
@@ -1220,6 +1235,11 @@ impl VeilFs {
         let fd = self.open_backing(&node, want_write)?;
         if flags & libc::O_TRUNC != 0 {
             self.truncate_node(&node, &fd, 0)?;
+            // As the VFS does for a truncation by someone without
+            // CAP_FSETID (the kernel leaves it to us: HANDLE_KILLPRIV_V2).
+            if req_uid != 0 {
+                kill_suid_sgid(&fd)?;
+            }
         }
         Ok((self.new_handle(node, fd, flags), FopenFlags::empty()))
     }
@@ -1363,7 +1383,12 @@ impl Filesystem for VeilFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_AUTO_INVAL_DATA;
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            // The daemon clears setuid/setgid itself on write (the kernel
+            // flags the WRITE) and on truncating open; in exchange the
+            // kernel stops asking for `security.capability` before every
+            // write() call, one round trip each (SB_NOSEC).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.opts.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -1540,8 +1565,8 @@ impl Filesystem for VeilFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_open(ino, flags) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_open(req.uid(), ino, flags) {
             Ok((fh, fl)) => reply.opened(FileHandle(fh), fl),
             Err(e) => reply.error(e),
         }
@@ -1568,12 +1593,19 @@ impl Filesystem for VeilFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.do_write(fh, offset, data) {
+        let res = self.do_write(fh, offset, data).and_then(|n| {
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                let handle = self.handle(fh)?;
+                kill_suid_sgid(&handle.fd)?;
+            }
+            Ok(n)
+        });
+        match res {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
