@@ -79,9 +79,11 @@ def main() -> None:
         f"Caveats: the {env('BENCH_RAND_MIB')} MiB file of the 4k workloads fits in the page cache, so after the "
         "first pass random reads are mostly kernel page-cache hits (also through FUSE); the "
         "figure mixes cold misses and cached reads. `plain` random writes land in the page "
-        "cache, while FUSE without writeback cache sends every write to the daemon. "
-        "Times of deletes (rm_tree) depend on the backing filesystem (e.g. ext4 `discard`) "
-        "and vary a lot between runs."
+        "cache; veilfs (by default) also lets the kernel cache writes (FUSE writeback cache, "
+        "write-back at fsync/close), while gocryptfs and securefs send every write to their "
+        "daemon. Times of creates and deletes (small_files_create, rm_tree) depend on the "
+        "backing filesystem (ext4 `discard`, and inode allocation skipping recently deleted "
+        "inodes after the previous run's rm) and vary a lot between runs."
     )
     if failed:
         print()
