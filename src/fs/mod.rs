@@ -29,7 +29,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use lru::LruCache;
-use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps, openat};
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, openat};
 use rustix::io::Errno as SysErrno;
 
 use crate::content::ContentCipher;
@@ -692,12 +692,9 @@ impl VeilFs {
         }
     }
 
-    fn set_mode(&self, node: &Arc<Node>, mode: u32) -> Res<()> {
-        let mode = Mode::from_raw_mode(mode & 0o7777);
-        if node.is_dir {
-            let fd = store::open_dir_read(&*self.dir_fd(node)?).map_err(errno)?;
-            return rustix::fs::fchmod(&fd, mode).map_err(errno);
-        }
+    /// Changes a file that has no open descriptor by name (setattr on a
+    /// directory or an open file goes through its descriptor instead).
+    fn set_mode_by_name(&self, node: &Arc<Node>, mode: Mode) -> Res<()> {
         let (pfd, entry) = self.locate(node)?;
         // fchmodat2 (Linux 6.6) refuses to follow a symlink swapped in by
         // a hostile sync peer; older kernels fall back to the plain call
@@ -727,31 +724,12 @@ impl VeilFs {
         rustix::fs::chmodat(&*pfd, &entry, mode, AtFlags::empty()).map_err(errno)
     }
 
-    fn set_times(
-        &self,
-        node: &Arc<Node>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-    ) -> Res<()> {
-        let ts = Timestamps {
-            last_access: to_timestamp(atime),
-            last_modification: to_timestamp(mtime),
-        };
-        if node.is_dir {
-            let fd = store::open_dir_read(&*self.dir_fd(node)?).map_err(errno)?;
-            return rustix::fs::futimens(&fd, &ts).map_err(errno);
-        }
+    fn set_times_by_name(&self, node: &Arc<Node>, ts: &Timestamps) -> Res<()> {
         let (pfd, entry) = self.locate(node)?;
-        rustix::fs::utimensat(&*pfd, &entry, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+        rustix::fs::utimensat(&*pfd, &entry, ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
     }
 
-    fn set_owner(&self, node: &Arc<Node>, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
-        let uid = uid.map(rustix::fs::Uid::from_raw);
-        let gid = gid.map(rustix::fs::Gid::from_raw);
-        if node.is_dir {
-            let fd = self.dir_fd(node)?;
-            return rustix::fs::chownat(&*fd, c"", uid, gid, AtFlags::EMPTY_PATH).map_err(errno);
-        }
+    fn set_owner_by_name(&self, node: &Arc<Node>, uid: Option<Uid>, gid: Option<Gid>) -> Res<()> {
         let (pfd, entry) = self.locate(node)?;
         rustix::fs::chownat(&*pfd, &entry, uid, gid, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
     }
@@ -786,42 +764,46 @@ impl VeilFs {
             };
             self.truncate_node(&node, &fd, size)?;
         }
-        // An open file is changed through its descriptor: it may have been
-        // unlinked or renamed meanwhile (the writeback cache sends times at
-        // fsync and close, by handle), and there is no name to resolve.
-        let open_fd = match &handle {
-            Some(h) => Some(h.fd.clone()),
-            None if !node.is_dir => node.open.lock().unwrap().fd.clone(),
-            None => None,
-        };
-        if let Some(fd) = open_fd {
-            if let Some(mode) = mode {
-                rustix::fs::fchmod(&*fd, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
-            }
-            if uid.is_some() || gid.is_some() {
-                rustix::fs::fchown(
-                    &*fd,
-                    uid.map(rustix::fs::Uid::from_raw),
-                    gid.map(rustix::fs::Gid::from_raw),
-                )
-                .map_err(errno)?;
-            }
-            if atime.is_some() || mtime.is_some() {
-                let ts = Timestamps {
-                    last_access: to_timestamp(atime),
-                    last_modification: to_timestamp(mtime),
-                };
-                rustix::fs::futimens(&*fd, &ts).map_err(errno)?;
-            }
+        // A directory, or an open file, is changed through a descriptor: the
+        // file may have been unlinked or renamed meanwhile (the writeback
+        // cache sends times at fsync and close, by handle), and there is no
+        // name to resolve. Other files by name, without following symlinks.
+        let changes_inode =
+            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        let fd = if !changes_inode {
+            None
+        } else if node.is_dir {
+            Some(Arc::new(
+                store::open_dir_read(&*self.dir_fd(&node)?).map_err(errno)?,
+            ))
         } else {
-            if let Some(mode) = mode {
-                self.set_mode(&node, mode)?;
+            match &handle {
+                Some(h) => Some(h.fd.clone()),
+                None => node.open.lock().unwrap().fd.clone(),
             }
-            if uid.is_some() || gid.is_some() {
-                self.set_owner(&node, uid, gid)?;
+        };
+        if let Some(mode) = mode {
+            let mode = Mode::from_raw_mode(mode & 0o7777);
+            match &fd {
+                Some(fd) => rustix::fs::fchmod(&**fd, mode).map_err(errno)?,
+                None => self.set_mode_by_name(&node, mode)?,
             }
-            if atime.is_some() || mtime.is_some() {
-                self.set_times(&node, atime, mtime)?;
+        }
+        if uid.is_some() || gid.is_some() {
+            let (uid, gid) = (uid.map(Uid::from_raw), gid.map(Gid::from_raw));
+            match &fd {
+                Some(fd) => rustix::fs::fchown(&**fd, uid, gid).map_err(errno)?,
+                None => self.set_owner_by_name(&node, uid, gid)?,
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let ts = Timestamps {
+                last_access: to_timestamp(atime),
+                last_modification: to_timestamp(mtime),
+            };
+            match &fd {
+                Some(fd) => rustix::fs::futimens(&**fd, &ts).map_err(errno)?,
+                None => self.set_times_by_name(&node, &ts)?,
             }
         }
         let st = self.stat_node(&node)?;
