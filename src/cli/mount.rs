@@ -25,8 +25,11 @@ pub struct MountArgs {
     /// Let other users access the mount (the kernel checks file modes).
     #[arg(long)]
     pub allow_other: bool,
-    /// Threads serving FUSE requests.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    /// Threads serving FUSE requests. One is fastest for the usual one or
+    /// two apps on a small machine (no hand-off between threads; fsync runs
+    /// on helper threads so it never holds other requests up); more help
+    /// many apps doing cold reads in parallel on a machine with many cores.
+    #[arg(long, default_value_t = 1, value_name = "N")]
     pub threads: usize,
     /// Seconds the kernel may cache names and attributes. Keep it short when
     /// a sync client changes CIPHERDIR while it is mounted.

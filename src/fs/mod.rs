@@ -249,9 +249,53 @@ pub struct VeilFs {
     chown_new: bool,
     /// Sync-client conflict copies seen while listing (docs/FORMAT.md §8).
     conflicts: conflicts::ConflictTable,
+    /// Where fsync runs, so a long disk flush never holds up the thread
+    /// that serves every other request.
+    flushers: Flushers,
 }
 
 type Res<T> = Result<T, Errno>;
+
+type FlushJob = Box<dyn FnOnce() + Send>;
+
+/// A few threads that run fsync calls and send their replies.
+struct Flushers {
+    jobs: Mutex<std::sync::mpsc::Sender<FlushJob>>,
+}
+
+impl Flushers {
+    const THREADS: usize = 2;
+
+    fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<FlushJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..Self::THREADS {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("veilfs-fsync-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap().recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // the filesystem is gone
+                        }
+                    }
+                })
+                .expect("spawning an fsync thread");
+        }
+        Flushers {
+            jobs: Mutex::new(tx),
+        }
+    }
+
+    /// Runs `job` on a flusher thread (here, if none is left).
+    fn run(&self, job: FlushJob) {
+        if let Err(e) = self.jobs.lock().unwrap().send(job) {
+            (e.0)();
+        }
+    }
+}
 
 impl VeilFs {
     /// Opens the backing root. `root` must be the vault's CIPHERDIR.
@@ -282,6 +326,7 @@ impl VeilFs {
             next_fh: AtomicU64::new(1),
             chown_new: rustix::process::geteuid().is_root(),
             conflicts: Default::default(),
+            flushers: Flushers::new(),
             opts,
         })
     }
@@ -1627,17 +1672,21 @@ impl Filesystem for VeilFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let res = self.handle(fh).and_then(|h| {
-            if datasync {
-                rustix::fs::fdatasync(&*h.fd).map_err(errno)
+        let fd = match self.handle(fh) {
+            Ok(h) => h.fd.clone(),
+            Err(e) => return reply.error(e),
+        };
+        self.flushers.run(Box::new(move || {
+            let res = if datasync {
+                rustix::fs::fdatasync(&*fd)
             } else {
-                rustix::fs::fsync(&*h.fd).map_err(errno)
+                rustix::fs::fsync(&*fd)
+            };
+            match res {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
             }
-        });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        }));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -1815,13 +1864,17 @@ impl Filesystem for VeilFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let res = self
+        let fd = self
             .node(ino)
             .and_then(|n| self.dir_fd(&n))
-            .and_then(|fd| store::open_dir_read(&*fd).map_err(errno))
-            .and_then(|fd| rustix::fs::fsync(&fd).map_err(errno));
-        match res {
-            Ok(()) => reply.ok(),
+            .and_then(|fd| store::open_dir_read(&*fd).map_err(errno));
+        match fd {
+            Ok(fd) => self
+                .flushers
+                .run(Box::new(move || match rustix::fs::fsync(&fd) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(e)),
+                })),
             Err(e) => reply.error(e),
         }
     }
