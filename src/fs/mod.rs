@@ -143,6 +143,63 @@ fn kill_suid_sgid(fd: &OwnedFd) -> Res<()> {
     Ok(())
 }
 
+fn plain_path(node: &Node) -> String {
+    let mut parts = Vec::new();
+    let mut cur = node.parent_and_plain();
+    let mut guard = 0;
+    while let Some((parent, plain)) = cur {
+        parts.push(String::from_utf8_lossy(&plain).into_owned());
+        cur = parent.parent_and_plain();
+        guard += 1;
+        if guard > 4096 {
+            break;
+        }
+    }
+    parts.reverse();
+    format!("/{}", parts.join("/"))
+}
+
+/// Logs a content error with the file's plaintext path: authentication
+/// failures as warnings, plain I/O errors (ENOSPC and the like) at debug.
+fn log_content_error(node: &Node, what: &str, e: &CryptFileError) {
+    match e {
+        CryptFileError::Io(_) => log::debug!("{}: {what}: {e}", plain_path(node)),
+        _ => log::warn!("{}: {what} failed: {e}", plain_path(node)),
+    }
+}
+
+/// Reads `size` bytes at `offset` through `handle` and replies.
+fn serve_read(handle: &Handle, content: &ContentCipher, offset: u64, size: u32, reply: ReplyData) {
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(size as usize, 0);
+        let data = handle.node.data.read().unwrap();
+        if size as usize >= STREAMING_WRITE {
+            let end = content.layout().cipher_size(offset + size as u64);
+            read_ahead(&handle.fd, &data.read_ahead_to, end);
+        }
+        let mut file = CryptFile::new(&*handle.fd, content, data.header);
+        let res = file.read_at(offset, &mut buf);
+        let (cached, loaded) = (data.header.is_some(), file.header());
+        drop(data);
+        if !cached && loaded.is_some() {
+            // Keep the header the read loaded, so the next read does not
+            // fetch it again; unless a write or truncation came between.
+            let mut data = handle.node.data.write().unwrap();
+            if data.header.is_none() {
+                data.header = loaded;
+            }
+        }
+        match res {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => {
+                log_content_error(&handle.node, &format!("read at offset {offset}"), &e);
+                reply.error(Errno::from_i32(e.errno()))
+            }
+        }
+    })
+}
+
 /// An open regular file.
 struct Handle {
     node: Arc<Node>,
@@ -251,28 +308,29 @@ pub struct VeilFs {
     conflicts: conflicts::ConflictTable,
     /// Where fsync runs, so a long disk flush never holds up the thread
     /// that serves every other request.
-    flushers: Flushers,
+    flushers: Helpers,
+    /// Where streaming reads are decrypted (see `do_read`).
+    readers: Helpers,
 }
 
 type Res<T> = Result<T, Errno>;
 
-type FlushJob = Box<dyn FnOnce() + Send>;
+type HelperJob = Box<dyn FnOnce() + Send>;
 
-/// A few threads that run fsync calls and send their replies.
-struct Flushers {
-    jobs: Mutex<std::sync::mpsc::Sender<FlushJob>>,
+/// A few threads that run requests which may take long (fsync, streaming
+/// reads) and send their replies themselves (fuser replies are `Send`).
+struct Helpers {
+    jobs: Mutex<std::sync::mpsc::Sender<HelperJob>>,
 }
 
-impl Flushers {
-    const THREADS: usize = 2;
-
-    fn new() -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<FlushJob>();
+impl Helpers {
+    fn new(name: &str, threads: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<HelperJob>();
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..Self::THREADS {
+        for i in 0..threads {
             let rx = rx.clone();
             std::thread::Builder::new()
-                .name(format!("veilfs-fsync-{i}"))
+                .name(format!("veilfs-{name}-{i}"))
                 .spawn(move || {
                     loop {
                         let job = rx.lock().unwrap().recv();
@@ -282,15 +340,15 @@ impl Flushers {
                         }
                     }
                 })
-                .expect("spawning an fsync thread");
+                .expect("spawning a helper thread");
         }
-        Flushers {
+        Helpers {
             jobs: Mutex::new(tx),
         }
     }
 
-    /// Runs `job` on a flusher thread (here, if none is left).
-    fn run(&self, job: FlushJob) {
+    /// Runs `job` on a helper thread (here, if none is left).
+    fn run(&self, job: HelperJob) {
         if let Err(e) = self.jobs.lock().unwrap().send(job) {
             (e.0)();
         }
@@ -326,7 +384,8 @@ impl VeilFs {
             next_fh: AtomicU64::new(1),
             chown_new: rustix::process::geteuid().is_root(),
             conflicts: Default::default(),
-            flushers: Flushers::new(),
+            flushers: Helpers::new("fsync", 2),
+            readers: Helpers::new("read", 2),
             opts,
         })
     }
@@ -441,19 +500,7 @@ impl VeilFs {
 
     /// The plaintext path of a node, for log messages.
     fn plain_path(&self, node: &Node) -> String {
-        let mut parts = Vec::new();
-        let mut cur = node.parent_and_plain();
-        let mut guard = 0;
-        while let Some((parent, plain)) = cur {
-            parts.push(String::from_utf8_lossy(&plain).into_owned());
-            cur = parent.parent_and_plain();
-            guard += 1;
-            if guard > 4096 {
-                break;
-            }
-        }
-        parts.reverse();
-        format!("/{}", parts.join("/"))
+        plain_path(node)
     }
 
     /// Parent descriptor and backing entry of a non-root node.
@@ -593,13 +640,6 @@ impl VeilFs {
         Ok((self.attr(node.ino, &st), node))
     }
 
-    fn log_content_error(&self, node: &Node, what: &str, e: &CryptFileError) {
-        match e {
-            CryptFileError::Io(_) => log::debug!("{}: {what}: {e}", self.plain_path(node)),
-            _ => log::warn!("{}: {what} failed: {e}", self.plain_path(node)),
-        }
-    }
-
     /// The shared backing descriptor of a file node, opened on first use.
     fn open_backing(&self, node: &Arc<Node>, want_write: bool) -> Res<Arc<OwnedFd>> {
         let mut open = node.open.lock().unwrap();
@@ -660,7 +700,7 @@ impl VeilFs {
         let res = file.truncate(size);
         data.header = file.header();
         res.map_err(|e| {
-            self.log_content_error(node, "truncate", &e);
+            log_content_error(node, "truncate", &e);
             Errno::from_i32(e.errno())
         })
     }
@@ -861,34 +901,17 @@ impl VeilFs {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
-        READ_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            buf.resize(size as usize, 0);
-            let data = handle.node.data.read().unwrap();
-            if size as usize >= STREAMING_WRITE {
-                let end = self.content.layout().cipher_size(offset + size as u64);
-                read_ahead(&handle.fd, &data.read_ahead_to, end);
-            }
-            let mut file = CryptFile::new(&*handle.fd, &self.content, data.header);
-            let res = file.read_at(offset, &mut buf);
-            let (cached, loaded) = (data.header.is_some(), file.header());
-            drop(data);
-            if !cached && loaded.is_some() {
-                // Keep the header the read loaded, so the next read does not
-                // fetch it again; unless a write or truncation came between.
-                let mut data = handle.node.data.write().unwrap();
-                if data.header.is_none() {
-                    data.header = loaded;
-                }
-            }
-            match res {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => {
-                    self.log_content_error(&handle.node, &format!("read at offset {offset}"), &e);
-                    reply.error(Errno::from_i32(e.errno()))
-                }
-            }
-        })
+        if size as usize >= STREAMING_WRITE {
+            // A streaming read: decrypt on a helper thread, so the several
+            // reads the kernel's read-ahead has in flight proceed together
+            // and small requests are not queued behind them.
+            let content = self.content.clone();
+            self.readers.run(Box::new(move || {
+                serve_read(&handle, &content, offset, size, reply)
+            }));
+        } else {
+            serve_read(&handle, &self.content, offset, size, reply)
+        }
     }
 
     fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Res<u32> {
@@ -914,7 +937,7 @@ impl VeilFs {
                 Ok(data.len() as u32)
             }
             Err(e) => {
-                self.log_content_error(&handle.node, &format!("write at offset {offset}"), &e);
+                log_content_error(&handle.node, &format!("write at offset {offset}"), &e);
                 Err(Errno::from_i32(e.errno()))
             }
         }
