@@ -132,13 +132,7 @@ impl Node {
         *seen = Some(now);
         self.generation.load(Ordering::Relaxed)
     }
-}
 
-fn backing_state(st: &rustix::fs::Stat) -> (i64, i64, i64) {
-    (st.st_size, st.st_mtime, st.st_mtime_nsec as i64)
-}
-
-impl Node {
     pub fn current_generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
@@ -162,6 +156,10 @@ impl Node {
             links.remove(parent, entry);
         }
     }
+}
+
+fn backing_state(st: &rustix::fs::Stat) -> (i64, i64, i64) {
+    (st.st_size, st.st_mtime, st.st_mtime_nsec as i64)
 }
 
 /// Inode number → node, for every inode the kernel holds a reference to.
