@@ -81,6 +81,10 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// Checks a file through the mount against what was acknowledged.
 fn same(path: &Path, want: &[u8]) {
     let got = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_acked(path, &got, want);
+}
+
+fn assert_acked(path: &Path, got: &[u8], want: &[u8]) {
     if got != want {
         let first = got.iter().zip(want).position(|(a, b)| a != b);
         panic!(
@@ -117,22 +121,12 @@ fn same_or_prefix(path: &Path, acked: &[u8], failed: &[u8]) {
         acked.len(),
         failed.len()
     );
-    same_prefix(path, &got[..acked.len()], acked);
+    assert_acked(path, &got[..acked.len()], acked);
     assert!(
         failed.starts_with(&got[acked.len()..]),
         "{}: bytes after the acknowledged ones are not a prefix of the failed append",
         path.display()
     );
-}
-
-fn same_prefix(path: &Path, got: &[u8], want: &[u8]) {
-    if got != want {
-        let first = got.iter().zip(want).position(|(a, b)| a != b);
-        panic!(
-            "{}: acknowledged bytes differ; first difference at {first:?}",
-            path.display()
-        );
-    }
 }
 
 fn fsck(m: &TestMount) -> (i32, serde_json::Value) {
