@@ -88,6 +88,12 @@ pub enum ProblemKind {
     /// A middle chunk still sealed as the last one: a crash interrupted an
     /// append. Repairable (re-sealed as a middle chunk; no data changes).
     StaleLastFlag,
+    /// The last chunk is cut off at a 4 KiB boundary and does not
+    /// authenticate: a crash (or SIGKILL of the daemon) stopped a write
+    /// that was growing the file. Its bytes were never durable and cannot
+    /// be read by anyone. Repairable: `--repair` drops the cut chunk and
+    /// re-seals the one before it as the last, keeping every readable byte.
+    TornTail,
     /// A symlink whose target does not decrypt: tampered, or planted by
     /// someone without the key. Never followed.
     SymlinkTargetInvalid,
@@ -126,6 +132,7 @@ impl ProblemKind {
             ProblemKind::Truncated => "truncated",
             ProblemKind::InvalidSize => "invalid_size",
             ProblemKind::StaleLastFlag => "stale_last_flag",
+            ProblemKind::TornTail => "torn_tail",
             ProblemKind::SymlinkTargetInvalid => "symlink_target_invalid",
             ProblemKind::UnexpectedType => "unexpected_type",
             ProblemKind::Unreadable => "unreadable",
@@ -406,7 +413,14 @@ enum ChunkDiag {
     StaleLast,
     /// Remnant shorter than a chunk's overhead.
     BadLength(usize),
+    /// Last chunk cut at a page boundary by an interrupted write.
+    TornTail,
 }
+
+/// Where a write cut short by a crash leaves the end of a file: the kernel
+/// copies a write into the page cache page by page and grows the file as
+/// it goes, so a cut write ends on a page boundary.
+const TORN_WRITE_ALIGN: u64 = 4096;
 
 struct Checker<'a> {
     content: &'a ContentCipher,
@@ -953,7 +967,15 @@ impl<'a> Checker<'a> {
                     Ok(Opened::Data(_)) => authentic += 1,
                     Ok(Opened::Hole) => {}
                     Err(ChunkError::BadLength(len)) => {
-                        diags.push((index, ChunkDiag::BadLength(len)))
+                        let end = layout.chunk_cipher_start(index) + len as u64;
+                        diags.push((
+                            index,
+                            if last && end % TORN_WRITE_ALIGN == 0 {
+                                ChunkDiag::TornTail
+                            } else {
+                                ChunkDiag::BadLength(len)
+                            },
+                        ))
                     }
                     Err(ChunkError::Unauthentic) => {
                         let d = self.diagnose(&header, index, n, &buf[begin..end]);
@@ -975,7 +997,9 @@ impl<'a> Checker<'a> {
         }
         if authentic == 0
             && diags.len() >= 2
-            && diags.iter().all(|(_, d)| *d == ChunkDiag::Unauthentic)
+            && diags
+                .iter()
+                .all(|(_, d)| matches!(d, ChunkDiag::Unauthentic | ChunkDiag::TornTail))
         {
             self.problem_chunks(
                 ProblemKind::HeaderMismatch,
@@ -1013,7 +1037,7 @@ impl<'a> Checker<'a> {
             {
                 return ChunkDiag::StaleLast;
             }
-            if full && stale_short_prefix(self.content, header, index, stored, out).is_some() {
+            if full && self.content.open_stale_short(header, index, stored, out).is_some() {
                 return ChunkDiag::StaleLast;
             }
         } else if full
@@ -1036,6 +1060,10 @@ impl<'a> Checker<'a> {
                     return ChunkDiag::Misplaced(j);
                 }
             }
+        }
+        let end = layout.chunk_cipher_start(index) + stored.len() as u64;
+        if last && !full && end % TORN_WRITE_ALIGN == 0 {
+            return ChunkDiag::TornTail;
         }
         ChunkDiag::Unauthentic
     }
@@ -1117,6 +1145,29 @@ impl<'a> Checker<'a> {
                         ),
                     );
                 }
+                ChunkDiag::TornTail => {
+                    let keep = index * self.content.layout().chunk_size() as u64;
+                    let idx = self.problem_chunks(
+                        ProblemKind::TornTail,
+                        loc,
+                        chunks,
+                        format!(
+                            "chunk {index}, the last, was cut off by a crash while the file grew; its bytes were never durable (repairable with --repair: the file then ends at byte {keep}, every readable byte is kept)"
+                        ),
+                    );
+                    if self.repair {
+                        match self.drop_torn_tail(target, header, index) {
+                            Ok(()) => self.repaired(
+                                idx,
+                                format!("dropped the cut chunk {index}; the file ends at byte {keep}"),
+                            ),
+                            Err(e) => {
+                                self.report.problems[idx].message +=
+                                    &format!("; repair failed: {e}");
+                            }
+                        }
+                    }
+                }
                 ChunkDiag::StaleLast => {
                     let idx = self.problem_chunks(
                         ProblemKind::StaleLastFlag,
@@ -1144,18 +1195,57 @@ impl<'a> Checker<'a> {
         flush(self, &mut run);
     }
 
-    /// Re-seals middle chunk `index`, which authenticates only as a last
-    /// chunk, as a full middle chunk with the same plaintext.
-    fn reseal_middle(
+    /// Cuts the file before its torn last chunk `index`. The chunk before
+    /// it is re-sealed as the last first, so a crash during the repair
+    /// leaves a stale flag (repairable), never a truncated file.
+    fn drop_torn_tail(
         &mut self,
         target: &RepairTarget<'_>,
         header: &FileHeader,
         index: u64,
     ) -> io::Result<()> {
         let layout = self.content.layout();
-        let stored_len = layout.stored_chunk_len();
-        // Reopen the same entry for writing, again without following a
-        // symlink, and make sure it is still the inode that was checked.
+        let rw = self.reopen_for_repair(target)?;
+        let cut = layout.chunk_cipher_start(index);
+        let st = store::stat_fd(&rw)?;
+        if (st.st_size as u64) < cut || (st.st_size as u64) % TORN_WRITE_ALIGN != 0 {
+            return Err(io::Error::other("the file changed during the check"));
+        }
+        if index > 0 {
+            let prev = index - 1;
+            let stored_len = layout.stored_chunk_len();
+            let mut stored = vec![0u8; stored_len];
+            let off = layout.chunk_cipher_start(prev);
+            if pread_full(&rw, &mut stored, off)? != stored_len {
+                return Err(io::Error::other("the file changed during the check"));
+            }
+            let mut plain = vec![0u8; layout.chunk_size()];
+            match self
+                .content
+                .open_chunk(header, prev, false, &stored, &mut plain)
+            {
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(io::Error::other(format!(
+                        "chunk {prev} before it does not authenticate either"
+                    )));
+                }
+            }
+            self.content
+                .seal_chunk(header, prev, true, &plain, &mut stored);
+            pwrite_full(&rw, &stored, off)?;
+            rustix::fs::fsync(&rw)?;
+        }
+        // A file cut inside its first chunk keeps nothing: empty, not a
+        // bare header.
+        rustix::fs::ftruncate(&rw, if index == 0 { 0 } else { cut })?;
+        rustix::fs::fsync(&rw)?;
+        Ok(())
+    }
+
+    /// Reopens the checked entry for writing, again without following a
+    /// symlink, and makes sure it is still the inode that was checked.
+    fn reopen_for_repair(&self, target: &RepairTarget<'_>) -> io::Result<OwnedFd> {
         let rw = openat(
             target.dir,
             target.name,
@@ -1167,6 +1257,20 @@ impl<'a> Checker<'a> {
         {
             return Err(io::Error::other("the file changed during the check"));
         }
+        Ok(rw)
+    }
+
+    /// Re-seals middle chunk `index`, which authenticates only as a last
+    /// chunk, as a full middle chunk with the same plaintext.
+    fn reseal_middle(
+        &mut self,
+        target: &RepairTarget<'_>,
+        header: &FileHeader,
+        index: u64,
+    ) -> io::Result<()> {
+        let layout = self.content.layout();
+        let stored_len = layout.stored_chunk_len();
+        let rw = self.reopen_for_repair(target)?;
         let off = layout.chunk_cipher_start(index);
         let mut stored = vec![0u8; stored_len];
         if pread_full(&rw, &mut stored, off)? != stored_len {
@@ -1179,7 +1283,7 @@ impl<'a> Checker<'a> {
         {
             Ok(Opened::Data(_)) => {}
             _ => {
-                stale_short_prefix(self.content, header, index, &stored, &mut plain)
+                self.content.open_stale_short(header, index, &stored, &mut plain)
                     .ok_or_else(|| io::Error::other("the chunk changed during the check"))?;
                 // The bytes after the short chunk are zeros, as the
                 // interrupted append would have sealed them.
@@ -1204,29 +1308,6 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// A full-length middle chunk whose tail is zeros may be a short last
-/// chunk followed by the zero gap an interrupted append left. Returns the
-/// short chunk's plaintext length (`out` holds the plaintext, zero padded
-/// to a full chunk).
-fn stale_short_prefix(
-    content: &ContentCipher,
-    header: &FileHeader,
-    index: u64,
-    stored: &[u8],
-    out: &mut [u8],
-) -> Option<usize> {
-    let nonzero_end = stored.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-    let lo = nonzero_end.max(CHUNK_OVERHEAD + 1);
-    // The real tag may end in a few zero bytes.
-    let hi = (nonzero_end + 8).min(stored.len() - 1);
-    for len in lo..=hi {
-        if let Ok(Opened::Data(n)) = content.open_chunk(header, index, true, &stored[..len], out) {
-            out[n..content.layout().chunk_size()].fill(0);
-            return Some(n);
-        }
-    }
-    None
-}
 
 /// The raw names in a directory, without `.` and `..`.
 fn read_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {

@@ -439,6 +439,35 @@ impl ContentCipher {
             }
         }
     }
+
+    /// Opens a full-length middle slot that holds a short last chunk
+    /// followed by zeros: what an append leaves when a crash stops it after
+    /// it wrote the chunks past the old end but before it re-sealed the old
+    /// last chunk. Returns the short chunk's plaintext length; `out` holds
+    /// that plaintext, zero padded to a full chunk (the bytes the append had
+    /// not yet made durable read as zeros, as in a sparse hole).
+    pub fn open_stale_short(
+        &self,
+        header: &FileHeader,
+        index: u64,
+        stored: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        if stored.len() != self.layout.stored_chunk_len() {
+            return None;
+        }
+        let nonzero_end = stored.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        let lo = nonzero_end.max(CHUNK_OVERHEAD + 1);
+        // The real tag may end in a few zero bytes.
+        let hi = (nonzero_end + 8).min(stored.len() - 1);
+        for len in lo..=hi {
+            if let Ok(Opened::Data(n)) = self.open_chunk(header, index, true, &stored[..len], out) {
+                out[n..self.layout.chunk_size()].fill(0);
+                return Some(n);
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]

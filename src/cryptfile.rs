@@ -126,13 +126,18 @@ fn open_tolerant(
 ) -> std::result::Result<Opened, ChunkError> {
     match cipher.open_chunk(header, index, last, stored, out) {
         Err(ChunkError::Unauthentic) if !last => {
-            let r = cipher.open_chunk(header, index, true, stored, out);
+            let r = cipher.open_chunk(header, index, true, stored, out).or_else(|_| {
+                cipher
+                    .open_stale_short(header, index, stored, out)
+                    .map(|_| Opened::Data(cipher.layout().chunk_size()))
+                    .ok_or(ChunkError::Unauthentic)
+            });
             if r.is_ok() {
                 log::info!(
                     "chunk {index} carries a stale last-chunk flag (interrupted append); run veilfs fsck --repair"
                 );
             }
-            r.map_err(|_| ChunkError::Unauthentic)
+            r
         }
         other => other,
     }
@@ -594,7 +599,21 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 if fresh_header {
                     pwrite_full(&self.fd, header.as_bytes(), 0)?;
                 }
-                pwrite_full(&self.fd, cbuf_used, layout.chunk_cipher_start(first))?;
+                // Chunks past the old end go first. A crash (even SIGKILL,
+                // which cuts a pwrite at a page boundary) inside that write
+                // then damages only data not yet written before, and leaves
+                // the old last chunk intact: short, followed by zeros, which
+                // reads back and which fsck --repair re-seals. Only the
+                // rewrite of existing chunks, second and short, can still
+                // be cut.
+                let appended = old_count.clamp(first, last + 1);
+                if appended > first && appended <= last {
+                    let at = (appended - first) as usize * stored;
+                    pwrite_full(&self.fd, &cbuf_used[at..], layout.chunk_cipher_start(appended))?;
+                    pwrite_full(&self.fd, &cbuf_used[..at], layout.chunk_cipher_start(first))?;
+                } else {
+                    pwrite_full(&self.fd, cbuf_used, layout.chunk_cipher_start(first))?;
+                }
             }
 
             // The old last chunk stops being last once the file has grown
