@@ -1037,7 +1037,12 @@ impl<'a> Checker<'a> {
             {
                 return ChunkDiag::StaleLast;
             }
-            if full && self.content.open_stale_short(header, index, stored, out).is_some() {
+            if full
+                && self
+                    .content
+                    .open_stale_short(header, index, stored, out)
+                    .is_some()
+            {
                 return ChunkDiag::StaleLast;
             }
         } else if full
@@ -1159,7 +1164,9 @@ impl<'a> Checker<'a> {
                         match self.drop_torn_tail(target, header, index) {
                             Ok(()) => self.repaired(
                                 idx,
-                                format!("dropped the cut chunk {index}; the file ends at byte {keep}"),
+                                format!(
+                                    "dropped the cut chunk {index}; the file ends at byte {keep}"
+                                ),
                             ),
                             Err(e) => {
                                 self.report.problems[idx].message +=
@@ -1283,7 +1290,8 @@ impl<'a> Checker<'a> {
         {
             Ok(Opened::Data(_)) => {}
             _ => {
-                self.content.open_stale_short(header, index, &stored, &mut plain)
+                self.content
+                    .open_stale_short(header, index, &stored, &mut plain)
                     .ok_or_else(|| io::Error::other("the chunk changed during the check"))?;
                 // The bytes after the short chunk are zeros, as the
                 // interrupted append would have sealed them.
@@ -1307,7 +1315,6 @@ impl<'a> Checker<'a> {
         }
     }
 }
-
 
 /// The raw names in a directory, without `.` and `..`.
 fn read_names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {

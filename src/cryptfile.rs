@@ -126,12 +126,14 @@ fn open_tolerant(
 ) -> std::result::Result<Opened, ChunkError> {
     match cipher.open_chunk(header, index, last, stored, out) {
         Err(ChunkError::Unauthentic) if !last => {
-            let r = cipher.open_chunk(header, index, true, stored, out).or_else(|_| {
-                cipher
-                    .open_stale_short(header, index, stored, out)
-                    .map(|_| Opened::Data(cipher.layout().chunk_size()))
-                    .ok_or(ChunkError::Unauthentic)
-            });
+            let r = cipher
+                .open_chunk(header, index, true, stored, out)
+                .or_else(|_| {
+                    cipher
+                        .open_stale_short(header, index, stored, out)
+                        .map(|_| Opened::Data(cipher.layout().chunk_size()))
+                        .ok_or(ChunkError::Unauthentic)
+                });
             if r.is_ok() {
                 log::info!(
                     "chunk {index} carries a stale last-chunk flag (interrupted append); run veilfs fsck --repair"
@@ -609,7 +611,11 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 let appended = old_count.clamp(first, last + 1);
                 if appended > first && appended <= last {
                     let at = (appended - first) as usize * stored;
-                    pwrite_full(&self.fd, &cbuf_used[at..], layout.chunk_cipher_start(appended))?;
+                    pwrite_full(
+                        &self.fd,
+                        &cbuf_used[at..],
+                        layout.chunk_cipher_start(appended),
+                    )?;
                     pwrite_full(&self.fd, &cbuf_used[..at], layout.chunk_cipher_start(first))?;
                 } else {
                     pwrite_full(&self.fd, cbuf_used, layout.chunk_cipher_start(first))?;
