@@ -698,3 +698,102 @@ fn write_by_another_user_clears_setuid_and_setgid_like_ext4() {
     );
     assert_eq!(outcome[0].0[0].1 & 0o4000, 0, "ext4 itself cleared setuid");
 }
+
+/// A vault mounted by an ordinary user, without --allow-other: no
+/// default_permissions, so the backing file system checks each operation
+/// for that user. The results must be ext4's, including a mode-000
+/// directory its owner can still chmod, and access(2).
+#[test]
+fn owner_without_allow_other_gets_ext4_permission_results() {
+    if !rustix::process::geteuid().is_root() || !common::have("setpriv") {
+        eprintln!("skipped: needs root and setpriv to run as nobody");
+        return;
+    }
+    /// Unmounts nobody's mount and restores /dev/fuse, even on failure.
+    struct Guard {
+        mnt: std::path::PathBuf,
+        child: Option<std::process::Child>,
+        fuse_mode: u32,
+    }
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mnt)
+                .status();
+            if let Some(c) = &mut self.child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(self.fuse_mode));
+        }
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("veilfs-test")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let (cipher, mnt, plain) = (
+        tmp.path().join("cipher"),
+        tmp.path().join("mnt"),
+        tmp.path().join("plain"),
+    );
+    let out = run_ok(
+        Command::new(common::BIN)
+            .args(["init", "--key-only"])
+            .arg(&cipher),
+    );
+    let key = tmp.path().join("key");
+    fs::write(&key, common::extract_key(&out).unwrap()).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    fs::create_dir(&plain).unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(tmp.path()),
+    );
+    let mut guard = Guard {
+        mnt: mnt.clone(),
+        child: None,
+        fuse_mode: fs::metadata("/dev/fuse").unwrap().mode() & 0o7777,
+    };
+    fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666)).unwrap();
+    guard.child = Some(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["--inh-caps=-all", common::BIN, "mount", "--foreground"])
+            .arg("--key-file")
+            .arg(&key)
+            .arg(&cipher)
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(20), || common::is_mounted(
+            &mnt
+        )),
+        "nobody's mount did not come up"
+    );
+    let script = r#"cd "$1" || exit 1
+        say() { if eval "$2" >/dev/null 2>&1; then echo "$1: ok"; else echo "$1: denied"; fi; }
+        echo hi > f && chmod 444 f
+        say append-444 'echo x >> f'
+        say access-w '[ -w f ]'; say access-r '[ -r f ]'; say access-x '[ -x f ]'
+        mkdir d && echo y > d/g && chmod 000 d
+        say ls-000 'ls d'; say cat-000 'cat d/g'; say cd-000 'cd d'
+        say chmod-000 'chmod 500 d'
+        say create-500 'touch d/new'; say rm-500 'rm -f d/g'; say cat-500 'cat d/g'
+        say chmod-700 'chmod 700 d'; say rm-700 'rm d/g'
+        say access-x-dir '[ -x d ]'
+        stat -c '%A %U' f d"#;
+    let mut seen = Vec::new();
+    for dir in [&plain, &mnt] {
+        let o = as_nobody(&format!("set -- '{}'\n{script}", dir.display()));
+        assert!(o.status.success(), "{}: {o:?}", dir.display());
+        seen.push(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    assert!(seen[0].contains("ls-000: denied"), "{}", seen[0]);
+    assert_eq!(seen[1], seen[0], "veilfs (right) differs from ext4 (left)");
+    drop(guard);
+}

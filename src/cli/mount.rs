@@ -68,6 +68,7 @@ impl MountArgs {
                 read_only: self.ro,
                 ttl: std::time::Duration::from_secs_f64(self.attr_timeout.clamp(0.0, 3600.0)),
                 writeback_cache: !self.no_writeback_cache,
+                kernel_checks_permissions: self.allow_other,
                 ..FsOptions::default()
             },
         }

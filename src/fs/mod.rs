@@ -29,7 +29,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use lru::LruCache;
-use rustix::fs::{AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, openat};
+use rustix::fs::{Access, AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, openat};
 use rustix::io::Errno as SysErrno;
 
 use crate::content::ContentCipher;
@@ -48,6 +48,10 @@ pub struct FsOptions {
     /// Capacity of the directory descriptor cache.
     pub dir_fd_cache: usize,
     pub writeback_cache: bool,
+    /// The kernel checks modes before each operation (default_permissions,
+    /// needed with --allow-other). Without it the daemon's own user is the
+    /// only caller and the backing file system checks for it.
+    pub kernel_checks_permissions: bool,
 }
 
 impl Default for FsOptions {
@@ -57,6 +61,7 @@ impl Default for FsOptions {
             ttl: Duration::from_secs(1),
             dir_fd_cache: 4096,
             writeback_cache: true,
+            kernel_checks_permissions: false,
         }
     }
 }
@@ -554,6 +559,32 @@ impl VeilFs {
         }
     }
 
+    /// access(2) and chdir. Without --allow-other the kernel leaves
+    /// permission checks to the daemon (see mount.rs): the only caller is
+    /// the daemon's own user, so the backing file system answers for it.
+    /// With --allow-other the kernel has already checked the modes.
+    fn do_access(&self, ino: INodeNo, mask: AccessFlags) -> Res<()> {
+        let node = self.node(ino)?;
+        let access = Access::from_bits_truncate(mask.bits() as _);
+        let r = if node.is_dir {
+            let fd = self.dir_fd(&node)?;
+            rustix::fs::accessat(&*fd, c".", access, AtFlags::EACCESS)
+        } else {
+            let (pfd, entry) = self.locate(&node)?;
+            rustix::fs::accessat(
+                &*pfd,
+                entry.as_c_str(),
+                access,
+                AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
+            )
+        };
+        match r {
+            // Unlinked while open: it exists while the descriptor does.
+            Err(rustix::io::Errno::NOENT) if node.open.lock().unwrap().fd.is_some() => Ok(()),
+            r => r.map_err(errno),
+        }
+    }
+
     fn stat_node(&self, node: &Arc<Node>) -> Res<Stat> {
         if node.is_dir {
             return store::stat_fd(&*self.dir_fd(node)?).map_err(errno);
@@ -849,18 +880,24 @@ impl VeilFs {
             };
             self.truncate_node(&node, &fd, size)?;
         }
-        // A directory, or an open file, is changed through a descriptor: the
-        // file may have been unlinked or renamed meanwhile (the writeback
-        // cache sends times at fsync and close, by handle), and there is no
-        // name to resolve. Other files by name, without following symlinks.
+        // An open file is changed through its descriptor: it may have been
+        // unlinked or renamed meanwhile (the writeback cache sends times at
+        // fsync and close, by handle), and there is no name to resolve.
+        // Everything else by name, without following symlinks.
         let changes_inode =
             mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
         let fd = if !changes_inode {
             None
         } else if node.is_dir {
-            Some(Arc::new(
-                store::open_dir_read(&*self.dir_fd(&node)?).map_err(errno)?,
-            ))
+            // A directory by name (its owner may chmod it even at mode
+            // 000, when it cannot be opened); only the root has no name.
+            if node.parent_and_entry().is_some() {
+                None
+            } else {
+                Some(Arc::new(
+                    store::open_dir_read(&*self.dir_fd(&node)?).map_err(errno)?,
+                ))
+            }
         } else {
             match &handle {
                 Some(h) => Some(h.fd.clone()),
@@ -1716,7 +1753,15 @@ impl Filesystem for VeilFs {
         match self
             .node(ino)
             .and_then(|n| if n.is_dir { Ok(n) } else { Err(Errno::ENOTDIR) })
-        {
+            .and_then(|n| {
+                // Fail at opendir, as ext4 does, not at the first readdir.
+                if !self.opts.kernel_checks_permissions {
+                    let fd = self.dir_fd(&n)?;
+                    rustix::fs::accessat(&*fd, c".", Access::READ_OK, AtFlags::EACCESS)
+                        .map_err(errno)?;
+                }
+                Ok(n)
+            }) {
             Ok(_) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 self.dir_handles.lock().unwrap().insert(
@@ -1959,11 +2004,9 @@ impl Filesystem for VeilFs {
         }
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // The kernel checks modes (default_permissions); this only answers
-        // whether the inode still exists.
-        match self.node(ino).and_then(|n| self.stat_node(&n)) {
-            Ok(_) => reply.ok(),
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.do_access(ino, mask) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }

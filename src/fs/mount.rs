@@ -41,9 +41,18 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     c.mount_options = vec![
         MountOption::FSName(format!("veilfs:{}", cfg.cipherdir.display())),
         MountOption::Subtype("veilfs".into()),
-        MountOption::DefaultPermissions,
         MountOption::NoAtime,
     ];
+    // Without --allow-other the mounting user is the only caller, and the
+    // daemon runs as that user: the backing file system checks every
+    // operation for it, as gocryptfs relies on too. Asking the kernel to
+    // check modes as well costs a GETATTR of the parent directory before
+    // each create, unlink and rename (the previous one invalidated its
+    // attributes). With --allow-other the kernel must check for the
+    // other users.
+    if cfg.fs.kernel_checks_permissions {
+        c.mount_options.push(MountOption::DefaultPermissions);
+    }
     if cfg.fs.read_only {
         c.mount_options.push(MountOption::RO);
     }
