@@ -499,6 +499,19 @@ impl<'a> Checker<'a> {
         self.report.problems.len() - 1
     }
 
+    /// Records how a chunk repair of problem `idx` went.
+    fn chunk_repaired(
+        &mut self,
+        idx: usize,
+        outcome: io::Result<()>,
+        action: impl FnOnce() -> String,
+    ) {
+        match outcome {
+            Ok(()) => self.repaired(idx, action()),
+            Err(e) => self.report.problems[idx].message += &format!("; repair failed: {e}"),
+        }
+    }
+
     fn repaired(&mut self, problem: usize, action: impl Into<String>) {
         let p = &mut self.report.problems[problem];
         p.repaired = true;
@@ -1161,18 +1174,10 @@ impl<'a> Checker<'a> {
                         ),
                     );
                     if self.repair {
-                        match self.drop_torn_tail(target, header, index) {
-                            Ok(()) => self.repaired(
-                                idx,
-                                format!(
-                                    "dropped the cut chunk {index}; the file ends at byte {keep}"
-                                ),
-                            ),
-                            Err(e) => {
-                                self.report.problems[idx].message +=
-                                    &format!("; repair failed: {e}");
-                            }
-                        }
+                        let outcome = self.drop_torn_tail(target, header, index);
+                        self.chunk_repaired(idx, outcome, || {
+                            format!("dropped the cut chunk {index}; the file ends at byte {keep}")
+                        });
                     }
                 }
                 ChunkDiag::StaleLast => {
@@ -1185,16 +1190,10 @@ impl<'a> Checker<'a> {
                         ),
                     );
                     if self.repair {
-                        match self.reseal_middle(target, header, index) {
-                            Ok(()) => self.repaired(
-                                idx,
-                                format!("re-sealed chunk {index} as a middle chunk"),
-                            ),
-                            Err(e) => {
-                                self.report.problems[idx].message +=
-                                    &format!("; repair failed: {e}");
-                            }
-                        }
+                        let outcome = self.reseal_middle(target, header, index);
+                        self.chunk_repaired(idx, outcome, || {
+                            format!("re-sealed chunk {index} as a middle chunk")
+                        });
                     }
                 }
             }

@@ -826,6 +826,14 @@ fn stale_short_last_chunk_is_repaired() {
     assert_eq!(tv.cat("/short").unwrap(), want);
 }
 
+/// Cuts the backing file of `path` to `len` bytes, as a crash would.
+fn cut_backing(tv: &TV, path: &str, len: u64) {
+    let backing = tv.backing(path);
+    let file = fs::OpenOptions::new().write(true).open(&backing).unwrap();
+    assert!(len < file.metadata().unwrap().len());
+    file.set_len(len).unwrap();
+}
+
 /// A SIGKILL cuts a growing pwrite at a page boundary: the file ends inside
 /// its last chunk, on a 4 KiB boundary.
 #[test]
@@ -833,15 +841,8 @@ fn torn_tail_is_repaired_keeping_every_readable_byte() {
     let tv = TV::new();
     let data = pattern(3 * CS + 4000, 21);
     tv.write("/log", &data);
-    let backing = tv.backing("/log");
     let cut = (chunk_at(3) as u64 / 4096 + 1) * 4096;
-    assert!(cut < fs::metadata(&backing).unwrap().len());
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&backing)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    cut_backing(&tv, "/log", cut);
     let r = tv.fsck();
     let p = only_problem(&r, ProblemKind::TornTail);
     assert_eq!((p.path.as_str(), p.chunks.clone()), ("/log", Some(3..4)));
@@ -854,28 +855,16 @@ fn torn_tail_is_repaired_keeping_every_readable_byte() {
     assert_eq!(tv.cat("/log").unwrap(), data[..3 * CS]);
 
     // Cut inside the only chunk: the file becomes empty.
-    let one = pattern(4000, 22);
+    let one = pattern(4090, 22);
     tv.write("/one", &one);
-    let backing = tv.backing("/one");
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&backing)
-        .unwrap()
-        .set_len(4096)
-        .unwrap();
+    cut_backing(&tv, "/one", 4096);
     only_problem(&tv.fsck(), ProblemKind::TornTail);
     assert!(tv.fsck_with(true).is_clean());
     assert_eq!(tv.cat("/one").unwrap(), b"");
 
     // The same damage off a page boundary is not a crash's: not repaired.
     tv.write("/tampered", &data);
-    let backing = tv.backing("/tampered");
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&backing)
-        .unwrap()
-        .set_len(cut + 1)
-        .unwrap();
+    cut_backing(&tv, "/tampered", cut + 1);
     let r = tv.fsck_with(true);
     only_problem(&r, ProblemKind::ChunkUnauthentic);
     assert!(r.repairs.is_empty());
