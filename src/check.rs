@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::content::{CHUNK_OVERHEAD, ChunkError, ContentCipher, FileHeader, HEADER_LEN, Opened};
 use crate::names::{DirIv, EntryKind, NameCipher, NameError, classify_entry};
 use crate::offline::Kind;
-use crate::store;
+use crate::store::{self, pread_full, pwrite_full};
 
 /// Directories nested deeper than this are reported, not descended into
 /// (the walk holds one descriptor per level).
@@ -432,32 +432,6 @@ struct Checker<'a> {
     seen_inodes: HashSet<(u64, u64)>,
     plain_buf: Vec<u8>,
     read_buf: Vec<u8>,
-}
-
-fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match rustix::io::pread(&fd, &mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(done)
-}
-
-fn pwrite_full(fd: impl AsFd, buf: &[u8], offset: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match rustix::io::pwrite(&fd, &buf[done..], offset + done as u64) {
-            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
-            Ok(n) => done += n,
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 fn name_problem(e: &NameError) -> ProblemKind {

@@ -11,8 +11,8 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 
+use crate::store::{pread_full, pwrite_full};
 use rustix::fs::fstat;
-use rustix::io::{pread, pwrite};
 
 use crate::content::{
     CHUNK_OVERHEAD, ChunkError, ContentCipher, FileHeader, HEADER_LEN, HeaderError, Opened,
@@ -82,32 +82,6 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-fn pread_full<Fd: AsFd>(fd: Fd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match pread(&fd, &mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(done)
-}
-
-fn pwrite_full<Fd: AsFd>(fd: Fd, buf: &[u8], offset: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match pwrite(&fd, &buf[done..], offset + done as u64) {
-            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Opens a chunk, also accepting a middle chunk that still carries the
@@ -681,6 +655,7 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::io::{pread, pwrite};
     use crate::content::ChunkLayout;
     use crate::keys::SecretKey;
     use proptest::prelude::*;
