@@ -655,10 +655,10 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::io::{pread, pwrite};
     use crate::content::ChunkLayout;
     use crate::keys::SecretKey;
     use proptest::prelude::*;
+    use rustix::io::{pread, pwrite};
     use std::fs::File;
 
     fn cipher() -> ContentCipher {
