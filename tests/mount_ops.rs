@@ -797,3 +797,41 @@ fn owner_without_allow_other_gets_ext4_permission_results() {
     assert_eq!(seen[1], seen[0], "veilfs (right) differs from ext4 (left)");
     drop(guard);
 }
+
+/// A directory of 100,000 entries (a chat app's media folder over years):
+/// every name listed exactly once, short and long (hashed) names alike,
+/// and all of it removable. `VEILFS_BIG_DIR` sets the count.
+#[test]
+fn directory_of_100k_entries_lists_every_name_once() {
+    let count: usize = std::env::var("VEILFS_BIG_DIR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let m = TestMount::new();
+    let dir = m.path("big");
+    fs::create_dir(&dir).unwrap();
+    let name = |i: usize| {
+        // Every tenth name is too long to encrypt into one backing name.
+        let long = if i % 10 == 0 {
+            "-".repeat(200)
+        } else {
+            String::new()
+        };
+        format!("IMG-{i:06}{long}.jpg")
+    };
+    for i in 0..count {
+        File::create(dir.join(name(i))).unwrap();
+    }
+    let listed: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(listed.len(), count, "each entry listed once");
+    let unique: std::collections::HashSet<&String> = listed.iter().collect();
+    assert_eq!(unique.len(), count, "no name listed twice");
+    for i in (0..count).step_by(997) {
+        assert!(unique.contains(&name(i)), "{} missing", name(i));
+    }
+    fs::remove_dir_all(&dir).unwrap();
+    assert!(!dir.exists());
+}
