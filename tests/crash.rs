@@ -24,39 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{BIN, TestMount, have, is_mounted, run_ok, wait_until};
+use common::{BIN, Rng, TestMount, env_num, have, is_mounted, run_ok, wait_until};
 use sha2::{Digest, Sha256};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// Random bytes, `min` to `max` of them.
-    fn blob(&mut self, min: u64, max: u64) -> Vec<u8> {
-        let len = (min + self.below(max - min + 1)) as usize;
-        let mut v = Vec::with_capacity(len + 8);
-        while v.len() < len {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(len);
-        v
-    }
-}
 
 fn sha(b: &[u8]) -> String {
     hex::encode(&Sha256::digest(b)[..8])

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestMount, have, wait_until};
+use common::{Rng, TestMount, env_num, have, wait_until};
 use sha2::{Digest, Sha256};
 
 const WORKERS: u32 = 8;
@@ -51,27 +51,6 @@ const MAGIC: &[u8; 4] = b"VLR1";
 const REC_HEAD: usize = 4 + 4 + 8 + 4;
 const REC_TAIL: usize = 8;
 const RSS_LIMIT_KIB: u64 = 200 * 1024;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn payload(writer: u32, seq: u64, len: usize) -> Vec<u8> {
     let mut r = Rng((writer as u64) << 40 ^ seq ^ 0x5555_5555_5555_5555);

@@ -203,26 +203,7 @@ impl TestMount {
 
 impl Drop for TestMount {
     fn drop(&mut self) {
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status();
-            if is_mounted(&self.mnt) {
-                let _ = Command::new("fusermount3")
-                    .arg("-uz")
-                    .arg(&self.mnt)
-                    .status();
-            }
-        }
-        if let Some(mut c) = self.child.take() {
-            if !wait_until(Duration::from_secs(5), || {
-                matches!(c.try_wait(), Ok(Some(_)))
-            }) {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
+        unmount_and_reap(&self.mnt, self.child.take(), Duration::from_secs(5));
         if std::thread::panicking() {
             eprintln!("--- veilfs mount log ---\n{}", self.log_text());
         }
@@ -248,4 +229,57 @@ pub fn extract_key(out: &str) -> Option<String> {
                     .all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_hexdigit()))
         })
         .map(str::to_string)
+}
+
+/// Unmounts `mnt` (lazily when a plain unmount fails) and reaps its
+/// daemon, killing it when it has not exited after `wait`. For the Drop of
+/// every mount guard, so that no test leaves a mount behind.
+pub fn unmount_and_reap(mnt: &Path, child: Option<Child>, wait: Duration) {
+    if is_mounted(mnt) {
+        let _ = Command::new("fusermount3").arg("-u").arg(mnt).status();
+        if is_mounted(mnt) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(mnt).status();
+        }
+    }
+    if let Some(mut c) = child {
+        if !wait_until(wait, || matches!(c.try_wait(), Ok(Some(_)))) {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+}
+
+/// A numeric setting from the environment (test durations, sizes).
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64: reproducible test data from a seed, no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Random bytes, `min` to `max` of them.
+    pub fn blob(&mut self, min: u64, max: u64) -> Vec<u8> {
+        let len = (min + self.below(max - min + 1)) as usize;
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
 }

@@ -119,26 +119,7 @@ impl DeviceMount {
 
 impl Drop for DeviceMount {
     fn drop(&mut self) {
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status();
-            if is_mounted(&self.mnt) {
-                let _ = Command::new("fusermount3")
-                    .arg("-uz")
-                    .arg(&self.mnt)
-                    .status();
-            }
-        }
-        if let Some(mut c) = self.child.take() {
-            if !wait_until(Duration::from_secs(10), || {
-                matches!(c.try_wait(), Ok(Some(_)))
-            }) {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
+        crate::common::unmount_and_reap(&self.mnt, self.child.take(), Duration::from_secs(10));
         if std::thread::panicking() {
             eprintln!(
                 "--- device {} mount log ---\n{}",
