@@ -10,5 +10,6 @@ pub mod fs;
 pub mod keys;
 pub mod names;
 pub mod offline;
+pub mod reclaim;
 pub mod store;
 pub mod vault;

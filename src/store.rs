@@ -45,6 +45,17 @@ pub fn open_dir_read<Fd: AsFd>(dir: Fd) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// Opens any entry without following it or needing read access: a handle
+/// on the inode itself (see crate::reclaim).
+pub fn open_pinned<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<OwnedFd, Errno> {
+    openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 pub fn lstat_at<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<Stat, Errno> {
     statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }

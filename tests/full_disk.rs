@@ -155,6 +155,49 @@ fn enospc_without_writeback_cache_fails_the_write_itself() {
     enospc_scenario(&["--no-writeback-cache"]);
 }
 
+/// A fresh vault moved onto `tmpfs` and mounted from there.
+fn mount_on(tmpfs: &Tmpfs, mount_args: &[&str]) -> TestMount {
+    let mut m = TestMount::with_args(mount_args);
+    m.unmount();
+    let cipher = tmpfs.path.join("cipher");
+    run_ok(Command::new("cp").arg("-a").arg(&m.cipher).arg(&cipher));
+    m.cipher = cipher;
+    m.mount();
+    m
+}
+
+/// The daemon frees a deleted file's blocks on a background thread
+/// (crate::reclaim); `df` must still show the space free as soon as the
+/// delete returns, as on ext4.
+#[test]
+fn deleted_space_shows_as_free_at_once() {
+    if !have("fusermount3") {
+        return;
+    }
+    let Some(tmpfs) = Tmpfs::mount("64m") else {
+        return;
+    };
+    let m = mount_on(&tmpfs, &[]);
+    let free_bytes = || {
+        let st = rustix::fs::statvfs(&m.mnt).unwrap();
+        st.f_bfree * st.f_frsize
+    };
+    for round in 0..20 {
+        let path = m.path(&format!("big{round}.bin"));
+        let mut f = fs::File::create(&path).unwrap();
+        f.write_all(&pattern(24 << 20, round)).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        let before = free_bytes();
+        fs::remove_file(&path).unwrap();
+        let freed = free_bytes().saturating_sub(before);
+        assert!(
+            freed >= 24 << 20,
+            "round {round}: deleting a 24 MiB file freed only {freed} bytes by the time unlink returned"
+        );
+    }
+}
+
 fn enospc_scenario(mount_args: &[&str]) {
     if !have("fusermount3") {
         return;
@@ -163,13 +206,7 @@ fn enospc_scenario(mount_args: &[&str]) {
         return;
     };
     let writeback = !mount_args.contains(&"--no-writeback-cache");
-    let mut m = TestMount::with_args(mount_args);
-    // Move the fresh vault onto the tmpfs and mount it from there.
-    m.unmount();
-    let cipher = tmpfs.path.join("cipher");
-    run_ok(Command::new("cp").arg("-a").arg(&m.cipher).arg(&cipher));
-    m.cipher = cipher;
-    m.mount();
+    let mut m = mount_on(&tmpfs, mount_args);
 
     // Files written and closed before the disk fills.
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();

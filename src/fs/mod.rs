@@ -29,6 +29,8 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use lru::LruCache;
+
+use crate::reclaim::Reclaimer;
 use rustix::fs::{Access, AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, openat};
 use rustix::io::Errno as SysErrno;
 
@@ -316,6 +318,8 @@ pub struct VeilFs {
     flushers: Helpers,
     /// Where streaming reads are decrypted (see `do_read`).
     readers: Helpers,
+    /// Where deleted files' blocks are freed (see `do_unlink`).
+    reclaimer: Reclaimer,
 }
 
 type Res<T> = Result<T, Errno>;
@@ -391,6 +395,7 @@ impl VeilFs {
             conflicts: Default::default(),
             flushers: Helpers::new("fsync", 2),
             readers: Helpers::new("read", 2),
+            reclaimer: Reclaimer::new(),
             opts,
         })
     }
@@ -952,6 +957,22 @@ impl VeilFs {
     }
 
     fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Res<u32> {
+        self.retry_when_space_frees(|| self.write_once(fh, offset, data))
+    }
+
+    /// Runs `op` again once deleted files' space is free, if it failed
+    /// for want of space while some was still being reclaimed.
+    fn retry_when_space_frees<T>(&self, op: impl Fn() -> Res<T>) -> Res<T> {
+        match op() {
+            Err(Errno::ENOSPC) if self.reclaimer.is_busy() => {
+                self.reclaimer.drain();
+                op()
+            }
+            res => res,
+        }
+    }
+
+    fn write_once(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Res<u32> {
         let handle = self.handle(fh)?;
         let mut state = handle.node.data.write().unwrap();
         let mut file = CryptFile::new(&*handle.fd, &self.content, state.header);
@@ -1090,14 +1111,21 @@ impl VeilFs {
         let parent = self.node(parent)?;
         let (pfd, _, b) = self.child(&parent, name)?;
         let entry = cstr(b.entry());
+        // Pinning the inode moves the freeing of its blocks from unlinkat
+        // to the reclaimer's close (crate::reclaim).
+        let pinned = store::open_pinned(&*pfd, &entry).ok();
+        let st = match &pinned {
+            Some(fd) => store::stat_fd(fd),
+            None => store::lstat_at(&*pfd, &entry),
+        };
         // A hard-linked inode keeps its other names usable.
-        let linked = store::lstat_at(&*pfd, &entry)
-            .ok()
-            .filter(|st| st.st_nlink > 1);
+        let linked = st.ok().filter(|st| st.st_nlink > 1);
         rustix::fs::unlinkat(&*pfd, &entry, AtFlags::empty()).map_err(errno)?;
         if let Some(st) = linked {
             self.nodes
                 .unlinked(self.fuse_ino(st.st_ino), parent.ino, b.entry());
+        } else if let Some(fd) = pinned {
+            self.reclaimer.release(fd);
         }
         // The long-name record stays (docs/FORMAT.md §5.3): see
         // check::ProblemKind::is_damage.
@@ -1544,7 +1572,10 @@ impl Filesystem for VeilFs {
         if self.opts.read_only {
             return reply.error(Errno::EROFS);
         }
-        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
+        let res = self.retry_when_space_frees(|| {
+            self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)
+        });
+        match res {
             Ok(attr) => reply.attr(&self.opts.ttl, &attr),
             Err(e) => reply.error(e),
         }
@@ -1948,6 +1979,8 @@ impl Filesystem for VeilFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Space of files deleted a moment ago counts as free (crate::reclaim).
+        self.reclaimer.drain();
         match rustix::fs::fstatvfs(&*self.root_fd) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -2021,7 +2054,7 @@ impl Filesystem for VeilFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.do_create(req, parent, name, mode, flags) {
+        match self.retry_when_space_frees(|| self.do_create(req, parent, name, mode, flags)) {
             Ok((attr, fh)) => reply.created(
                 &self.opts.ttl,
                 &attr,
@@ -2046,7 +2079,7 @@ impl Filesystem for VeilFs {
         if self.opts.read_only {
             return reply.error(Errno::EROFS);
         }
-        match self.do_fallocate(fh, offset, length, mode) {
+        match self.retry_when_space_frees(|| self.do_fallocate(fh, offset, length, mode)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
