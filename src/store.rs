@@ -56,6 +56,14 @@ pub fn open_pinned<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// The process's current limit on open descriptors (RLIMIT_NOFILE), which
+/// every descriptor cache must stay well under.
+pub fn open_files_limit() -> usize {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 pub fn lstat_at<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<Stat, Errno> {
     statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }
