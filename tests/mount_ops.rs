@@ -192,6 +192,33 @@ fn directories_and_rmdir() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
 }
 
+/// With a low descriptor limit the directory-descriptor cache must shrink
+/// to fit (it holds 4096 by default), or mkdir and open fail with EMFILE.
+#[test]
+fn low_descriptor_limit_never_surfaces_as_emfile() {
+    let mut m = TestMount::new();
+    m.unmount();
+    m.nofile = Some(128);
+    m.mount();
+    for round in 0..2 {
+        for d in 0..300 {
+            let dir = m.path(&format!("d{d}"));
+            if round == 0 {
+                fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir d{d}: {e}"));
+                fs::write(dir.join("f"), format!("file {d}"))
+                    .unwrap_or_else(|e| panic!("create d{d}/f: {e}"));
+            } else {
+                let got = fs::read_to_string(dir.join("f"))
+                    .unwrap_or_else(|e| panic!("read d{d}/f: {e}"));
+                assert_eq!(got, format!("file {d}"));
+                fs::remove_file(dir.join("f")).unwrap();
+                fs::remove_dir(&dir).unwrap();
+            }
+        }
+    }
+    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 0);
+}
+
 #[test]
 fn readdir_lists_many_entries() {
     let m = TestMount::new();

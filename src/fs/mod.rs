@@ -380,7 +380,10 @@ impl VeilFs {
         let st = store::stat_fd(&root_fd)?;
         let root_node = Arc::new(Node::new(INodeNo::ROOT.0, true, None));
         let _ = root_node.dir_iv.set(names.root_iv());
-        let cap = std::num::NonZeroUsize::new(opts.dir_fd_cache.max(16)).unwrap();
+        // A quarter of the descriptor limit at most: the rest is for open
+        // files, so a low limit never turns into EMFILE for mkdir or open.
+        let cap = opts.dir_fd_cache.min(store::open_files_limit() / 4);
+        let cap = std::num::NonZeroUsize::new(cap.max(16)).unwrap();
         Ok(VeilFs {
             content,
             names,

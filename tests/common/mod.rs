@@ -76,6 +76,8 @@ pub struct TestMount {
     pub child: Option<Child>,
     pub log: PathBuf,
     pub extra_args: Vec<String>,
+    /// RLIMIT_NOFILE (soft and hard) for the daemon, if set.
+    pub nofile: Option<u64>,
 }
 
 impl TestMount {
@@ -104,6 +106,7 @@ impl TestMount {
             keyfile,
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            nofile: None,
         };
         m.mount();
         m
@@ -117,7 +120,25 @@ impl TestMount {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory
+            // of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(["mount", "--foreground", "--key-file"])
             .arg(&self.keyfile)
             .args(&self.extra_args)
