@@ -42,6 +42,13 @@ pub struct MountArgs {
     /// at once rather than after it is closed.
     #[arg(long)]
     pub no_writeback_cache: bool,
+    /// Microseconds the serving thread stays awake after answering a
+    /// request, watching for the next one, instead of going to sleep at
+    /// once. Saves a wake-up per request for programs that send them one
+    /// after another (ls -l, rm -rf, tar, SQLite), for at most this much
+    /// CPU time per request. 0 turns it off; only with --threads 1.
+    #[arg(long, default_value_t = 50, value_name = "MICROSECONDS")]
+    pub linger_us: u64,
     /// Internal: this process is the background daemon; the key arrives on
     /// fd 3 and readiness is reported on fd 4.
     #[arg(long, hide = true)]
@@ -69,6 +76,7 @@ impl MountArgs {
                 ttl: std::time::Duration::from_secs_f64(self.attr_timeout.clamp(0.0, 3600.0)),
                 writeback_cache: !self.no_writeback_cache,
                 kernel_checks_permissions: self.allow_other,
+                linger: std::time::Duration::from_micros(self.linger_us.min(10_000)),
                 ..FsOptions::default()
             },
         }
@@ -79,6 +87,7 @@ impl MountArgs {
         let mut a: Vec<OsString> = vec!["mount".into(), "--daemon-child".into()];
         a.push(format!("--threads={}", self.threads).into());
         a.push(format!("--attr-timeout={}", self.attr_timeout).into());
+        a.push(format!("--linger-us={}", self.linger_us).into());
         if self.ro {
             a.push("--ro".into());
         }

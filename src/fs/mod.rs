@@ -19,7 +19,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -54,6 +54,9 @@ pub struct FsOptions {
     /// needed with --allow-other). Without it the daemon's own user is the
     /// only caller and the backing file system checks for it.
     pub kernel_checks_permissions: bool,
+    /// How long the serving thread watches /dev/fuse after a reply before
+    /// it sleeps in read() (see `VeilFs::linger`); zero turns it off.
+    pub linger: Duration,
 }
 
 impl Default for FsOptions {
@@ -64,6 +67,7 @@ impl Default for FsOptions {
             dir_fd_cache: 4096,
             writeback_cache: true,
             kernel_checks_permissions: false,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -320,6 +324,9 @@ pub struct VeilFs {
     readers: Helpers,
     /// Where deleted files' blocks are freed (see `do_unlink`).
     reclaimer: Reclaimer,
+    /// The session's /dev/fuse descriptor, set once the session exists and
+    /// only when one thread serves it (see `linger`).
+    fuse_device: Arc<OnceLock<OwnedFd>>,
 }
 
 type Res<T> = Result<T, Errno>;
@@ -399,8 +406,52 @@ impl VeilFs {
             flushers: Helpers::new("fsync", 2),
             readers: Helpers::new("read", 2),
             reclaimer: Reclaimer::new(),
+            fuse_device: Arc::new(OnceLock::new()),
             opts,
         })
+    }
+
+    /// Where the mount puts the session's /dev/fuse descriptor once the
+    /// session is created (the session owns this `VeilFs` by then).
+    pub fn fuse_device_slot(&self) -> Arc<OnceLock<OwnedFd>> {
+        self.fuse_device.clone()
+    }
+
+    /// Keeps the serving thread awake for up to `opts.linger` after a
+    /// reply, polling /dev/fuse, so that the next request of a program that
+    /// sends them one after another is read at once instead of after a
+    /// sleep and a wake-up. Measured on the project's 2-vCPU VM, where a
+    /// wake-up is expensive: a getxattr round trip 17.5 µs -> 13 µs, a
+    /// cold `ls -lR` of 20,000 files 1.30 s -> 1.03 s (PERFORMANCE.md).
+    /// Not after reads and writes of streams: their helper threads need
+    /// the CPU, and the kernel keeps several of those in flight anyway.
+    fn linger(&self) {
+        let Some(dev) = self.fuse_device.get() else {
+            return;
+        };
+        if self.opts.linger.is_zero() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            let mut fds = [rustix::event::PollFd::new(
+                dev,
+                rustix::event::PollFlags::IN,
+            )];
+            // Ready means a request (or an error: the mount is gone), and
+            // either way fuser's read() will not sleep.
+            if !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(0)) {
+                return;
+            }
+            if start.elapsed() >= self.opts.linger {
+                return;
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Backing inode number → FUSE inode number. The root must be 1, so
@@ -1121,14 +1172,19 @@ impl VeilFs {
             Some(fd) => store::stat_fd(fd),
             None => store::lstat_at(&*pfd, &entry),
         };
-        // A hard-linked inode keeps its other names usable.
-        let linked = st.ok().filter(|st| st.st_nlink > 1);
+        let st = st.ok();
         rustix::fs::unlinkat(&*pfd, &entry, AtFlags::empty()).map_err(errno)?;
-        if let Some(st) = linked {
-            self.nodes
-                .unlinked(self.fuse_ino(st.st_ino), parent.ino, b.entry());
-        } else if let Some(fd) = pinned {
-            self.reclaimer.release(fd);
+        match (st, pinned) {
+            // A hard-linked inode keeps its other names usable.
+            (Some(st), _) if st.st_nlink > 1 => {
+                self.nodes
+                    .unlinked(self.fuse_ino(st.st_ino), parent.ino, b.entry());
+            }
+            (st, Some(fd)) => {
+                let allocated = st.map_or(u64::MAX, |st| st.st_blocks as u64 * 512);
+                self.reclaimer.release(fd, allocated);
+            }
+            (_, None) => {}
         }
         // The long-name record stays (docs/FORMAT.md §5.3): see
         // check::ProblemKind::is_damage.
@@ -1532,6 +1588,7 @@ impl Filesystem for VeilFs {
             ),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -1552,6 +1609,7 @@ impl Filesystem for VeilFs {
             Ok(attr) => reply.attr(&self.opts.ttl, &attr),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn setattr(
@@ -1582,6 +1640,7 @@ impl Filesystem for VeilFs {
             Ok(attr) => reply.attr(&self.opts.ttl, &attr),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -1589,6 +1648,7 @@ impl Filesystem for VeilFs {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn mknod(
@@ -1605,6 +1665,7 @@ impl Filesystem for VeilFs {
             Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn mkdir(
@@ -1620,6 +1681,7 @@ impl Filesystem for VeilFs {
             Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -1630,6 +1692,7 @@ impl Filesystem for VeilFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -1640,6 +1703,7 @@ impl Filesystem for VeilFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn symlink(
@@ -1654,6 +1718,7 @@ impl Filesystem for VeilFs {
             Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn rename(
@@ -1670,6 +1735,7 @@ impl Filesystem for VeilFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn link(
@@ -1684,6 +1750,7 @@ impl Filesystem for VeilFs {
             Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -1691,6 +1758,7 @@ impl Filesystem for VeilFs {
             Ok((fh, fl)) => reply.opened(FileHandle(fh), fl),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn read(
@@ -1704,7 +1772,10 @@ impl Filesystem for VeilFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.do_read(fh, offset, size, reply)
+        self.do_read(fh, offset, size, reply);
+        if (size as usize) < STREAMING_WRITE {
+            self.linger();
+        }
     }
 
     fn write(
@@ -1742,6 +1813,7 @@ impl Filesystem for VeilFs {
     ) {
         // Writes go straight to the backing file; nothing is buffered here.
         reply.ok();
+        self.linger();
     }
 
     fn release(
@@ -1756,6 +1828,7 @@ impl Filesystem for VeilFs {
     ) {
         self.do_release(fh);
         reply.ok();
+        self.linger();
     }
 
     fn fsync(
@@ -1808,6 +1881,7 @@ impl Filesystem for VeilFs {
             }
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn readdir(
@@ -1844,7 +1918,8 @@ impl Filesystem for VeilFs {
                 break;
             }
         }
-        reply.ok()
+        reply.ok();
+        self.linger();
     }
 
     fn readdirplus(
@@ -1943,7 +2018,8 @@ impl Filesystem for VeilFs {
                 break;
             }
         }
-        reply.ok()
+        reply.ok();
+        self.linger();
     }
 
     fn releasedir(
@@ -1956,6 +2032,7 @@ impl Filesystem for VeilFs {
     ) {
         self.dir_handles.lock().unwrap().remove(&fh.0);
         reply.ok();
+        self.linger();
     }
 
     fn fsyncdir(
@@ -1997,6 +2074,7 @@ impl Filesystem for VeilFs {
             ),
             Err(e) => reply.error(errno(e)),
         }
+        self.linger();
     }
 
     fn setxattr(
@@ -2013,6 +2091,7 @@ impl Filesystem for VeilFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -2022,6 +2101,7 @@ impl Filesystem for VeilFs {
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -2031,6 +2111,7 @@ impl Filesystem for VeilFs {
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -2038,6 +2119,7 @@ impl Filesystem for VeilFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -2045,6 +2127,7 @@ impl Filesystem for VeilFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn create(
@@ -2067,6 +2150,7 @@ impl Filesystem for VeilFs {
             ),
             Err(e) => reply.error(e),
         }
+        self.linger();
     }
 
     fn fallocate(

@@ -2,7 +2,7 @@
 //! SIGINT/SIGTERM.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use fuser::{Config, MountOption, Session, SessionACL};
@@ -91,19 +91,21 @@ pub fn serve(
             names.clone(),
             cfg.fs.clone(),
         )?;
+        let slot = fs.fuse_device_slot();
         // AutoUnmount (fusermount3 watches us and unmounts if we die) needs
         // allow_root or allow_other, which unprivileged users may not be
         // granted; fall back to a plain mount then.
         match Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, true)) {
-            Ok(s) => Ok(s),
+            Ok(s) => Ok((s, slot)),
             Err(e) => {
                 log::warn!("mount with auto_unmount failed ({e}); retrying without it");
                 let fs = VeilFs::new(&cfg.cipherdir, content, names, cfg.fs.clone())?;
-                Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false))
+                let slot = fs.fuse_device_slot();
+                Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false)).map(|s| (s, slot))
             }
         }
     })();
-    let session = match result {
+    let (session, device_slot) = match result {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = ready.as_mut() {
@@ -125,6 +127,16 @@ pub fn serve(
             unmount(&mountpoint);
         }
     });
+    // With more threads each reads its own cloned descriptor, and a
+    // request seen on this one may be another thread's to serve.
+    if cfg.threads == 1 {
+        match session.as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                let _ = device_slot.set(fd);
+            }
+            Err(e) => log::debug!("no linger: cannot duplicate /dev/fuse: {e}"),
+        }
+    }
     raise_read_ahead(&cfg.mountpoint);
     if let Some(mut r) = ready.take() {
         let _ = r.write_all(b"ok\n");
