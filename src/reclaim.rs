@@ -157,15 +157,21 @@ mod tests {
         rustix::io::read(read_end, &mut b).unwrap() == 0
     }
 
+    /// Releases the write ends of `n` pipes; returns their read ends.
+    fn release_pipes(r: &Reclaimer, n: usize) -> Vec<OwnedFd> {
+        (0..n)
+            .map(|_| {
+                let (rd, wr) = pipe();
+                r.release(wr, 0);
+                rd
+            })
+            .collect()
+    }
+
     #[test]
     fn drain_waits_until_every_released_descriptor_is_closed() {
         let r = Reclaimer::new();
-        let mut readers = Vec::new();
-        for _ in 0..100 {
-            let (rd, wr) = pipe();
-            readers.push(rd);
-            r.release(wr, 0);
-        }
+        let readers = release_pipes(&r, 100);
         r.drain();
         assert!(!r.is_busy());
         assert!(readers.iter().all(write_end_closed));
@@ -174,12 +180,7 @@ mod tests {
     #[test]
     fn dropping_the_reclaimer_closes_what_is_queued() {
         let r = Reclaimer::new();
-        let mut readers = Vec::new();
-        for _ in 0..50 {
-            let (rd, wr) = pipe();
-            readers.push(rd);
-            r.release(wr, 0);
-        }
+        let readers = release_pipes(&r, 50);
         drop(r);
         assert!(readers.iter().all(write_end_closed));
     }

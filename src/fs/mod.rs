@@ -29,14 +29,13 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use lru::LruCache;
-
-use crate::reclaim::Reclaimer;
 use rustix::fs::{Access, AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, openat};
 use rustix::io::Errno as SysErrno;
 
 use crate::content::ContentCipher;
 use crate::cryptfile::{CryptFile, CryptFileError};
 use crate::names::{BackingName, DirIv, NameCipher};
+use crate::reclaim::Reclaimer;
 use crate::store::{self, cstr};
 use node::{Location, Node, NodeTable};
 
@@ -421,8 +420,9 @@ impl VeilFs {
     /// reply, polling /dev/fuse, so that the next request of a program that
     /// sends them one after another is read at once instead of after a
     /// sleep and a wake-up. Measured on the project's 2-vCPU VM, where a
-    /// wake-up is expensive: a getxattr round trip 17.5 µs -> 13 µs, a
-    /// cold `ls -lR` of 20,000 files 1.30 s -> 1.03 s (PERFORMANCE.md).
+    /// wake-up is expensive: a getxattr round trip 16.7 µs -> 10-11 µs, a
+    /// cold `ls -lR` of 20,000 files 1.15-1.40 s -> 1.06-1.24 s
+    /// (PERFORMANCE.md).
     /// Not after reads and writes of streams: their helper threads need
     /// the CPU, and the kernel keeps several of those in flight anyway.
     fn linger(&self) {
@@ -437,11 +437,11 @@ impl VeilFs {
             tv_sec: 0,
             tv_nsec: 0,
         };
+        let mut fds = [rustix::event::PollFd::new(
+            dev,
+            rustix::event::PollFlags::IN,
+        )];
         loop {
-            let mut fds = [rustix::event::PollFd::new(
-                dev,
-                rustix::event::PollFlags::IN,
-            )];
             // Ready means a request (or an error: the mount is gone), and
             // either way fuser's read() will not sleep.
             if !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(0)) {
