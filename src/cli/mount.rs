@@ -46,7 +46,8 @@ pub struct MountArgs {
     /// request, watching for the next one, instead of going to sleep at
     /// once. Saves a wake-up per request for programs that send them one
     /// after another (ls -l, rm -rf, tar, SQLite), for at most this much
-    /// CPU time per request. 0 turns it off; only with --threads 1.
+    /// CPU time per request. 0 turns it off; only with --threads 1 and
+    /// more than one CPU.
     #[arg(long, default_value_t = 50, value_name = "MICROSECONDS")]
     pub linger_us: u64,
     /// Internal: this process is the background daemon; the key arrives on

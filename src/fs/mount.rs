@@ -128,8 +128,11 @@ pub fn serve(
         }
     });
     // With more threads each reads its own cloned descriptor, and a
-    // request seen on this one may be another thread's to serve.
-    if cfg.threads == 1 {
+    // request seen on this one may be another thread's to serve. With one
+    // CPU, spinning would only keep the program that sends the next
+    // request from running.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cfg.threads == 1 && cpus > 1 {
         match session.as_fd().try_clone_to_owned() {
             Ok(fd) => {
                 let _ = device_slot.set(fd);
