@@ -179,7 +179,16 @@ fn log_content_error(node: &Node, what: &str, e: &CryptFileError) {
 }
 
 /// Reads `size` bytes at `offset` through `handle` and replies.
-fn serve_read(handle: &Handle, content: &ContentCipher, offset: u64, size: u32, reply: ReplyData) {
+/// Takes the handle by value so that it is dropped before the reply: once
+/// the program has its data it may close and unlink the file, and a handle
+/// still held here would keep the file's blocks from being freed.
+fn serve_read(
+    handle: Arc<Handle>,
+    content: &ContentCipher,
+    offset: u64,
+    size: u32,
+    reply: ReplyData,
+) {
     READ_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.resize(size as usize, 0);
@@ -200,12 +209,13 @@ fn serve_read(handle: &Handle, content: &ContentCipher, offset: u64, size: u32, 
                 data.header = loaded;
             }
         }
+        if let Err(e) = &res {
+            log_content_error(&handle.node, &format!("read at offset {offset}"), e);
+        }
+        drop(handle);
         match res {
             Ok(n) => reply.data(&buf[..n]),
-            Err(e) => {
-                log_content_error(&handle.node, &format!("read at offset {offset}"), &e);
-                reply.error(Errno::from_i32(e.errno()))
-            }
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
         }
     })
 }
@@ -1003,10 +1013,10 @@ impl VeilFs {
             // and small requests are not queued behind them.
             let content = self.content.clone();
             self.readers.run(Box::new(move || {
-                serve_read(&handle, &content, offset, size, reply)
+                serve_read(handle, &content, offset, size, reply)
             }));
         } else {
-            serve_read(&handle, &self.content, offset, size, reply)
+            serve_read(handle, &self.content, offset, size, reply)
         }
     }
 
@@ -1849,6 +1859,9 @@ impl Filesystem for VeilFs {
             } else {
                 rustix::fs::fsync(&*fd)
             };
+            // Not held past the reply: the program may close and unlink
+            // the file next, and this descriptor would keep its blocks.
+            drop(fd);
             match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
