@@ -25,19 +25,16 @@ use rustix::fs::{AtFlags, Dir, Mode, OFlags, SeekFrom, openat};
 use rustix::io::Errno;
 use serde::Serialize;
 
-use crate::content::{CHUNK_OVERHEAD, ChunkError, ContentCipher, FileHeader, HEADER_LEN, Opened};
+use crate::content::{CHUNK_OVERHEAD, ContentCipher, FileHeader, HEADER_LEN};
 use crate::names::{DirIv, EntryKind, NameCipher, NameError, classify_entry};
 use crate::offline::Kind;
-use crate::store::{self, pread_full, pwrite_full};
+use crate::store::{self, pread_full};
 
 /// Directories nested deeper than this are reported, not descended into
 /// (the walk holds one descriptor per level).
 pub const MAX_DEPTH: usize = 800;
 /// Backing bytes read per step when checking a file.
 const READ_STEP: usize = 1 << 20;
-/// A failing chunk is tried at every other index (to tell "swapped" from
-/// "damaged") only in files with at most this many chunks.
-const MISPLACED_SEARCH_LIMIT: u64 = 64;
 
 /// What is wrong. Every kind but the ones marked "repairable" is left
 /// alone by `--repair`.
@@ -401,26 +398,7 @@ struct RepairTarget<'d> {
     ino: u64,
 }
 
-/// What a failing chunk turned out to be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ChunkDiag {
-    Unauthentic,
-    /// Authenticates as chunk `j` (with flag `last`).
-    Misplaced(u64),
-    Truncated,
-    /// Middle chunk sealed as last; `plain` is its plaintext (padded to a
-    /// full chunk when the stale chunk was a short one).
-    StaleLast,
-    /// Remnant shorter than a chunk's overhead.
-    BadLength(usize),
-    /// Last chunk cut at a page boundary by an interrupted write.
-    TornTail,
-}
-
-/// Where a write cut short by a crash leaves the end of a file: the kernel
-/// copies a write into the page cache page by page and grows the file as
-/// it goes, so a cut write ends on a page boundary.
-const TORN_WRITE_ALIGN: u64 = 4096;
+use crate::cryptfile::ChunkVerdict as ChunkDiag;
 
 struct Checker<'a> {
     content: &'a ContentCipher,
@@ -942,32 +920,19 @@ impl<'a> Checker<'a> {
                 }
                 let end = (begin + stored as usize).min(buf.len());
                 let index = i + k;
-                let last = index + 1 == n;
                 self.report.stats.chunks += 1;
-                match self.content.open_chunk(
+                match crate::cryptfile::diagnose_chunk(
+                    self.content,
                     &header,
                     index,
-                    last,
+                    n,
                     &buf[begin..end],
                     &mut self.plain_buf,
+                    true,
                 ) {
-                    Ok(Opened::Data(_)) => authentic += 1,
-                    Ok(Opened::Hole) => {}
-                    Err(ChunkError::BadLength(len)) => {
-                        let end = layout.chunk_cipher_start(index) + len as u64;
-                        diags.push((
-                            index,
-                            if last && end % TORN_WRITE_ALIGN == 0 {
-                                ChunkDiag::TornTail
-                            } else {
-                                ChunkDiag::BadLength(len)
-                            },
-                        ))
-                    }
-                    Err(ChunkError::Unauthentic) => {
-                        let d = self.diagnose(&header, index, n, &buf[begin..end]);
-                        diags.push((index, d));
-                    }
+                    ChunkDiag::Data(_) => authentic += 1,
+                    ChunkDiag::Hole => {}
+                    d => diags.push((index, d)),
                 }
             }
             self.progress.bytes_done += want as u64;
@@ -1005,59 +970,6 @@ impl<'a> Checker<'a> {
             ino: st.st_ino,
         };
         self.report_chunks(&target, &header, n, diags, loc);
-    }
-
-    /// Why chunk `index` of `n` fails.
-    fn diagnose(&mut self, header: &FileHeader, index: u64, n: u64, stored: &[u8]) -> ChunkDiag {
-        let layout = self.content.layout();
-        let last = index + 1 == n;
-        let full = stored.len() == layout.stored_chunk_len();
-        let out = &mut self.plain_buf;
-        if !last {
-            // An append that a crash interrupted before it re-sealed the
-            // old last chunk as a middle one.
-            if full
-                && matches!(
-                    self.content.open_chunk(header, index, true, stored, out),
-                    Ok(Opened::Data(_))
-                )
-            {
-                return ChunkDiag::StaleLast;
-            }
-            if full
-                && self
-                    .content
-                    .open_stale_short(header, index, stored, out)
-                    .is_some()
-            {
-                return ChunkDiag::StaleLast;
-            }
-        } else if full
-            && matches!(
-                self.content.open_chunk(header, index, false, stored, out),
-                Ok(Opened::Data(_))
-            )
-        {
-            return ChunkDiag::Truncated;
-        }
-        let candidates = if n <= MISPLACED_SEARCH_LIMIT {
-            0..n
-        } else {
-            // Big files: only neighbours, the likely swaps.
-            index.saturating_sub(2)..(index + 3).min(n)
-        };
-        for j in candidates.filter(|&j| j != index) {
-            for flag in [false, true] {
-                if let Ok(Opened::Data(_)) = self.content.open_chunk(header, j, flag, stored, out) {
-                    return ChunkDiag::Misplaced(j);
-                }
-            }
-        }
-        let end = layout.chunk_cipher_start(index) + stored.len() as u64;
-        if last && !full && end % TORN_WRITE_ALIGN == 0 {
-            return ChunkDiag::TornTail;
-        }
-        ChunkDiag::Unauthentic
     }
 
     fn report_chunks(
@@ -1106,7 +1018,7 @@ impl<'a> Checker<'a> {
             flush(self, &mut run);
             let chunks = Some(index..index + 1);
             match d {
-                ChunkDiag::Unauthentic => unreachable!(),
+                ChunkDiag::Unauthentic | ChunkDiag::Data(_) | ChunkDiag::Hole => unreachable!(),
                 ChunkDiag::Misplaced(j) => {
                     self.problem_chunks(
                         ProblemKind::ChunkMisplaced,
@@ -1148,7 +1060,9 @@ impl<'a> Checker<'a> {
                         ),
                     );
                     if self.repair {
-                        let outcome = self.drop_torn_tail(target, header, index);
+                        let outcome = self
+                            .reopen_for_repair(target)
+                            .and_then(|fd| crate::cryptfile::drop_torn_tail(&fd, self.content, header, index));
                         self.chunk_repaired(idx, outcome, || {
                             format!("dropped the cut chunk {index}; the file ends at byte {keep}")
                         });
@@ -1164,7 +1078,9 @@ impl<'a> Checker<'a> {
                         ),
                     );
                     if self.repair {
-                        let outcome = self.reseal_middle(target, header, index);
+                        let outcome = self
+                            .reopen_for_repair(target)
+                            .and_then(|fd| crate::cryptfile::reseal_stale(&fd, self.content, header, index));
                         self.chunk_repaired(idx, outcome, || {
                             format!("re-sealed chunk {index} as a middle chunk")
                         });
@@ -1173,54 +1089,6 @@ impl<'a> Checker<'a> {
             }
         }
         flush(self, &mut run);
-    }
-
-    /// Cuts the file before its torn last chunk `index`. The chunk before
-    /// it is re-sealed as the last first, so a crash during the repair
-    /// leaves a stale flag (repairable), never a truncated file.
-    fn drop_torn_tail(
-        &mut self,
-        target: &RepairTarget<'_>,
-        header: &FileHeader,
-        index: u64,
-    ) -> io::Result<()> {
-        let layout = self.content.layout();
-        let rw = self.reopen_for_repair(target)?;
-        let cut = layout.chunk_cipher_start(index);
-        let st = store::stat_fd(&rw)?;
-        if (st.st_size as u64) < cut || (st.st_size as u64) % TORN_WRITE_ALIGN != 0 {
-            return Err(io::Error::other("the file changed during the check"));
-        }
-        if index > 0 {
-            let prev = index - 1;
-            let stored_len = layout.stored_chunk_len();
-            let mut stored = vec![0u8; stored_len];
-            let off = layout.chunk_cipher_start(prev);
-            if pread_full(&rw, &mut stored, off)? != stored_len {
-                return Err(io::Error::other("the file changed during the check"));
-            }
-            let mut plain = vec![0u8; layout.chunk_size()];
-            match self
-                .content
-                .open_chunk(header, prev, false, &stored, &mut plain)
-            {
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(io::Error::other(format!(
-                        "chunk {prev} before it does not authenticate either"
-                    )));
-                }
-            }
-            self.content
-                .seal_chunk(header, prev, true, &plain, &mut stored);
-            pwrite_full(&rw, &stored, off)?;
-            rustix::fs::fsync(&rw)?;
-        }
-        // A file cut inside its first chunk keeps nothing: empty, not a
-        // bare header.
-        rustix::fs::ftruncate(&rw, if index == 0 { 0 } else { cut })?;
-        rustix::fs::fsync(&rw)?;
-        Ok(())
     }
 
     /// Reopens the checked entry for writing, again without following a
@@ -1240,53 +1108,6 @@ impl<'a> Checker<'a> {
         Ok(rw)
     }
 
-    /// Re-seals middle chunk `index`, which authenticates only as a last
-    /// chunk, as a full middle chunk with the same plaintext.
-    fn reseal_middle(
-        &mut self,
-        target: &RepairTarget<'_>,
-        header: &FileHeader,
-        index: u64,
-    ) -> io::Result<()> {
-        let layout = self.content.layout();
-        let stored_len = layout.stored_chunk_len();
-        let rw = self.reopen_for_repair(target)?;
-        let off = layout.chunk_cipher_start(index);
-        let mut stored = vec![0u8; stored_len];
-        if pread_full(&rw, &mut stored, off)? != stored_len {
-            return Err(io::Error::other("the file changed during the check"));
-        }
-        let mut plain = vec![0u8; layout.chunk_size()];
-        match self
-            .content
-            .open_chunk(header, index, true, &stored, &mut plain)
-        {
-            Ok(Opened::Data(_)) => {}
-            _ => {
-                self.content
-                    .open_stale_short(header, index, &stored, &mut plain)
-                    .ok_or_else(|| io::Error::other("the chunk changed during the check"))?;
-                // The bytes after the short chunk are zeros, as the
-                // interrupted append would have sealed them.
-            }
-        }
-        let mut sealed = vec![0u8; stored_len];
-        self.content
-            .seal_chunk(header, index, false, &plain, &mut sealed);
-        pwrite_full(&rw, &sealed, off)?;
-        rustix::fs::fsync(&rw)?;
-        let mut check = vec![0u8; stored_len];
-        pread_full(&rw, &mut check, off)?;
-        match self
-            .content
-            .open_chunk(header, index, false, &check, &mut plain)
-        {
-            Ok(_) => Ok(()),
-            Err(e) => Err(io::Error::other(format!(
-                "re-sealed chunk does not verify: {e}"
-            ))),
-        }
-    }
 }
 
 /// The raw names in a directory, without `.` and `..`.

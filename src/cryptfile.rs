@@ -11,7 +11,8 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 
-use crate::store::{pread_full, pwrite_full};
+use crate::journal::{Intent, Journal};
+use crate::store::{self, pread_full, pwrite_full};
 use rustix::fs::fstat;
 
 use crate::content::{
@@ -77,6 +78,7 @@ struct Scratch {
     tail: Vec<u8>,
     chunk: Vec<u8>,
     raw: Vec<u8>,
+    old_last: Vec<u8>,
     results: Vec<std::result::Result<Opened, ChunkError>>,
 }
 
@@ -208,25 +210,6 @@ fn open_span(
     }
 }
 
-/// Writes `a` then `b` contiguously at `offset`, in one pwritev when the
-/// kernel takes it all.
-fn pwrite2_full<Fd: AsFd>(fd: Fd, a: &[u8], b: &[u8], offset: u64) -> io::Result<()> {
-    let n = loop {
-        match rustix::io::pwritev(&fd, &[io::IoSlice::new(a), io::IoSlice::new(b)], offset) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if n < a.len() {
-        pwrite_full(&fd, &a[n..], offset + n as u64)?;
-        pwrite_full(&fd, b, offset + a.len() as u64)
-    } else {
-        let done = n - a.len();
-        pwrite_full(&fd, &b[done..], offset + n as u64)
-    }
-}
-
 /// The size of the backing file, from one fstat.
 pub fn backing_size<Fd: AsFd>(fd: Fd) -> io::Result<u64> {
     Ok(fstat(fd)?.st_size as u64)
@@ -250,13 +233,37 @@ pub struct CryptFile<'a, Fd: AsFd> {
     fd: Fd,
     cipher: &'a ContentCipher,
     header: Option<FileHeader>,
+    journal: Option<JournalRef<'a>>,
+}
+
+/// The journal a writer records its changes in, and the file's backing
+/// path relative to CIPHERDIR as the records name it.
+#[derive(Clone, Copy)]
+pub struct JournalRef<'a> {
+    pub journal: &'a Journal,
+    pub path: &'a [u8],
 }
 
 impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
     /// `header` is the cached header if the caller has one; `None` means
     /// "read it from the file when needed".
     pub fn new(fd: Fd, cipher: &'a ContentCipher, header: Option<FileHeader>) -> Self {
-        CryptFile { fd, cipher, header }
+        CryptFile {
+            fd,
+            cipher,
+            header,
+            journal: None,
+        }
+    }
+
+    /// Records every change in `journal` first (docs/FORMAT.md §10), so
+    /// that a crash cannot leave a chunk with neither its old nor its new
+    /// bytes.
+    pub fn with_journal(mut self, journal: &'a Journal, path: &'a [u8]) -> Self {
+        if journal.is_on() {
+            self.journal = Some(JournalRef { journal, path });
+        }
+        self
     }
 
     pub fn header(&self) -> Option<FileHeader> {
@@ -385,36 +392,6 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         })
     }
 
-    /// Opens chunk `index` of a file whose plaintext size is `size` into
-    /// `out` (at least one chunk long); returns its plaintext length.
-    fn read_chunk(
-        &self,
-        header: &FileHeader,
-        index: u64,
-        size: u64,
-        out: &mut [u8],
-        raw: &mut Vec<u8>,
-    ) -> Result<usize> {
-        let layout = self.cipher.layout();
-        let count = layout.chunk_count(size);
-        if index >= count {
-            return Ok(0);
-        }
-        let last = index + 1 == count;
-        let len = if last {
-            (size - layout.chunk_plain_start(index)) as usize + CHUNK_OVERHEAD
-        } else {
-            layout.stored_chunk_len()
-        };
-        grow(raw, len);
-        let got = pread_full(&self.fd, &mut raw[..len], layout.chunk_cipher_start(index))?;
-        match open_tolerant(self.cipher, header, index, last, &raw[..got], out) {
-            Ok(Opened::Data(n)) => Ok(n),
-            Ok(Opened::Hole) => Ok(layout.chunk_size()),
-            Err(error) => Err(CryptFileError::Chunk { index, error }),
-        }
-    }
-
     /// Writes `data` at plaintext `offset`, extending the file (with a
     /// sparse hole) if `offset` is past the end.
     ///
@@ -462,11 +439,11 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 Err(_) => {}
             }
         }
-        let res = self.write_unreserved(offset, data, old_size);
+        let res = self.write_unreserved(offset, data, old_backing);
         if res.is_err() {
             let now = backing_size(&self.fd).unwrap_or(old_backing);
             if now != old_backing {
-                let _ = rustix::fs::ftruncate(&self.fd, old_backing);
+                let _ = store::set_len(&self.fd, old_backing);
             }
             if reserved {
                 use rustix::fs::{FallocateFlags, fallocate};
@@ -480,18 +457,25 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         res
     }
 
-    /// The body of [`CryptFile::write_at`]; `old_size` is the plaintext
+    /// The body of [`CryptFile::write_at`]; `old_backing` is the backing
     /// size the caller already read (one fstat per write, not two).
-    fn write_unreserved(&mut self, offset: u64, data: &[u8], old_size: u64) -> Result<()> {
+    fn write_unreserved(&mut self, offset: u64, data: &[u8], old_backing: u64) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
         let layout = self.cipher.layout();
+        let old_size = layout.plain_size(old_backing);
         let cs = layout.chunk_size();
+        let stored = layout.stored_chunk_len();
         let fresh_header = old_size == 0;
-        let header = match self.load_header()? {
-            Some(h) if old_size > 0 => h,
-            _ => {
+        let old_header = if fresh_header {
+            None
+        } else {
+            self.load_header()?
+        };
+        let header = match old_header {
+            Some(h) => h,
+            None => {
                 // An empty file gets a fresh header and file ID; it is
                 // written with the first chunks below.
                 let h = FileHeader::generate(layout);
@@ -510,6 +494,21 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         let covered =
             |i: u64| offset <= chunk_start(i) && end >= chunk_start(i) + chunk_len(i) as u64;
         let (first, last) = (chunks.start, chunks.end - 1);
+        // Chunks this write rewrites in place: first..in_place_end. Their
+        // old sealed bytes go to the journal before any of them changes,
+        // and are where the partly covered ones are read from.
+        let in_place_end = (last + 1).min(old_count);
+        let in_place = if first < in_place_end {
+            layout.chunk_cipher_start(first)..layout.chunk_cipher_start(in_place_end).min(old_backing)
+        } else {
+            0..0
+        };
+        // The old last chunk stops being last once the file has grown
+        // past it; unless this write rewrote it, it is sealed again as a
+        // full middle chunk (zero padded).
+        let reseal_old_last =
+            old_count > 0 && new_count > old_count && !chunks.contains(&(old_count - 1));
+        let old_last_at = layout.chunk_cipher_start(old_count.saturating_sub(1));
 
         SCRATCH.with(|scratch| -> Result<()> {
             let mut scratch = scratch.borrow_mut();
@@ -519,9 +518,31 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 tail,
                 chunk,
                 raw,
+                old_last,
                 ..
             } = &mut *scratch;
             chunk.resize(cs, 0);
+            let in_place_len = (in_place.end - in_place.start) as usize;
+            grow(raw, in_place_len);
+            if in_place_len > 0
+                && pread_full(&self.fd, &mut raw[..in_place_len], in_place.start)? != in_place_len
+            {
+                return Err(CryptFileError::Io(io::Error::from_raw_os_error(libc::EIO)));
+            }
+            let raw = &raw[..in_place_len];
+            let old_last_len = if reseal_old_last {
+                (old_backing - old_last_at) as usize
+            } else {
+                0
+            };
+            grow(old_last, old_last_len);
+            if old_last_len > 0
+                && pread_full(&self.fd, &mut old_last[..old_last_len], old_last_at)?
+                    != old_last_len
+            {
+                return Err(CryptFileError::Io(io::Error::from_raw_os_error(libc::EIO)));
+            }
+            let old_last = &old_last[..old_last_len];
             // Read-modify-write: only the first and last chunk can be
             // partially covered, and only old data needs reading. Fully
             // covered chunks are sealed straight from `data`.
@@ -530,9 +551,21 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 buf.clear();
                 buf.resize(n, 0);
                 if index < old_count {
-                    let m = self
-                        .read_chunk(&header, index, old_size, chunk, raw)?
-                        .min(n);
+                    let at = (layout.chunk_cipher_start(index) - in_place.start) as usize;
+                    let slot = &raw[at..(at + stored).min(raw.len())];
+                    let m = match open_tolerant(
+                        self.cipher,
+                        &header,
+                        index,
+                        index + 1 == old_count,
+                        slot,
+                        chunk,
+                    ) {
+                        Ok(Opened::Data(m)) => m,
+                        Ok(Opened::Hole) => cs,
+                        Err(error) => return Err(CryptFileError::Chunk { index, error }),
+                    }
+                    .min(n);
                     buf[..m].copy_from_slice(&chunk[..m]);
                 }
                 let s = chunk_start(index);
@@ -556,10 +589,9 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                     &data[(chunk_start(i) - offset) as usize..][..chunk_len(i)]
                 }
             };
-            let stored = layout.stored_chunk_len();
             let total = (last - first) as usize * stored + chunk_len(last) + CHUNK_OVERHEAD;
-            grow(cbuf, total);
-            let cbuf_used = &mut cbuf[..total];
+            grow(cbuf, total + if reseal_old_last { stored } else { 0 });
+            let (cbuf_used, resealed) = cbuf.split_at_mut(total);
             seal_span(
                 self.cipher,
                 &header,
@@ -568,20 +600,57 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 &plain_of,
                 cbuf_used,
             );
+            if reseal_old_last {
+                chunk.fill(0);
+                match open_tolerant(self.cipher, &header, old_count - 1, true, old_last, chunk) {
+                    Ok(_) => {}
+                    Err(error) => {
+                        return Err(CryptFileError::Chunk {
+                            index: old_count - 1,
+                            error,
+                        });
+                    }
+                }
+                self.cipher.seal_chunk(
+                    &header,
+                    old_count - 1,
+                    false,
+                    chunk,
+                    &mut resealed[..stored],
+                );
+            }
+            // The journal record comes before the first byte changes.
+            let mut images: [(u64, &[u8]); 2] = [(0, &[]); 2];
+            let mut n_images = 0;
+            if !raw.is_empty() {
+                images[n_images] = (in_place.start, raw);
+                n_images += 1;
+            }
+            if !old_last.is_empty() {
+                images[n_images] = (old_last_at, old_last);
+                n_images += 1;
+            }
+            let _pending = match &self.journal {
+                Some(j) => Some(j.journal.record(&Intent {
+                    path: j.path,
+                    header: old_header.as_ref(),
+                    old_backing,
+                    images: &images[..n_images],
+                })?),
+                None => None,
+            };
             if fresh_header && first == 0 {
                 // One syscall for a new file: header and first chunks.
-                pwrite2_full(&self.fd, header.as_bytes(), cbuf_used, 0)?;
+                store::pwritev_full(&self.fd, &[header.as_bytes(), cbuf_used], 0)?;
             } else {
                 if fresh_header {
                     pwrite_full(&self.fd, header.as_bytes(), 0)?;
                 }
-                // Chunks past the old end go first. A crash (even SIGKILL,
-                // which cuts a pwrite at a page boundary) inside that write
-                // then damages only data not yet written before, and leaves
-                // the old last chunk intact: short, followed by zeros, which
-                // reads back and which fsck --repair re-seals. Only the
-                // rewrite of existing chunks, second and short, can still
-                // be cut.
+                // Chunks past the old end go first. A crash inside that
+                // write then leaves the old last chunk intact (short,
+                // followed by zeros), so recovery can cut the file back to
+                // its old size. The rewrite of existing chunks comes
+                // second; the journal holds their old bytes.
                 let appended = old_count.clamp(first, last + 1);
                 if appended > first && appended <= last {
                     let at = (appended - first) as usize * stored;
@@ -595,19 +664,8 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                     pwrite_full(&self.fd, cbuf_used, layout.chunk_cipher_start(first))?;
                 }
             }
-
-            // The old last chunk stops being last once the file has grown
-            // past it; unless this write rewrote it, seal it again as a full
-            // middle chunk (zero padded).
-            if old_count > 0 && new_count > old_count && !chunks.contains(&(old_count - 1)) {
-                let index = old_count - 1;
-                chunk.fill(0);
-                self.read_chunk(&header, index, old_size, chunk, raw)?;
-                let sl = layout.stored_chunk_len();
-                grow(cbuf, sl);
-                self.cipher
-                    .seal_chunk(&header, index, false, chunk, &mut cbuf[..sl]);
-                pwrite_full(&self.fd, &cbuf[..sl], layout.chunk_cipher_start(index))?;
+            if reseal_old_last {
+                pwrite_full(&self.fd, &resealed[..stored], old_last_at)?;
             }
             Ok(())
         })
@@ -621,7 +679,7 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         let old_size = layout.plain_size(backing);
         if new_size == 0 {
             if backing != 0 {
-                rustix::fs::ftruncate(&self.fd, 0)?;
+                store::set_len(&self.fd, 0)?;
             }
             self.header = None;
             return Ok(());
@@ -640,16 +698,443 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
             .ok_or(CryptFileError::Header(HeaderError::TooShort(0)))?;
         let index = layout.chunk_count(new_size) - 1;
         let keep = (new_size - layout.chunk_plain_start(index)) as usize;
+        let at = layout.chunk_cipher_start(index);
+        let old_count = layout.chunk_count(old_size);
+        let old_len = if index + 1 == old_count {
+            (backing - at) as usize
+        } else {
+            layout.stored_chunk_len()
+        };
+        let mut old = vec![0u8; old_len];
+        let got = pread_full(&self.fd, &mut old, at)?;
+        old.truncate(got);
         let mut plain = vec![0u8; layout.chunk_size()];
-        let mut raw = Vec::new();
-        self.read_chunk(&header, index, old_size, &mut plain, &mut raw)?;
-        rustix::fs::ftruncate(&self.fd, layout.cipher_size(new_size))?;
+        match open_tolerant(
+            self.cipher,
+            &header,
+            index,
+            index + 1 == old_count,
+            &old,
+            &mut plain,
+        ) {
+            Ok(_) => {}
+            Err(error) => return Err(CryptFileError::Chunk { index, error }),
+        }
         let mut sealed = vec![0u8; keep + CHUNK_OVERHEAD];
         self.cipher
             .seal_chunk(&header, index, true, &plain[..keep], &mut sealed);
-        pwrite_full(&self.fd, &sealed, layout.chunk_cipher_start(index))?;
+        let _pending = match &self.journal {
+            Some(j) => Some(j.journal.record(&Intent {
+                path: j.path,
+                header: Some(&header),
+                old_backing: backing,
+                images: &[(at, &old)],
+            })?),
+            None => None,
+        };
+        // The new last chunk first, then the cut: a crash between the two
+        // leaves a chunk that does not authenticate in its slot, which
+        // recovery puts back from the journal (the truncation is undone);
+        // the cut itself is atomic.
+        pwrite_full(&self.fd, &sealed, at)?;
+        store::set_len(&self.fd, layout.cipher_size(new_size))?;
         Ok(())
     }
+}
+
+/// What one chunk of a backing file is, as far as its bytes tell: the one
+/// set of rules by which the mount, `cat`, fsck and crash recovery judge a
+/// chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkVerdict {
+    /// Authentic data of this many plaintext bytes.
+    Data(usize),
+    /// An all-zero middle chunk: a hole (docs/FORMAT.md §4).
+    Hole,
+    /// A middle chunk still sealed as the last one, in full or short form
+    /// followed by zeros: an append a crash interrupted. Readable.
+    StaleLast,
+    /// The final chunk authenticates only as a middle chunk: the file was
+    /// cut at a chunk boundary.
+    Truncated,
+    /// The final chunk fails and ends on a page boundary: a write that grew
+    /// the file was cut by a crash.
+    TornTail,
+    /// The chunk is chunk `j` of this file: chunks were swapped or moved.
+    Misplaced(u64),
+    /// Shorter than a chunk's overhead.
+    BadLength(usize),
+    Unauthentic,
+}
+
+impl ChunkVerdict {
+    /// Whether the chunk's data can be read.
+    pub fn is_readable(self) -> bool {
+        matches!(
+            self,
+            ChunkVerdict::Data(_) | ChunkVerdict::Hole | ChunkVerdict::StaleLast
+        )
+    }
+}
+
+/// A crash that grows a file cuts its last write at a page boundary.
+pub const TORN_WRITE_ALIGN: u64 = 4096;
+/// Up to this many chunks, a failing chunk is tried at every index to tell
+/// a swap from damage; beyond, only its neighbours.
+const MISPLACED_SEARCH_LIMIT: u64 = 64;
+
+/// Judges chunk `index` of `n`, whose stored bytes are `stored`. `out`
+/// (one chunk long) receives the plaintext of a readable chunk.
+pub fn diagnose_chunk(
+    cipher: &ContentCipher,
+    header: &FileHeader,
+    index: u64,
+    n: u64,
+    stored: &[u8],
+    out: &mut [u8],
+    search_misplaced: bool,
+) -> ChunkVerdict {
+    let layout = cipher.layout();
+    let last = index + 1 == n;
+    match cipher.open_chunk(header, index, last, stored, out) {
+        Ok(Opened::Data(m)) => return ChunkVerdict::Data(m),
+        Ok(Opened::Hole) => return ChunkVerdict::Hole,
+        Err(ChunkError::BadLength(len)) => {
+            let end = layout.chunk_cipher_start(index) + len as u64;
+            return if last && end % TORN_WRITE_ALIGN == 0 {
+                ChunkVerdict::TornTail
+            } else {
+                ChunkVerdict::BadLength(len)
+            };
+        }
+        Err(ChunkError::Unauthentic) => {}
+    }
+    let full = stored.len() == layout.stored_chunk_len();
+    if !last {
+        if full
+            && (matches!(
+                cipher.open_chunk(header, index, true, stored, out),
+                Ok(Opened::Data(_))
+            ) || cipher.open_stale_short(header, index, stored, out).is_some())
+        {
+            return ChunkVerdict::StaleLast;
+        }
+    } else if full
+        && matches!(
+            cipher.open_chunk(header, index, false, stored, out),
+            Ok(Opened::Data(_))
+        )
+    {
+        out.fill(0);
+        return ChunkVerdict::Truncated;
+    }
+    if search_misplaced {
+        let candidates = if n <= MISPLACED_SEARCH_LIMIT {
+            0..n
+        } else {
+            index.saturating_sub(2)..(index + 3).min(n)
+        };
+        for j in candidates.filter(|&j| j != index) {
+            for flag in [false, true] {
+                if let Ok(Opened::Data(_)) = cipher.open_chunk(header, j, flag, stored, out) {
+                    out.fill(0);
+                    return ChunkVerdict::Misplaced(j);
+                }
+            }
+        }
+    }
+    let end = layout.chunk_cipher_start(index) + stored.len() as u64;
+    if last && !full && end % TORN_WRITE_ALIGN == 0 {
+        return ChunkVerdict::TornTail;
+    }
+    ChunkVerdict::Unauthentic
+}
+
+/// Reads chunk `index` of a backing file of `size` bytes and judges it.
+pub fn chunk_verdict_at<Fd: AsFd>(
+    fd: Fd,
+    cipher: &ContentCipher,
+    header: &FileHeader,
+    index: u64,
+    size: u64,
+    out: &mut [u8],
+) -> io::Result<ChunkVerdict> {
+    let layout = cipher.layout();
+    let n = stored_chunk_count(cipher, size);
+    if index >= n {
+        return Ok(ChunkVerdict::Data(0));
+    }
+    let at = layout.chunk_cipher_start(index);
+    let len = (size - at).min(layout.stored_chunk_len() as u64) as usize;
+    let mut stored = vec![0u8; len];
+    let got = pread_full(&fd, &mut stored, at)?;
+    stored.truncate(got);
+    Ok(diagnose_chunk(cipher, header, index, n, &stored, out, false))
+}
+
+/// How many stored chunk slots a backing file of `size` bytes has.
+pub fn stored_chunk_count(cipher: &ContentCipher, size: u64) -> u64 {
+    (size.saturating_sub(HEADER_LEN as u64)).div_ceil(cipher.layout().stored_chunk_len() as u64)
+}
+
+/// Re-seals middle chunk `index`, which authenticates only as a last
+/// chunk (in full or short form), as a full middle chunk with the same
+/// plaintext, and checks the result.
+pub fn reseal_stale<Fd: AsFd>(
+    fd: Fd,
+    cipher: &ContentCipher,
+    header: &FileHeader,
+    index: u64,
+) -> io::Result<()> {
+    let layout = cipher.layout();
+    let stored_len = layout.stored_chunk_len();
+    let off = layout.chunk_cipher_start(index);
+    let mut stored = vec![0u8; stored_len];
+    if pread_full(&fd, &mut stored, off)? != stored_len {
+        return Err(io::Error::other("the file changed during the repair"));
+    }
+    let mut plain = vec![0u8; layout.chunk_size()];
+    match cipher.open_chunk(header, index, true, &stored, &mut plain) {
+        Ok(Opened::Data(_)) => {}
+        _ => {
+            // The bytes after the short chunk are zeros, as the
+            // interrupted append would have sealed them.
+            cipher
+                .open_stale_short(header, index, &stored, &mut plain)
+                .ok_or_else(|| io::Error::other("the chunk changed during the repair"))?;
+        }
+    }
+    let mut sealed = vec![0u8; stored_len];
+    cipher.seal_chunk(header, index, false, &plain, &mut sealed);
+    pwrite_full(&fd, &sealed, off)?;
+    rustix::fs::fsync(&fd)?;
+    let mut check = vec![0u8; stored_len];
+    pread_full(&fd, &mut check, off)?;
+    match cipher.open_chunk(header, index, false, &check, &mut plain) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(io::Error::other(format!(
+            "re-sealed chunk does not verify: {e}"
+        ))),
+    }
+}
+
+/// Cuts a file before its torn last chunk `index`. The chunk before it is
+/// re-sealed as the last first, so a crash during the repair leaves a
+/// stale flag (readable), never a truncated file.
+pub fn drop_torn_tail<Fd: AsFd>(
+    fd: Fd,
+    cipher: &ContentCipher,
+    header: &FileHeader,
+    index: u64,
+) -> io::Result<()> {
+    let layout = cipher.layout();
+    let cut = layout.chunk_cipher_start(index);
+    let st = crate::store::stat_fd(&fd)?;
+    if (st.st_size as u64) < cut {
+        return Err(io::Error::other("the file changed during the repair"));
+    }
+    if index > 0 {
+        let prev = index - 1;
+        let stored_len = layout.stored_chunk_len();
+        let mut stored = vec![0u8; stored_len];
+        let off = layout.chunk_cipher_start(prev);
+        if pread_full(&fd, &mut stored, off)? != stored_len {
+            return Err(io::Error::other("the file changed during the repair"));
+        }
+        let mut plain = vec![0u8; layout.chunk_size()];
+        match cipher.open_chunk(header, prev, false, &stored, &mut plain) {
+            Ok(_) => {}
+            Err(_) => {
+                return Err(io::Error::other(format!(
+                    "chunk {prev} before it does not authenticate either"
+                )));
+            }
+        }
+        cipher.seal_chunk(header, prev, true, &plain, &mut stored);
+        pwrite_full(&fd, &stored, off)?;
+        rustix::fs::fsync(&fd)?;
+    }
+    // A file cut inside its first chunk keeps nothing: empty, not a bare
+    // header.
+    rustix::fs::ftruncate(&fd, if index == 0 { 0 } else { cut })?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
+}
+
+/// What [`recover_file`] did to one file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FileRecovery {
+    pub chunks_restored: usize,
+    pub tails_cut: usize,
+    pub stale_flags_resealed: usize,
+}
+
+/// Crash recovery of one backing file from its journal records (oldest
+/// first): the one place the crash rules are applied.
+///
+/// 1. A chunk slot that a record holds old bytes of and that no longer
+///    authenticates (a rewrite cut by the crash) gets the newest of those
+///    old versions that authenticates back; a short old last chunk in what
+///    is now a middle slot is zero padded (the stale-last form).
+/// 2. A final chunk that fails (an append cut by the crash) is cut back to
+///    the newest old size at which the file ends in an authentic chunk, or
+///    else dropped as a torn tail.
+/// 3. Stale last flags at the slots the records name are re-sealed.
+///
+/// Returns `None` if the file is not the one the records describe (its
+/// header matches none of them).
+pub fn recover_file(
+    fd: &impl AsFd,
+    cipher: &ContentCipher,
+    records: &[&crate::journal::Record],
+) -> io::Result<Option<FileRecovery>> {
+    let layout = cipher.layout();
+    let stored = layout.stored_chunk_len() as u64;
+    let mut out = FileRecovery::default();
+    let size = backing_size(fd)?;
+    let mut hbuf = [0u8; HEADER_LEN];
+    let got = pread_full(fd, &mut hbuf, 0)?;
+    let header = if got == HEADER_LEN {
+        FileHeader::parse(&hbuf, layout).ok()
+    } else {
+        None
+    };
+    let Some(header) = header else {
+        // Empty, or no valid header: only a record of a brand-new file
+        // (no header of its own) can be about it, and such a write starts
+        // with the header, so there is nothing to put back.
+        return Ok(records.iter().any(|r| r.header.is_none()).then(FileRecovery::default));
+    };
+    let ours: Vec<&crate::journal::Record> = records
+        .iter()
+        .copied()
+        .filter(|r| r.header.is_none_or(|h| h == *header.as_bytes()))
+        .collect();
+    if ours.is_empty() || !records.iter().any(|r| r.header == Some(*header.as_bytes()))
+        && !records.iter().any(|r| r.header.is_none())
+    {
+        return Ok(None);
+    }
+    let mut plain = vec![0u8; layout.chunk_size()];
+    let index_of = |off: u64| (off - HEADER_LEN as u64) / stored;
+
+    // 1. Chunks cut while rewritten in place.
+    let mut size = size;
+    let mut offsets: Vec<u64> = ours
+        .iter()
+        .flat_map(|r| r.images.iter())
+        .flat_map(|(o, b)| {
+            let first = *o;
+            let end = o + b.len() as u64;
+            (0..).map(move |k| first + k * stored).take_while(move |s| *s < end)
+        })
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    for &slot in &offsets {
+        let index = index_of(slot);
+        let n = stored_chunk_count(cipher, size);
+        if index >= n {
+            continue;
+        }
+        if chunk_verdict_at(fd, cipher, &header, index, size, &mut plain)?.is_readable() {
+            continue;
+        }
+        // Newest first: the version just before the write the crash cut.
+        let mut restored = false;
+        for r in ours.iter().rev() {
+            for (o, bytes) in &r.images {
+                if slot < *o || slot >= o + bytes.len() as u64 {
+                    continue;
+                }
+                let at = (slot - o) as usize;
+                let old = &bytes[at..(at + stored as usize).min(bytes.len())];
+                let old_n = stored_chunk_count(cipher, r.old_backing);
+                let ok = diagnose_chunk(cipher, &header, index, old_n, old, &mut plain, false)
+                    .is_readable();
+                if !ok {
+                    continue;
+                }
+                let mut image = old.to_vec();
+                if index + 1 < n && image.len() < stored as usize {
+                    // Now a middle slot: pad to the stale-short form.
+                    image.resize(stored as usize, 0);
+                }
+                pwrite_full(fd, &image, slot)?;
+                if index + 1 == n && slot + (image.len() as u64) < size {
+                    rustix::fs::ftruncate(fd, slot + image.len() as u64)?;
+                    size = slot + image.len() as u64;
+                }
+                out.chunks_restored += 1;
+                restored = true;
+                break;
+            }
+            if restored {
+                break;
+            }
+        }
+        if !restored {
+            log::warn!(
+                "journal: chunk {index} does not authenticate and no journal record holds an authentic old version"
+            );
+        }
+    }
+
+    // 2. A final chunk cut while the file grew.
+    let n = stored_chunk_count(cipher, size);
+    if n > 0 && !chunk_verdict_at(fd, cipher, &header, n - 1, size, &mut plain)?.is_readable() {
+        let mut cut = false;
+        let mut sizes: Vec<u64> = ours.iter().map(|r| r.old_backing).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for &old in sizes.iter().rev() {
+            if old >= size || old <= HEADER_LEN as u64 || !layout.is_valid_cipher_size(old) {
+                continue;
+            }
+            let last = stored_chunk_count(cipher, old) - 1;
+            if chunk_verdict_at(fd, cipher, &header, last, old, &mut plain)?.is_readable() {
+                rustix::fs::ftruncate(fd, old)?;
+                size = old;
+                out.tails_cut += 1;
+                cut = true;
+                break;
+            }
+        }
+        if !cut {
+            let verdict = chunk_verdict_at(fd, cipher, &header, n - 1, size, &mut plain)?;
+            if verdict == ChunkVerdict::TornTail || ours.iter().any(|r| r.old_backing < size) {
+                match drop_torn_tail(fd, cipher, &header, n - 1) {
+                    Ok(()) => {
+                        size = backing_size(fd)?;
+                        out.tails_cut += 1;
+                    }
+                    Err(e) => log::warn!("journal: cannot cut the torn tail: {e}"),
+                }
+            }
+        }
+    }
+
+    // 3. Stale last flags where the records say the file grew.
+    let n = stored_chunk_count(cipher, size);
+    let mut stale: Vec<u64> = ours
+        .iter()
+        .filter(|r| r.old_backing > HEADER_LEN as u64)
+        .map(|r| stored_chunk_count(cipher, r.old_backing) - 1)
+        .chain(offsets.iter().map(|&o| index_of(o)))
+        .filter(|&i| i + 1 < n)
+        .collect();
+    stale.sort_unstable();
+    stale.dedup();
+    for index in stale {
+        if chunk_verdict_at(fd, cipher, &header, index, size, &mut plain)?
+            == ChunkVerdict::StaleLast
+        {
+            reseal_stale(fd, cipher, &header, index)?;
+            out.stale_flags_resealed += 1;
+        }
+    }
+    rustix::fs::fsync(fd)?;
+    Ok(Some(out))
 }
 
 #[cfg(test)]

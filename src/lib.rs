@@ -7,6 +7,7 @@ pub mod conflict;
 pub mod content;
 pub mod cryptfile;
 pub mod fs;
+pub mod journal;
 pub mod keys;
 pub mod names;
 pub mod offline;

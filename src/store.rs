@@ -304,6 +304,8 @@ pub fn pread_full<Fd: AsFd>(fd: Fd, buf: &mut [u8], offset: u64) -> io::Result<u
 
 /// pwrite all of `buf` (a short write is retried, a zero-length one is EIO).
 pub fn pwrite_full<Fd: AsFd>(fd: Fd, buf: &[u8], offset: u64) -> io::Result<()> {
+    #[cfg(test)]
+    crash_record::write(&fd, offset, &[buf]);
     let mut done = 0;
     while done < buf.len() {
         match rustix::io::pwrite(&fd, &buf[done..], offset + done as u64) {
@@ -314,4 +316,109 @@ pub fn pwrite_full<Fd: AsFd>(fd: Fd, buf: &[u8], offset: u64) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Writes `bufs` back to back at `offset`, in one pwritev when the kernel
+/// takes it all.
+pub fn pwritev_full<Fd: AsFd>(fd: Fd, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+    #[cfg(test)]
+    crash_record::write(&fd, offset, bufs);
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let slices: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+    let n = loop {
+        match rustix::io::pwritev(&fd, &slices, offset) {
+            Ok(n) => break n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if n == total {
+        return Ok(());
+    }
+    // The rest, one buffer at a time (rare: a signal or a full disk).
+    let mut skip = n;
+    let mut at = offset + n as u64;
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        let rest = &b[skip..];
+        skip = 0;
+        let mut done = 0;
+        while done < rest.len() {
+            match rustix::io::pwrite(&fd, &rest[done..], at + done as u64) {
+                Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+                Ok(n) => done += n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        at += rest.len() as u64;
+    }
+    Ok(())
+}
+
+/// ftruncate, recorded like the writes (see `crash_record`).
+pub fn set_len<Fd: AsFd>(fd: Fd, len: u64) -> io::Result<()> {
+    #[cfg(test)]
+    crash_record::truncate(&fd, len);
+    rustix::fs::ftruncate(&fd, len).map_err(io::Error::from)
+}
+
+/// Test-only recording of every write and truncation the content layer
+/// makes, per thread, so the crash-point tests (src/journal_tests.rs) can
+/// replay any prefix of them cut at any page boundary.
+#[cfg(test)]
+pub mod crash_record {
+    use std::cell::RefCell;
+    use std::os::fd::AsFd;
+
+    #[derive(Debug, Clone)]
+    pub enum Op {
+        Write { ino: u64, offset: u64, data: Vec<u8> },
+        Truncate { ino: u64, len: u64 },
+        /// A point the workload marks: everything before it is durable.
+        Fsync { ino: u64 },
+    }
+
+    thread_local! {
+        static OPS: RefCell<Option<Vec<Op>>> = const { RefCell::new(None) };
+    }
+
+    fn ino<Fd: AsFd>(fd: &Fd) -> u64 {
+        rustix::fs::fstat(fd).map(|s| s.st_ino).unwrap_or(0)
+    }
+
+    pub fn start() {
+        OPS.with(|o| *o.borrow_mut() = Some(Vec::new()));
+    }
+
+    pub fn take() -> Vec<Op> {
+        OPS.with(|o| o.borrow_mut().take().unwrap_or_default())
+    }
+
+    fn push(make: impl FnOnce() -> Op) {
+        OPS.with(|o| {
+            if let Some(ops) = o.borrow_mut().as_mut() {
+                ops.push(make());
+            }
+        });
+    }
+
+    pub fn write<Fd: AsFd>(fd: &Fd, offset: u64, bufs: &[&[u8]]) {
+        push(|| Op::Write {
+            ino: ino(fd),
+            offset,
+            data: bufs.concat(),
+        });
+    }
+
+    pub fn truncate<Fd: AsFd>(fd: &Fd, len: u64) {
+        push(|| Op::Truncate { ino: ino(fd), len });
+    }
+
+    pub fn fsync<Fd: AsFd>(fd: &Fd) {
+        push(|| Op::Fsync { ino: ino(fd) });
+    }
 }
