@@ -99,6 +99,10 @@ pub enum ProblemKind {
     UnexpectedType,
     /// An I/O error reading a file.
     Unreadable,
+    /// A chunk a crash cut while it was rewritten (or a file cut while it
+    /// grew), which the vault's rewrite journal holds the old version of:
+    /// not damage. Mounting the vault, or `--repair`, puts it back.
+    CrashRecoverable,
 }
 
 impl ProblemKind {
@@ -108,7 +112,10 @@ impl ProblemKind {
     /// entry back and would otherwise lose its name. `--repair` removes
     /// orphans; they never make fsck fail.
     pub fn is_damage(self) -> bool {
-        !matches!(self, ProblemKind::LongNameRecordOrphan)
+        !matches!(
+            self,
+            ProblemKind::LongNameRecordOrphan | ProblemKind::CrashRecoverable
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +140,7 @@ impl ProblemKind {
             ProblemKind::SymlinkTargetInvalid => "symlink_target_invalid",
             ProblemKind::UnexpectedType => "unexpected_type",
             ProblemKind::Unreadable => "unreadable",
+            ProblemKind::CrashRecoverable => "crash_recoverable",
         }
     }
 }
@@ -248,6 +256,11 @@ pub struct FsckOptions<'a> {
     /// Called as work progresses. When set, a quick pre-scan first counts
     /// files and bytes so the totals are known.
     pub progress: Option<ProgressFn<'a>>,
+    /// The vault's rewrite-journal records not yet applied (crate::journal):
+    /// a chunk they cover is a crash the journal recovers, not damage, and
+    /// `--repair` applies them to the file whose header they name, wherever
+    /// it now is.
+    pub journal: Vec<crate::journal::Record>,
 }
 
 impl<'a> FsckOptions<'a> {
@@ -258,6 +271,7 @@ impl<'a> FsckOptions<'a> {
             names,
             repair: false,
             progress: None,
+            journal: Vec::new(),
         }
     }
 }
@@ -281,6 +295,7 @@ pub fn fsck(opts: FsckOptions<'_>) -> io::Result<Report> {
         seen_inodes: HashSet::new(),
         plain_buf: vec![0u8; opts.content.layout().chunk_size()],
         read_buf: Vec::new(),
+        journal: Rc::new(opts.journal),
     };
     if checker.progress_cb.is_some() {
         let (files, bytes) = prescan(&root);
@@ -409,6 +424,7 @@ struct Checker<'a> {
     report: Report,
     seen_inodes: HashSet<(u64, u64)>,
     plain_buf: Vec<u8>,
+    journal: Rc<Vec<crate::journal::Record>>,
     read_buf: Vec<u8>,
 }
 
@@ -856,6 +872,49 @@ impl<'a> Checker<'a> {
                 return;
             }
         };
+        let journal = self.journal.clone();
+        let ours: Vec<&crate::journal::Record> = journal
+            .iter()
+            .filter(|r| r.header == Some(*header.as_bytes()))
+            .collect();
+        let mut size = size;
+        if self.repair && !ours.is_empty() {
+            let target = RepairTarget {
+                dir,
+                name: c,
+                dev: st.st_dev,
+                ino: st.st_ino,
+            };
+            match self
+                .reopen_for_repair(&target)
+                .and_then(|rw| crate::cryptfile::recover_file(&rw, self.content, &ours))
+            {
+                Ok(Some(r)) if r != Default::default() => {
+                    let idx = self.problem(
+                        ProblemKind::CrashRecoverable,
+                        loc,
+                        "a crash cut a write to this file; the rewrite journal holds what it changed",
+                    );
+                    self.repaired(
+                        idx,
+                        format!(
+                            "replayed the rewrite journal: {} chunk(s) restored, {} torn append(s) cut back, {} stale flag(s) re-sealed",
+                            r.chunks_restored, r.tails_cut, r.stale_flags_resealed
+                        ),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.problem(
+                        ProblemKind::Unreadable,
+                        loc,
+                        format!("cannot replay the rewrite journal: {e}"),
+                    );
+                }
+            }
+            size = store::stat_fd(&fd).map_or(size, |s| s.st_size as u64);
+        }
+        let size = size;
         if !layout.is_valid_cipher_size(size) {
             self.problem(
                 ProblemKind::InvalidSize,
@@ -962,6 +1021,33 @@ impl<'a> Checker<'a> {
                 ),
             );
             return;
+        }
+        // A crash the journal covers is not damage: report it as such.
+        if !self.journal.is_empty() {
+            let new_files = journal.iter().any(|r| r.header.is_none());
+            let mut rest = Vec::new();
+            for (index, d) in diags {
+                let at = layout.chunk_cipher_start(index);
+                let covered = crate::journal::covers(&journal, &header, at, d)
+                    || (d == ChunkDiag::TornTail && new_files)
+                    || (d == ChunkDiag::StaleLast && !ours.is_empty());
+                if covered {
+                    self.problem_chunks(
+                        ProblemKind::CrashRecoverable,
+                        loc,
+                        Some(index..index + 1),
+                        format!(
+                            "chunk {index} was being written when a crash struck; the rewrite journal recovers it (mount the vault or run veilfs fsck --repair)"
+                        ),
+                    );
+                } else {
+                    rest.push((index, d));
+                }
+            }
+            diags = rest;
+            if diags.is_empty() {
+                return;
+            }
         }
         let target = RepairTarget {
             dir,

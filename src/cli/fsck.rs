@@ -149,6 +149,25 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
     let shown = args.cipherdir.display().to_string();
     let mut opts = FsckOptions::new(&args.cipherdir, &content, &names);
     opts.repair = args.repair;
+    // What a crash left in the rewrite journal (outside CIPHERDIR): replayed
+    // first by --repair, and told apart from damage either way.
+    let journal_dir = crate::journal::journal_dir(&args.cipherdir, &vault.master.key_id()).ok();
+    if let Some(dir) = journal_dir.as_deref().filter(|d| d.exists()) {
+        if args.repair {
+            let root = std::fs::File::open(&args.cipherdir)
+                .map_err(|e| CliError::Other(format!("{shown}: {e}")))?;
+            crate::journal::recover(dir, &root, &content).map_err(|e| {
+                CliError::Other(format!(
+                    "replaying the rewrite journal {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        opts.journal = crate::journal::read_records(dir).map_err(|e| {
+            CliError::Other(format!("reading the rewrite journal {}: {e}", dir.display()))
+        })?;
+    }
+    let replayed_unplaced = args.repair && !opts.journal.is_empty();
     let bar = progress_bar();
     if let Some(bar) = bar.clone() {
         opts.progress = Some(Box::new(move |p: &Progress| {
@@ -160,6 +179,14 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
     let report = check::fsck(opts).map_err(|e| CliError::Other(format!("{shown}: {e}")))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if replayed_unplaced
+        && report.is_clean()
+        && let Some(dir) = &journal_dir
+    {
+        // Every record that could not be placed by path was placed by
+        // header during the walk.
+        let _ = std::fs::remove_file(dir.join("journal.unplaced"));
     }
     if args.json {
         let out = JsonReport {

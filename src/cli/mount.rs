@@ -69,6 +69,7 @@ impl MountArgs {
     fn config(&self, cipherdir: PathBuf, mountpoint: PathBuf) -> MountConfig {
         MountConfig {
             cipherdir,
+            journal_dir: None,
             mountpoint,
             allow_other: self.allow_other,
             threads: self.threads.clamp(1, 64),
@@ -109,7 +110,18 @@ fn serve(
     vault: &UnlockedVault,
     ready: Option<std::os::fd::OwnedFd>,
 ) -> Result<(), CliError> {
-    mount::serve(cfg, vault.content_cipher(), vault.name_cipher(), ready)
+    let mut cfg = cfg.clone();
+    if !cfg.fs.read_only {
+        cfg.journal_dir = Some(
+            crate::journal::journal_dir(&cfg.cipherdir, &vault.master.key_id()).map_err(|e| {
+                CliError::Other(format!(
+                    "finding the rewrite journal of {}: {e}",
+                    cfg.cipherdir.display()
+                ))
+            })?,
+        );
+    }
+    mount::serve(&cfg, vault.content_cipher(), vault.name_cipher(), ready)
         .map_err(|e| CliError::Other(format!("mounting on {}: {e}", cfg.mountpoint.display())))
 }
 

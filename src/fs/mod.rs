@@ -34,6 +34,7 @@ use rustix::io::Errno as SysErrno;
 
 use crate::content::ContentCipher;
 use crate::cryptfile::{CryptFile, CryptFileError};
+use crate::journal::Journal;
 use crate::names::{BackingName, DirIv, NameCipher};
 use crate::reclaim::Reclaimer;
 use crate::store::{self, cstr};
@@ -225,6 +226,32 @@ struct Handle {
     node: Arc<Node>,
     fd: Arc<OwnedFd>,
     append: bool,
+    /// The backing path relative to CIPHERDIR at open, for the journal's
+    /// records (recovery checks the file header, and fsck finds a file
+    /// renamed since by it).
+    backing_path: Box<[u8]>,
+}
+
+/// The backing path of `node` relative to CIPHERDIR, as the journal
+/// records it.
+fn backing_path(node: &Node) -> Vec<u8> {
+    let mut parts = Vec::new();
+    let mut cur = node.parent_and_entry();
+    while let Some((parent, entry)) = cur {
+        parts.push(entry);
+        cur = parent.parent_and_entry();
+        if parts.len() > 4096 {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for (k, p) in parts.iter().rev().enumerate() {
+        if k > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(p.entry().as_bytes());
+    }
+    out
 }
 
 /// An open directory: its listing, taken at offset 0.
@@ -336,6 +363,9 @@ pub struct VeilFs {
     /// The session's /dev/fuse descriptor, set once the session exists and
     /// only when one thread serves it (see `linger`).
     fuse_device: Arc<OnceLock<OwnedFd>>,
+    /// Where chunk rewrites are recorded first (crate::journal); off on a
+    /// read-only mount.
+    journal: Journal,
 }
 
 type Res<T> = Result<T, Errno>;
@@ -387,6 +417,7 @@ impl VeilFs {
         content: ContentCipher,
         names: NameCipher,
         opts: FsOptions,
+        journal: Journal,
     ) -> std::io::Result<Self> {
         let root_fd = rustix::fs::open(
             root,
@@ -416,6 +447,7 @@ impl VeilFs {
             readers: Helpers::new("read", 2),
             reclaimer: Reclaimer::new(),
             fuse_device: Arc::new(OnceLock::new()),
+            journal,
             opts,
         })
     }
@@ -778,10 +810,16 @@ impl VeilFs {
         node.open.lock().unwrap().handles += 1;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let append = flags & libc::O_APPEND != 0 && !self.opts.writeback_cache;
-        self.handles
-            .write()
-            .unwrap()
-            .insert(fh, Arc::new(Handle { node, fd, append }));
+        let backing_path = backing_path(&node).into_boxed_slice();
+        self.handles.write().unwrap().insert(
+            fh,
+            Arc::new(Handle {
+                node,
+                fd,
+                append,
+                backing_path,
+            }),
+        );
         fh
     }
 
@@ -795,8 +833,10 @@ impl VeilFs {
     }
 
     fn truncate_node(&self, node: &Arc<Node>, fd: &OwnedFd, size: u64) -> Res<()> {
+        let path = backing_path(node);
         let mut data = node.data.write().unwrap();
-        let mut file = CryptFile::new(fd, &self.content, data.header);
+        let mut file =
+            CryptFile::new(fd, &self.content, data.header).with_journal(&self.journal, &path);
         let res = file.truncate(size);
         data.header = file.header();
         res.map_err(|e| {
@@ -1039,7 +1079,8 @@ impl VeilFs {
     fn write_once(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Res<u32> {
         let handle = self.handle(fh)?;
         let mut state = handle.node.data.write().unwrap();
-        let mut file = CryptFile::new(&*handle.fd, &self.content, state.header);
+        let mut file = CryptFile::new(&*handle.fd, &self.content, state.header)
+            .with_journal(&self.journal, &handle.backing_path);
         let offset = if handle.append {
             file.plain_size().map_err(Errno::from)?
         } else {
@@ -1853,7 +1894,14 @@ impl Filesystem for VeilFs {
             Ok(h) => h.fd.clone(),
             Err(e) => return reply.error(e),
         };
+        let journal = self.journal.clone();
         self.flushers.run(Box::new(move || {
+            // The records of the rewrites this fsync flushes reach the disk
+            // first: a power cut during the flush must find them there.
+            if let Err(e) = journal.sync() {
+                log::warn!("fsync: cannot make the rewrite journal durable: {e}");
+                return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)));
+            }
             let res = if datasync {
                 rustix::fs::fdatasync(&*fd)
             } else {

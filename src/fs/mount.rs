@@ -9,12 +9,16 @@ use fuser::{Config, MountOption, Session, SessionACL};
 
 use super::{FsOptions, VeilFs};
 use crate::content::ContentCipher;
+use crate::journal::{self, Journal};
 use crate::names::NameCipher;
 
 /// Everything `veilfs mount` decides.
 #[derive(Debug, Clone)]
 pub struct MountConfig {
     pub cipherdir: PathBuf,
+    /// The rewrite journal's directory (crate::journal); `None` on a
+    /// read-only mount.
+    pub journal_dir: Option<PathBuf>,
     pub mountpoint: PathBuf,
     pub allow_other: bool,
     pub threads: usize,
@@ -83,6 +87,7 @@ pub fn serve(
     let mut ready = ready.map(std::fs::File::from);
     let result = (|| {
         raise_fd_limit();
+        let journal = open_journal(cfg, &content)?;
         // Modes from the kernel already have the caller's umask applied.
         rustix::process::umask(rustix::fs::Mode::empty());
         let fs = VeilFs::new(
@@ -90,22 +95,30 @@ pub fn serve(
             content.clone(),
             names.clone(),
             cfg.fs.clone(),
+            journal.clone(),
         )?;
         let slot = fs.fuse_device_slot();
         // AutoUnmount (fusermount3 watches us and unmounts if we die) needs
         // allow_root or allow_other, which unprivileged users may not be
         // granted; fall back to a plain mount then.
         match Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, true)) {
-            Ok(s) => Ok((s, slot)),
+            Ok(s) => Ok((s, slot, journal)),
             Err(e) => {
                 log::warn!("mount with auto_unmount failed ({e}); retrying without it");
-                let fs = VeilFs::new(&cfg.cipherdir, content, names, cfg.fs.clone())?;
+                let fs = VeilFs::new(
+                    &cfg.cipherdir,
+                    content,
+                    names,
+                    cfg.fs.clone(),
+                    journal.clone(),
+                )?;
                 let slot = fs.fuse_device_slot();
-                Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false)).map(|s| (s, slot))
+                Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false))
+                    .map(|s| (s, slot, journal))
             }
         }
     })();
-    let (session, device_slot) = match result {
+    let (session, device_slot, journal) = match result {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = ready.as_mut() {
@@ -151,8 +164,42 @@ pub fn serve(
     );
     let res = session.run();
     signal_handle.close();
+    if let Err(e) = journal.close() {
+        log::warn!("cannot empty the rewrite journal at unmount: {e}");
+    }
     log::info!("unmounted {}", cfg.mountpoint.display());
     res
+}
+
+/// Replays what a crash left in the vault's rewrite journal, then opens
+/// it for this mount. A read-only mount neither replays nor records.
+fn open_journal(cfg: &MountConfig, content: &ContentCipher) -> std::io::Result<Journal> {
+    let Some(dir) = &cfg.journal_dir else {
+        return Ok(Journal::off());
+    };
+    let root = rustix::fs::open(
+        &cfg.cipherdir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let what = |e: std::io::Error| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "rewrite journal {}: {e} (set VEILFS_STATE_DIR to a writable local directory)",
+                dir.display()
+            ),
+        )
+    };
+    let done = journal::recover(dir, &root, content).map_err(what)?;
+    if done.unplaced > 0 {
+        log::warn!(
+            "{} journal record(s) could not be applied by path; run veilfs fsck --repair {}",
+            done.unplaced,
+            cfg.cipherdir.display()
+        );
+    }
+    Journal::open(dir, &root).map_err(what)
 }
 
 /// Read-ahead window for the mount, in KiB. The kernel offers a FUSE mount
