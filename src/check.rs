@@ -1146,9 +1146,9 @@ impl<'a> Checker<'a> {
                         ),
                     );
                     if self.repair {
-                        let outcome = self
-                            .reopen_for_repair(target)
-                            .and_then(|fd| crate::cryptfile::drop_torn_tail(&fd, self.content, header, index));
+                        let outcome = self.reopen_for_repair(target).and_then(|fd| {
+                            crate::cryptfile::drop_torn_tail(&fd, self.content, header, index)
+                        });
                         self.chunk_repaired(idx, outcome, || {
                             format!("dropped the cut chunk {index}; the file ends at byte {keep}")
                         });
@@ -1164,9 +1164,9 @@ impl<'a> Checker<'a> {
                         ),
                     );
                     if self.repair {
-                        let outcome = self
-                            .reopen_for_repair(target)
-                            .and_then(|fd| crate::cryptfile::reseal_stale(&fd, self.content, header, index));
+                        let outcome = self.reopen_for_repair(target).and_then(|fd| {
+                            crate::cryptfile::reseal_stale(&fd, self.content, header, index)
+                        });
                         self.chunk_repaired(idx, outcome, || {
                             format!("re-sealed chunk {index} as a middle chunk")
                         });
@@ -1193,7 +1193,6 @@ impl<'a> Checker<'a> {
         }
         Ok(rw)
     }
-
 }
 
 /// The raw names in a directory, without `.` and `..`.

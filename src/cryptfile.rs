@@ -499,7 +499,8 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         // and are where the partly covered ones are read from.
         let in_place_end = (last + 1).min(old_count);
         let in_place = if first < in_place_end {
-            layout.chunk_cipher_start(first)..layout.chunk_cipher_start(in_place_end).min(old_backing)
+            layout.chunk_cipher_start(first)
+                ..layout.chunk_cipher_start(in_place_end).min(old_backing)
         } else {
             0..0
         };
@@ -537,8 +538,7 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
             };
             grow(old_last, old_last_len);
             if old_last_len > 0
-                && pread_full(&self.fd, &mut old_last[..old_last_len], old_last_at)?
-                    != old_last_len
+                && pread_full(&self.fd, &mut old_last[..old_last_len], old_last_at)? != old_last_len
             {
                 return Err(CryptFileError::Io(io::Error::from_raw_os_error(libc::EIO)));
             }
@@ -815,7 +815,9 @@ pub fn diagnose_chunk(
             && (matches!(
                 cipher.open_chunk(header, index, true, stored, out),
                 Ok(Opened::Data(_))
-            ) || cipher.open_stale_short(header, index, stored, out).is_some())
+            ) || cipher
+                .open_stale_short(header, index, stored, out)
+                .is_some())
         {
             return ChunkVerdict::StaleLast;
         }
@@ -869,7 +871,9 @@ pub fn chunk_verdict_at<Fd: AsFd>(
     let mut stored = vec![0u8; len];
     let got = pread_full(&fd, &mut stored, at)?;
     stored.truncate(got);
-    Ok(diagnose_chunk(cipher, header, index, n, &stored, out, false))
+    Ok(diagnose_chunk(
+        cipher, header, index, n, &stored, out, false,
+    ))
 }
 
 /// How many stored chunk slots a backing file of `size` bytes has.
@@ -1003,15 +1007,19 @@ pub fn recover_file(
         // Empty, or no valid header: only a record of a brand-new file
         // (no header of its own) can be about it, and such a write starts
         // with the header, so there is nothing to put back.
-        return Ok(records.iter().any(|r| r.header.is_none()).then(FileRecovery::default));
+        return Ok(records
+            .iter()
+            .any(|r| r.header.is_none())
+            .then(FileRecovery::default));
     };
     let ours: Vec<&crate::journal::Record> = records
         .iter()
         .copied()
         .filter(|r| r.header.is_none_or(|h| h == *header.as_bytes()))
         .collect();
-    if ours.is_empty() || !records.iter().any(|r| r.header == Some(*header.as_bytes()))
-        && !records.iter().any(|r| r.header.is_none())
+    if ours.is_empty()
+        || !records.iter().any(|r| r.header == Some(*header.as_bytes()))
+            && !records.iter().any(|r| r.header.is_none())
     {
         return Ok(None);
     }
@@ -1026,7 +1034,9 @@ pub fn recover_file(
         .flat_map(|(o, b)| {
             let first = *o;
             let end = o + b.len() as u64;
-            (0..).map(move |k| first + k * stored).take_while(move |s| *s < end)
+            (0..)
+                .map(move |k| first + k * stored)
+                .take_while(move |s| *s < end)
         })
         .collect();
     offsets.sort_unstable();

@@ -351,7 +351,8 @@ impl Journal {
             dirty: AtomicBool::new(false),
             standby_busy: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
-            backing_root: backing_root.as_fd().try_clone_to_owned()?,
+            // syncfs needs a descriptor that can read, not an O_PATH one.
+            backing_root: store::open_dir_read(backing_root)?,
             stop: Mutex::new(false),
             wake: Condvar::new(),
             _lock: lock,
@@ -518,7 +519,10 @@ pub struct Recovered {
 /// Opens a backing file by its path relative to `root`, one component at
 /// a time and never following a symlink.
 fn open_backing_path(root: &impl AsFd, path: &[u8]) -> io::Result<OwnedFd> {
-    let parts: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
     let Some((file, dirs)) = parts.split_last() else {
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
     };
@@ -942,7 +946,10 @@ mod crash_points {
     /// Overwrites inside a file: whole chunks, partial chunks, spans.
     fn overwrite_workload() -> Vec<Step> {
         let mut seed = 2;
-        let mut steps = vec![Step::Write(0, bytes(&mut seed, 5 * 4096 + 700)), Step::Fsync];
+        let mut steps = vec![
+            Step::Write(0, bytes(&mut seed, 5 * 4096 + 700)),
+            Step::Fsync,
+        ];
         for (o, n) in [
             (4096u64, 4096usize),
             (100, 50),
@@ -1013,7 +1020,11 @@ mod crash_points {
     /// workloads lose fsync'd bytes or fail to read at some crash points.
     #[test]
     fn without_the_journal_crash_points_lose_fsynced_bytes() {
-        for steps in [wal_workload(), overwrite_workload(), append_truncate_workload()] {
+        for steps in [
+            wal_workload(),
+            overwrite_workload(),
+            append_truncate_workload(),
+        ] {
             let rec = record(&steps, false);
             let v = check_all(&rec);
             assert!(

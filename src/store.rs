@@ -376,10 +376,19 @@ pub mod crash_record {
 
     #[derive(Debug, Clone)]
     pub enum Op {
-        Write { ino: u64, offset: u64, data: Vec<u8> },
-        Truncate { ino: u64, len: u64 },
+        Write {
+            ino: u64,
+            offset: u64,
+            data: Vec<u8>,
+        },
+        Truncate {
+            ino: u64,
+            len: u64,
+        },
         /// A point the workload marks: everything before it is durable.
-        Fsync { ino: u64 },
+        Fsync {
+            ino: u64,
+        },
     }
 
     thread_local! {

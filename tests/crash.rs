@@ -345,14 +345,6 @@ fn fsck(m: &TestMount, extra: &[&str]) -> (i32, serde_json::Value) {
     (o.status.code().expect("fsck exited normally"), v)
 }
 
-fn proc_mounts_has(mnt: &Path) -> bool {
-    let want = mnt.to_string_lossy().replace(' ', "\\040");
-    fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
-}
-
 #[test]
 fn sigkill_during_heavy_writes_and_sqlite_wal() {
     if !have("fusermount3") || !have("sqlite3") {
@@ -440,7 +432,7 @@ fn sigkill_during_heavy_writes_and_sqlite_wal() {
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
         // AutoUnmount: fusermount3 notices the daemon died and unmounts.
         assert!(
-            wait_until(Duration::from_secs(20), || !proc_mounts_has(&mnt)),
+            wait_until(Duration::from_secs(20), || !common::in_proc_mounts(&mnt)),
             "the mount did not disappear after SIGKILL of the daemon"
         );
         m.wait_child(Duration::from_secs(10));

@@ -164,7 +164,10 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
             })?;
         }
         opts.journal = crate::journal::read_records(dir).map_err(|e| {
-            CliError::Other(format!("reading the rewrite journal {}: {e}", dir.display()))
+            CliError::Other(format!(
+                "reading the rewrite journal {}: {e}",
+                dir.display()
+            ))
         })?;
     }
     let replayed_unplaced = args.repair && !opts.journal.is_empty();

@@ -37,6 +37,17 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|mp| mp == want)
 }
 
+/// Whether /proc/mounts lists a mount on `mnt`, without touching the path
+/// itself (on a mount whose daemon died, `stat` and `canonicalize` fail
+/// with ENOTCONN until the mount is taken down).
+pub fn in_proc_mounts(mnt: &Path) -> bool {
+    let want = mnt.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+}
+
 /// Runs a command and asserts it succeeded, returning stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
