@@ -671,7 +671,7 @@ pub fn recover(dir: &Path, root: &impl AsFd, cipher: &ContentCipher) -> io::Resu
 pub fn covers(records: &[Record], header: &FileHeader, offset: u64, verdict: ChunkVerdict) -> bool {
     let ours = |r: &&Record| r.header.as_ref() == Some(header.as_bytes());
     match verdict {
-        ChunkVerdict::TornTail => records.iter().filter(ours).next().is_some(),
+        ChunkVerdict::TornTail => records.iter().any(|r| ours(&r)),
         _ => records
             .iter()
             .filter(ours)
