@@ -788,6 +788,8 @@ fn owner_without_allow_other_gets_ext4_permission_results() {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .args(["--inh-caps=-all", common::BIN, "mount", "--foreground"])
+            // nobody's own state directory (the rewrite journal lives there).
+            .env("HOME", tmp.path())
             .arg("--key-file")
             .arg(&key)
             .arg(&cipher)
