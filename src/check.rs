@@ -1024,7 +1024,9 @@ impl<'a> Checker<'a> {
         }
         // A crash the journal covers is not damage: report it as such.
         if !self.journal.is_empty() {
-            let new_files = journal.iter().any(|r| r.header.is_none());
+            let new_files = journal
+                .iter()
+                .any(|r| r.header.is_none() && r.name_op.is_none());
             let mut rest = Vec::new();
             for (index, d) in diags {
                 let at = layout.chunk_cipher_start(index);

@@ -46,6 +46,13 @@ const SUM_LEN: usize = 16;
 /// A record never holds more than this many old chunk ranges.
 const MAX_IMAGES: usize = 2;
 const FLAG_HEADER: u8 = 1;
+/// Bits 1-2 of the flags: what a record is about (see [`NameOp`]).
+const KIND_SHIFT: u8 = 1;
+const KIND_RENAME: u8 = 1;
+const KIND_EXCHANGE: u8 = 2;
+const KIND_UNLINK: u8 = 3;
+/// The offset under which a rename's second path is stored.
+const PATH_OFFSET: u64 = u64::MAX;
 /// The active file is swapped for the other one past this size.
 const ROTATE_AT: u64 = 32 << 20;
 /// How often the keeper makes new records durable, so that the kernel's
@@ -65,6 +72,19 @@ pub struct Intent<'a> {
     pub images: &'a [(u64, &'a [u8])],
 }
 
+/// A change of names that moves records from one path to another, so
+/// that recovery finds a file the mount renamed after writing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameOp {
+    /// `path` (a file, or a directory and everything below it) is now
+    /// `to`; whatever `to` named before is gone.
+    Rename { to: Vec<u8> },
+    /// `path` and `with` swapped places.
+    Exchange { with: Vec<u8> },
+    /// The last name of `path` was removed: its records are moot.
+    Unlink,
+}
+
 /// One record read back from a journal file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -73,22 +93,25 @@ pub struct Record {
     pub header: Option<[u8; HEADER_LEN]>,
     pub old_backing: u64,
     pub images: Vec<(u64, Vec<u8>)>,
+    /// `Some` for a record of a name change rather than of content.
+    pub name_op: Option<NameOp>,
 }
 
 /// Encodes a record's fixed part, path and image table (everything the
 /// checksum covers, which is everything but the image bytes).
-fn encode_meta(seq: u64, intent: &Intent<'_>, total: usize, out: &mut Vec<u8>) {
+fn encode_meta(seq: u64, intent: &Intent<'_>, kind: u8, total: usize, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(total as u32).to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
+    let kind = kind << KIND_SHIFT;
     match intent.header {
         Some(h) => {
-            out.push(FLAG_HEADER);
+            out.push(FLAG_HEADER | kind);
             out.extend_from_slice(h.as_bytes());
         }
         None => {
-            out.push(0);
+            out.push(kind);
             out.extend_from_slice(&[0u8; HEADER_LEN]);
         }
     }
@@ -121,9 +144,13 @@ fn checksum(meta: &[u8]) -> [u8; SUM_LEN] {
 /// Serialises a record into one buffer (used by tests and by recovery's
 /// carry-over of records it could not place).
 pub fn encode(seq: u64, intent: &Intent<'_>) -> Vec<u8> {
+    encode_kind(seq, intent, 0)
+}
+
+fn encode_kind(seq: u64, intent: &Intent<'_>, kind: u8) -> Vec<u8> {
     let total = record_len(intent);
     let mut meta = Vec::new();
-    encode_meta(seq, intent, total, &mut meta);
+    encode_meta(seq, intent, kind, total, &mut meta);
     let sum = checksum(&meta);
     let mut out = meta;
     for (_, bytes) in intent.images {
@@ -150,6 +177,7 @@ fn parse_one(buf: &[u8]) -> Option<(Record, usize)> {
     let rec = &buf[..total];
     let seq = be_u64(&rec[8..]);
     let flags = rec[16];
+    let kind = (flags >> KIND_SHIFT) & 3;
     let header: [u8; HEADER_LEN] = rec[17..17 + HEADER_LEN].try_into().unwrap();
     let old_backing = be_u64(&rec[17 + HEADER_LEN..]);
     let path_len = u16::from_be_bytes(rec[FIXED_LEN - 2..FIXED_LEN].try_into().unwrap()) as usize;
@@ -178,10 +206,22 @@ fn parse_one(buf: &[u8]) -> Option<(Record, usize)> {
         return None;
     }
     let mut images = Vec::with_capacity(n);
+    let mut second = None;
     for (off, len) in table {
-        images.push((off, rec[at..at + len].to_vec()));
+        if off == PATH_OFFSET {
+            second = Some(rec[at..at + len].to_vec());
+        } else {
+            images.push((off, rec[at..at + len].to_vec()));
+        }
         at += len;
     }
+    let name_op = match (kind, second) {
+        (0, None) => None,
+        (KIND_RENAME, Some(to)) => Some(NameOp::Rename { to }),
+        (KIND_EXCHANGE, Some(with)) => Some(NameOp::Exchange { with }),
+        (KIND_UNLINK, None) => Some(NameOp::Unlink),
+        _ => return None,
+    };
     Some((
         Record {
             seq,
@@ -189,6 +229,7 @@ fn parse_one(buf: &[u8]) -> Option<(Record, usize)> {
             header: (flags & FLAG_HEADER != 0).then_some(header),
             old_backing,
             images,
+            name_op,
         },
         total,
     ))
@@ -377,7 +418,7 @@ impl Journal {
         let at = inner.end.fetch_add(total as u64, Ordering::Relaxed);
         META.with(|meta| -> io::Result<()> {
             let mut meta = meta.borrow_mut();
-            encode_meta(seq, intent, total, &mut meta);
+            encode_meta(seq, intent, 0, total, &mut meta);
             let sum = checksum(&meta);
             let mut slices: [&[u8]; MAX_IMAGES + 2] = [&[]; MAX_IMAGES + 2];
             slices[0] = &meta;
@@ -396,6 +437,33 @@ impl Journal {
             inner.wake.notify_one();
         }
         Ok(Pending(Some(guard)))
+    }
+
+    /// Records a change of names made through the mount (after it
+    /// succeeded), so that recovery still finds the records of `path`.
+    pub fn note(&self, path: &[u8], op: &NameOp) -> io::Result<()> {
+        let Some(inner) = &self.0 else {
+            return Ok(());
+        };
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        let (kind, second): (u8, &[u8]) = match op {
+            NameOp::Rename { to } => (KIND_RENAME, to),
+            NameOp::Exchange { with } => (KIND_EXCHANGE, with),
+            NameOp::Unlink => (KIND_UNLINK, &[]),
+        };
+        let images = [(PATH_OFFSET, second)];
+        let intent = Intent {
+            path,
+            header: None,
+            old_backing: 0,
+            images: if kind == KIND_UNLINK { &[] } else { &images },
+        };
+        let buf = encode_kind(seq, &intent, kind);
+        let guard = inner.active.read().unwrap();
+        let at = inner.end.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        store::pwritev_full(&inner.files[guard.index], &[&buf], at)?;
+        inner.dirty.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Makes every record written so far durable. Called before the
@@ -572,6 +640,63 @@ fn recover_one(
     }
 }
 
+/// Groups the content records by where their file is at the end of the
+/// journal, following the renames and dropping what was unlinked.
+fn records_by_final_path(records: &[Record]) -> std::collections::BTreeMap<Vec<u8>, Vec<&Record>> {
+    let mut by_path: std::collections::BTreeMap<Vec<u8>, Vec<&Record>> = Default::default();
+    // Every key equal to `from` or below it, moved under `to`.
+    fn take_subtree<'r>(
+        map: &mut std::collections::BTreeMap<Vec<u8>, Vec<&'r Record>>,
+        from: &[u8],
+    ) -> Vec<(Vec<u8>, Vec<&'r Record>)> {
+        let keys: Vec<Vec<u8>> = map
+            .keys()
+            .filter(|k| {
+                k.as_slice() == from || (k.starts_with(from) && k.get(from.len()) == Some(&b'/'))
+            })
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .map(|k| {
+                let v = map.remove(&k).unwrap();
+                (k[from.len()..].to_vec(), v)
+            })
+            .collect()
+    }
+    for r in records {
+        match &r.name_op {
+            None => by_path.entry(r.path.clone()).or_default().push(r),
+            Some(NameOp::Unlink) => {
+                by_path.remove(&r.path);
+            }
+            Some(NameOp::Rename { to }) => {
+                let moved = take_subtree(&mut by_path, &r.path);
+                take_subtree(&mut by_path, to);
+                for (suffix, v) in moved {
+                    let mut k = to.clone();
+                    k.extend_from_slice(&suffix);
+                    by_path.entry(k).or_default().extend(v);
+                }
+            }
+            Some(NameOp::Exchange { with }) => {
+                let a = take_subtree(&mut by_path, &r.path);
+                let b = take_subtree(&mut by_path, with);
+                for (suffix, v) in a {
+                    let mut k = with.clone();
+                    k.extend_from_slice(&suffix);
+                    by_path.entry(k).or_default().extend(v);
+                }
+                for (suffix, v) in b {
+                    let mut k = r.path.clone();
+                    k.extend_from_slice(&suffix);
+                    by_path.entry(k).or_default().extend(v);
+                }
+            }
+        }
+    }
+    by_path
+}
+
 /// Replays the journal in `dir` against the vault at `root`: every chunk
 /// a crash cut is put back, every torn append cut back, every stale last
 /// flag re-sealed; then the journal files are emptied. Records whose file
@@ -590,13 +715,10 @@ pub fn recover(dir: &Path, root: &impl AsFd, cipher: &ContentCipher) -> io::Resu
     if records.is_empty() {
         return Ok(out);
     }
-    let mut by_path: std::collections::BTreeMap<&[u8], Vec<&Record>> = Default::default();
-    for r in &records {
-        by_path.entry(&r.path).or_default().push(r);
-    }
-    let mut unplaced = Vec::new();
-    for (path, recs) in by_path {
-        match recover_one(root, cipher, path, &recs, &mut out) {
+    let by_path = records_by_final_path(&records);
+    let mut unplaced: Vec<&Record> = Vec::new();
+    for (path, recs) in &by_path {
+        match recover_one(root, cipher, path, recs, &mut out) {
             Ok(true) => {}
             Ok(false) => unplaced.extend(recs),
             Err(e) => {
@@ -609,6 +731,7 @@ pub fn recover(dir: &Path, root: &impl AsFd, cipher: &ContentCipher) -> io::Resu
         }
     }
     out.unplaced = unplaced.len();
+    unplaced.retain(|r| r.name_op.is_none());
     // The repairs are durable (each file was fsynced); only then may the
     // records go.
     let mut keep = Vec::new();
@@ -1032,6 +1155,85 @@ mod crash_points {
                 "the unprotected writer survived every crash point: the harness tests nothing"
             );
         }
+    }
+
+    #[test]
+    fn recovery_follows_renames_and_forgets_unlinked_files() {
+        let rec = |seq: u64, path: &[u8], name_op: Option<NameOp>| Record {
+            seq,
+            path: path.to_vec(),
+            header: None,
+            old_backing: seq,
+            images: Vec::new(),
+            name_op,
+        };
+        let records = vec![
+            rec(1, b"d/f", None),
+            rec(2, b"d", Some(NameOp::Rename { to: b"e".to_vec() })),
+            rec(3, b"e/f", None),
+            rec(4, b"g", None),
+            rec(5, b"g", Some(NameOp::Unlink)),
+            rec(6, b"h", None),
+            rec(7, b"i", None),
+            rec(
+                8,
+                b"h",
+                Some(NameOp::Exchange {
+                    with: b"i".to_vec(),
+                }),
+            ),
+            rec(9, b"dd", None),
+            rec(10, b"j", None),
+            rec(11, b"k", Some(NameOp::Rename { to: b"j".to_vec() })),
+        ];
+        let map = records_by_final_path(&records);
+        let seqs = |p: &[u8]| -> Vec<u64> {
+            map.get(p)
+                .map(|v| v.iter().map(|r| r.seq).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(seqs(b"e/f"), vec![1, 3], "the directory rename moved d/f");
+        assert!(seqs(b"d/f").is_empty());
+        assert!(seqs(b"g").is_empty(), "an unlinked file's records are moot");
+        assert_eq!(seqs(b"i"), vec![6]);
+        assert_eq!(seqs(b"h"), vec![7]);
+        assert_eq!(seqs(b"dd"), vec![9], "a sibling with a common prefix stays");
+        assert!(seqs(b"j").is_empty(), "a file renamed over is gone");
+    }
+
+    #[test]
+    fn name_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = File::open(dir.path()).unwrap();
+        let j = Journal::open(&dir.path().join("j"), &root).unwrap();
+        j.note(b"a/b", &NameOp::Rename { to: b"c".to_vec() })
+            .unwrap();
+        j.note(b"x", &NameOp::Unlink).unwrap();
+        j.note(
+            b"p",
+            &NameOp::Exchange {
+                with: b"q".to_vec(),
+            },
+        )
+        .unwrap();
+        let recs = read_records(&dir.path().join("j")).unwrap();
+        let ops: Vec<_> = recs
+            .iter()
+            .map(|r| (r.path.clone(), r.name_op.clone()))
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                (b"a/b".to_vec(), Some(NameOp::Rename { to: b"c".to_vec() })),
+                (b"x".to_vec(), Some(NameOp::Unlink)),
+                (
+                    b"p".to_vec(),
+                    Some(NameOp::Exchange {
+                        with: b"q".to_vec()
+                    })
+                ),
+            ]
+        );
     }
 
     #[test]

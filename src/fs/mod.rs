@@ -226,10 +226,17 @@ struct Handle {
     node: Arc<Node>,
     fd: Arc<OwnedFd>,
     append: bool,
-    /// The backing path relative to CIPHERDIR at open, for the journal's
-    /// records (recovery checks the file header, and fsck finds a file
-    /// renamed since by it).
-    backing_path: Box<[u8]>,
+}
+
+/// The backing path of entry `entry` of directory `parent`, relative to
+/// CIPHERDIR.
+fn child_backing_path(parent: &Node, entry: &str) -> Vec<u8> {
+    let mut p = backing_path(parent);
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(entry.as_bytes());
+    p
 }
 
 /// The backing path of `node` relative to CIPHERDIR, as the journal
@@ -810,16 +817,10 @@ impl VeilFs {
         node.open.lock().unwrap().handles += 1;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let append = flags & libc::O_APPEND != 0 && !self.opts.writeback_cache;
-        let backing_path = backing_path(&node).into_boxed_slice();
-        self.handles.write().unwrap().insert(
-            fh,
-            Arc::new(Handle {
-                node,
-                fd,
-                append,
-                backing_path,
-            }),
-        );
+        self.handles
+            .write()
+            .unwrap()
+            .insert(fh, Arc::new(Handle { node, fd, append }));
         fh
     }
 
@@ -1078,9 +1079,12 @@ impl VeilFs {
 
     fn write_once(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Res<u32> {
         let handle = self.handle(fh)?;
+        // Where the file is now (renames are journaled too, so recovery
+        // follows them).
+        let path = backing_path(&handle.node);
         let mut state = handle.node.data.write().unwrap();
         let mut file = CryptFile::new(&*handle.fd, &self.content, state.header)
-            .with_journal(&self.journal, &handle.backing_path);
+            .with_journal(&self.journal, &path);
         let offset = if handle.append {
             file.plain_size().map_err(Errno::from)?
         } else {
@@ -1225,6 +1229,12 @@ impl VeilFs {
         };
         let st = st.ok();
         rustix::fs::unlinkat(&*pfd, &entry, AtFlags::empty()).map_err(errno)?;
+        if self.journal.is_on() && st.as_ref().is_some_and(|st| st.st_nlink <= 1) {
+            let path = child_backing_path(&parent, b.entry());
+            if let Err(e) = self.journal.note(&path, &crate::journal::NameOp::Unlink) {
+                log::debug!("journal: cannot record an unlink: {e}");
+            }
+        }
         match (st, pinned) {
             // A hard-linked inode keeps its other names usable.
             (Some(st), _) if st.st_nlink > 1 => {
@@ -1387,6 +1397,18 @@ impl VeilFs {
                 let _ = store::write_dir_iv(&dfd, &iv);
             }
             return Err(errno(e));
+        }
+        if self.journal.is_on() {
+            let from = child_backing_path(&parent, ob.entry());
+            let to = child_backing_path(&newparent, nb.entry());
+            let op = if exchange {
+                crate::journal::NameOp::Exchange { with: to }
+            } else {
+                crate::journal::NameOp::Rename { to }
+            };
+            if let Err(e) = self.journal.note(&from, &op) {
+                log::warn!("journal: cannot record a rename: {e}");
+            }
         }
         if exchange {
             store::write_long_record(&*pfd, &ob).map_err(errno)?;
