@@ -261,7 +261,21 @@ pub fn parse_all(buf: &[u8]) -> Vec<Record> {
 /// else `~/.local/state/veilfs`, then `journal/<key id>-<inode>`. The key ID
 /// tells vaults apart, the inode tells a copy of a vault from the vault.
 pub fn journal_dir(cipherdir: &Path, key_id: &[u8]) -> io::Result<PathBuf> {
-    let base = if let Some(d) = std::env::var_os("VEILFS_STATE_DIR") {
+    journal_dir_in(&state_dir()?, cipherdir, key_id)
+}
+
+/// The journal directory of a vault under the state directory `base`.
+pub fn journal_dir_in(base: &Path, cipherdir: &Path, key_id: &[u8]) -> io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(cipherdir)?.ino();
+    Ok(base
+        .join("journal")
+        .join(format!("{}-{ino}", hex::encode(key_id))))
+}
+
+/// veilfs's state directory (see [`journal_dir`]).
+pub fn state_dir() -> io::Result<PathBuf> {
+    Ok(if let Some(d) = std::env::var_os("VEILFS_STATE_DIR") {
         PathBuf::from(d)
     } else if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         PathBuf::from(d).join("veilfs")
@@ -271,12 +285,7 @@ pub fn journal_dir(cipherdir: &Path, key_id: &[u8]) -> io::Result<PathBuf> {
         return Err(io::Error::other(
             "no state directory: set HOME, XDG_STATE_HOME or VEILFS_STATE_DIR",
         ));
-    };
-    let ino = std::fs::metadata(cipherdir)?;
-    use std::os::unix::fs::MetadataExt;
-    Ok(base
-        .join("journal")
-        .join(format!("{}-{}", hex::encode(key_id), ino.ino())))
+    })
 }
 
 const FILES: [&str; 2] = ["journal.0", "journal.1"];
