@@ -111,7 +111,18 @@ fn serve(
     ready: Option<std::os::fd::OwnedFd>,
 ) -> Result<(), CliError> {
     let mut cfg = cfg.clone();
-    if !cfg.fs.read_only {
+    if cfg.fs.read_only {
+        // A read-only mount does not replay the journal: say so if a crash
+        // left something in it.
+        if let Ok(dir) = crate::journal::journal_dir(&cfg.cipherdir, &vault.master.key_id())
+            && crate::journal::read_records(&dir).is_ok_and(|r| !r.is_empty())
+        {
+            log::warn!(
+                "a crash left chunk rewrites in the journal {}; a read-only mount does not replay them (chunks they cover may read as EIO): mount read-write once, or run veilfs fsck --repair",
+                dir.display()
+            );
+        }
+    } else {
         cfg.journal_dir = Some(
             crate::journal::journal_dir(&cfg.cipherdir, &vault.master.key_id()).map_err(|e| {
                 CliError::Other(format!(
