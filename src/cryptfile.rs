@@ -881,6 +881,17 @@ pub fn stored_chunk_count(cipher: &ContentCipher, size: u64) -> u64 {
     (size.saturating_sub(HEADER_LEN as u64)).div_ceil(cipher.layout().stored_chunk_len() as u64)
 }
 
+/// The stored bytes of full chunk slot `index`; an error if the file ends
+/// inside it (it changed since it was judged).
+fn read_full_slot<Fd: AsFd>(fd: Fd, cipher: &ContentCipher, index: u64) -> io::Result<Vec<u8>> {
+    let layout = cipher.layout();
+    let mut stored = vec![0u8; layout.stored_chunk_len()];
+    if pread_full(&fd, &mut stored, layout.chunk_cipher_start(index))? != stored.len() {
+        return Err(io::Error::other("the file changed during the repair"));
+    }
+    Ok(stored)
+}
+
 /// Re-seals middle chunk `index`, which authenticates only as a last
 /// chunk (in full or short form), as a full middle chunk with the same
 /// plaintext, and checks the result.
@@ -893,10 +904,7 @@ pub fn reseal_stale<Fd: AsFd>(
     let layout = cipher.layout();
     let stored_len = layout.stored_chunk_len();
     let off = layout.chunk_cipher_start(index);
-    let mut stored = vec![0u8; stored_len];
-    if pread_full(&fd, &mut stored, off)? != stored_len {
-        return Err(io::Error::other("the file changed during the repair"));
-    }
+    let stored = read_full_slot(&fd, cipher, index)?;
     let mut plain = vec![0u8; layout.chunk_size()];
     match cipher.open_chunk(header, index, true, &stored, &mut plain) {
         Ok(Opened::Data(_)) => {}
@@ -939,12 +947,8 @@ pub fn drop_torn_tail<Fd: AsFd>(
     }
     if index > 0 {
         let prev = index - 1;
-        let stored_len = layout.stored_chunk_len();
-        let mut stored = vec![0u8; stored_len];
         let off = layout.chunk_cipher_start(prev);
-        if pread_full(&fd, &mut stored, off)? != stored_len {
-            return Err(io::Error::other("the file changed during the repair"));
-        }
+        let mut stored = read_full_slot(&fd, cipher, prev)?;
         let mut plain = vec![0u8; layout.chunk_size()];
         match cipher.open_chunk(header, prev, false, &stored, &mut plain) {
             Ok(_) => {}

@@ -177,15 +177,5 @@ fn sigkill_loses_no_committed_sqlite_transaction() {
     }
     eprintln!("{rounds} kills: no round lost a committed transaction, no database was unreadable");
     m.unmount();
-    let out = Command::new(common::BIN)
-        .args(["fsck", "--key-file"])
-        .arg(&m.keyfile)
-        .arg(&m.cipher)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fsck after {rounds} kills: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    m.assert_fsck_clean(&format!("{rounds} kills"));
 }

@@ -508,16 +508,5 @@ fn load(mount_args: &[&str]) {
         "the daemon logged problems:\n{log}"
     );
     m.unmount();
-    let o = Command::new(common::BIN)
-        .args(["fsck", "--key-file"])
-        .arg(&m.keyfile)
-        .arg(&m.cipher)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "fsck after the load: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    m.assert_fsck_clean("the load");
 }

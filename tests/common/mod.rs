@@ -196,6 +196,23 @@ impl TestMount {
         self.wait_child(Duration::from_secs(15));
     }
 
+    /// Runs `veilfs fsck` on the (unmounted) vault and asserts it is clean;
+    /// `after` says what came before, for the message.
+    pub fn assert_fsck_clean(&self, after: &str) {
+        let o = Command::new(BIN)
+            .args(["fsck", "--key-file"])
+            .arg(&self.keyfile)
+            .arg(&self.cipher)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "fsck after {after}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     /// Waits for the daemon to exit; returns its exit status.
     pub fn wait_child(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
