@@ -169,12 +169,28 @@ fn plain_path(node: &Node) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Logs a content error with the file's plaintext path: authentication
-/// failures as warnings, plain I/O errors (ENOSPC and the like) at debug.
+/// How log messages name a node: its inode number (the one `stat` shows in
+/// the mount, the backing file's) and its backing name, which is all a
+/// hostile cloud that triggers integrity warnings at will may learn from
+/// the logs. The plaintext path is added only when debug logging is on.
+fn log_name(node: &Node) -> String {
+    let mut out = match node.parent_and_entry() {
+        Some((_, backing)) => format!("inode {} (backing name {})", node.ino, backing.entry()),
+        None => format!("inode {} (the vault root)", node.ino),
+    };
+    if log::log_enabled!(log::Level::Debug) {
+        out.push_str(&format!(", path {:?}", plain_path(node)));
+    }
+    out
+}
+
+/// Logs a content error with the file's inode and backing name:
+/// authentication failures as warnings, plain I/O errors (ENOSPC and the
+/// like) at debug.
 fn log_content_error(node: &Node, what: &str, e: &CryptFileError) {
     match e {
-        CryptFileError::Io(_) => log::debug!("{}: {what}: {e}", plain_path(node)),
-        _ => log::warn!("{}: {what} failed: {e}", plain_path(node)),
+        CryptFileError::Io(_) => log::debug!("{}: {what}: {e}", log_name(node)),
+        _ => log::warn!("{}: {what} failed: {e}", log_name(node)),
     }
 }
 
@@ -561,7 +577,7 @@ impl VeilFs {
         let iv = iv.map_err(|e| {
             log::warn!(
                 "{}: directory IV missing or damaged ({e}); its entries cannot be decrypted",
-                self.plain_path(node)
+                self.log_name(node)
             );
             Errno::EIO
         })?;
@@ -572,9 +588,9 @@ impl VeilFs {
         Ok(iv)
     }
 
-    /// The plaintext path of a node, for log messages.
-    fn plain_path(&self, node: &Node) -> String {
-        plain_path(node)
+    /// How log messages name a node (see [`log_name`]).
+    fn log_name(&self, node: &Node) -> String {
+        log_name(node)
     }
 
     /// Parent descriptor and backing entry of a non-root node.
@@ -835,7 +851,7 @@ impl VeilFs {
         let mut listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
         self.resolve_conflicts(node, &fd, &iv, &mut listing);
         if !listing.bad.is_empty() {
-            let path = self.plain_path(node);
+            let path = self.log_name(node);
             for bad in &listing.bad {
                 log::warn!(
                     "{path}: backing entry {} skipped: {}",
@@ -1272,7 +1288,7 @@ impl VeilFs {
         self.names
             .decrypt_symlink_target(stored.as_bytes())
             .map_err(|e| {
-                log::warn!("{}: symlink target: {e}", self.plain_path(&node));
+                log::warn!("{}: symlink target: {e}", self.log_name(&node));
                 Errno::EIO
             })
     }
@@ -1477,10 +1493,8 @@ impl VeilFs {
             .map_err(errno)?;
         buf.truncate(n);
         self.names.decrypt_xattr_value(&bname, buf).map_err(|e| {
-            log::warn!(
-                "{}: extended attribute {name:?}: {e}",
-                self.plain_path(&node)
-            );
+            log::warn!("{}: an extended attribute: {e}", self.log_name(&node));
+            log::debug!("the damaged extended attribute is {name:?}");
             Errno::EIO
         })
     }
