@@ -26,12 +26,18 @@ fn mount_process_has_core_dumps_disabled() {
     );
 }
 
-/// The one backing regular file below `dir` other than metadata.
+/// The one backing regular file in `dir` other than vault metadata.
 fn only_backing_file(dir: &std::path::Path) -> std::path::PathBuf {
     let files: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && !p.ends_with("veilfs.diriv"))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("veilfs."))
+        })
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     files[0].clone()
@@ -81,4 +87,90 @@ fn integrity_warnings_do_not_log_plaintext_paths() {
         !log.contains("TopSecretFolder") && !log.contains("PrivateDiary"),
         "a plaintext name reached the log:\n{log}"
     );
+}
+
+/// Finding 7: a hostile local user replaces a vault file's backing entry
+/// with a hard link to a foreign file. The mount must not write into it,
+/// truncate it or vouch for it with a link of its own (the old code filled
+/// an empty foreign file with the user's data and emptied a full one).
+#[test]
+fn planted_hard_link_is_never_written_truncated_or_linked() {
+    use std::io::Write;
+    let mut m = TestMount::new();
+    fs::write(m.path("victim"), b"").unwrap();
+    m.unmount();
+    let backing = only_backing_file(&m.cipher);
+    let foreign = m.tmp.path().join("foreign");
+    fs::write(&foreign, b"").unwrap();
+    fs::remove_file(&backing).unwrap();
+    fs::hard_link(&foreign, &backing).unwrap();
+    m.mount();
+    let eperm = Some(libc::EPERM);
+    let err = fs::write(m.path("victim"), b"the user's secret").unwrap_err();
+    assert_eq!(err.raw_os_error(), eperm, "{err}");
+    let err = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("victim"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), eperm, "{err}");
+    assert_eq!(
+        fs::read(&foreign).unwrap(),
+        b"",
+        "the foreign file was written"
+    );
+    // A full foreign file is not emptied (O_TRUNC, truncate(2)).
+    fs::File::options()
+        .write(true)
+        .open(&foreign)
+        .unwrap()
+        .write_all(b"the planter's file")
+        .unwrap();
+    let err = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("victim"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), eperm, "{err}");
+    let path = std::ffi::CString::new(m.path("victim").as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::truncate(path.as_ptr(), 0) }, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), eperm);
+    // Nor does a link through the mount make the planted link legitimate.
+    let err = fs::hard_link(m.path("victim"), m.path("second")).unwrap_err();
+    assert_eq!(err.raw_os_error(), eperm, "{err}");
+    assert_eq!(fs::read(&foreign).unwrap(), b"the planter's file");
+    assert!(
+        m.log_text().contains("refusing to write or link"),
+        "the refusal is logged with its reason:\n{}",
+        m.log_text()
+    );
+}
+
+/// Finding 7, the other side: hard links made through the mount stay
+/// writable, also after a remount, through every name.
+#[test]
+fn hard_links_made_through_the_mount_stay_writable_after_remount() {
+    use std::io::Write;
+    let mut m = TestMount::new();
+    fs::create_dir(m.path("sub")).unwrap();
+    fs::write(m.path("a"), b"first").unwrap();
+    fs::hard_link(m.path("a"), m.path("b")).unwrap();
+    fs::hard_link(m.path("b"), m.path("sub/c")).unwrap();
+    fs::write(m.path("b"), b"second").unwrap();
+    m.unmount();
+    m.mount();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("sub/c"))
+        .unwrap();
+    f.write_all(b"+third").unwrap();
+    drop(f);
+    fs::remove_file(m.path("a")).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("b"))
+        .unwrap()
+        .write_all(b"fourth")
+        .unwrap();
+    assert_eq!(fs::read(m.path("sub/c")).unwrap(), b"fourth");
 }

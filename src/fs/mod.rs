@@ -34,7 +34,7 @@ use rustix::io::Errno as SysErrno;
 
 use crate::content::ContentCipher;
 use crate::cryptfile::{CryptFile, CryptFileError};
-use crate::names::{BackingName, DirIv, NameCipher};
+use crate::names::{self, BackingName, DirIv, NameCipher};
 use crate::reclaim::Reclaimer;
 use crate::store::{self, cstr};
 use node::{Location, Node, NodeTable};
@@ -757,7 +757,61 @@ impl VeilFs {
     }
 
     /// The shared backing descriptor of a file node, opened on first use.
+    /// For writing (and truncating) only if every hard link of the backing
+    /// file is one the mount made (see [`VeilFs::refuse_planted_links`]).
     fn open_backing(&self, node: &Arc<Node>, want_write: bool) -> Res<Arc<OwnedFd>> {
+        let fd = self.open_backing_fd(node, want_write)?;
+        if want_write {
+            self.refuse_planted_links(node, &fd)?;
+        }
+        Ok(fd)
+    }
+
+    /// Refuses (EPERM, with a logged reason) to write to or truncate a
+    /// regular backing file with more hard links than the mount made. A
+    /// hostile local user can plant a hard link to a foreign file under a
+    /// vault name; writing through it would fill, or truncating it empty,
+    /// that foreign file. The links the mount makes (`link`) are vouched
+    /// for by an authenticated link record on the backing file
+    /// (docs/FORMAT.md, "Link records"); a planted link is not, because
+    /// only the key holder can make a record, and a record names its inode.
+    fn refuse_planted_links(&self, node: &Node, fd: &OwnedFd) -> Res<()> {
+        let st = store::stat_fd(fd).map_err(errno)?;
+        self.refuse_unvouched(node, &st, |buf| {
+            rustix::fs::fgetxattr(fd, names::LINK_RECORD_XATTR, buf)
+        })
+    }
+
+    /// [`VeilFs::refuse_planted_links`] for a file in state `st` whose
+    /// link record `read_record` reads.
+    fn refuse_unvouched(
+        &self,
+        node: &Node,
+        st: &Stat,
+        read_record: impl FnOnce(&mut [u8]) -> rustix::io::Result<usize>,
+    ) -> Res<()> {
+        if st.st_nlink <= 1 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(());
+        }
+        let mut record = [0u8; names::LINK_RECORD_LEN + 1];
+        let vouched = read_record(&mut record[..]).is_ok_and(|n| {
+            self.names
+                .link_record_covers(&record[..n], st.st_ino, st.st_nlink)
+        });
+        if vouched {
+            return Ok(());
+        }
+        log::warn!(
+            "{}: refusing to write or link: its backing file has {} hard links that this mount did not make \
+             (one may have been planted in the vault directory to make veilfs write into a foreign file); \
+             reading still works, and a copy of the file under a new name can be written",
+            log_name(node),
+            st.st_nlink
+        );
+        Err(Errno::EPERM)
+    }
+
+    fn open_backing_fd(&self, node: &Arc<Node>, want_write: bool) -> Res<Arc<OwnedFd>> {
         let mut open = node.open.lock().unwrap();
         if let Some(fd) = &open.fd
             && (open.writable || !want_write)
@@ -1105,6 +1159,10 @@ impl VeilFs {
         self.chown_to_caller(req, &pfd, &entry)?;
         let mut st = store::stat_fd(&fd).map_err(errno)?;
         let node = self.remember(&parent, &st, b, name.as_bytes());
+        if st.st_nlink > 1 {
+            // O_CREAT on an existing file opens it for writing.
+            self.refuse_planted_links(&node, &fd)?;
+        }
         let fd = {
             let mut open = node.open.lock().unwrap();
             match &open.fd {
@@ -1409,15 +1467,58 @@ impl VeilFs {
         let newparent = self.node(newparent)?;
         let (npfd, _, nb) = self.new_child(&newparent, newname)?;
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
-        rustix::fs::linkat(
-            &*opfd,
-            &old,
-            &*npfd,
-            cstr(nb.entry()).as_c_str(),
-            AtFlags::empty(),
-        )
-        .map_err(errno)?;
+        // Never vouch for links planted before this one.
+        let st = store::lstat_at(&*opfd, &old).map_err(errno)?;
+        self.refuse_unvouched(&node, &st, |buf| {
+            rustix::fs::lgetxattr(
+                self.entry_path(&opfd, &old).as_c_str(),
+                names::LINK_RECORD_XATTR,
+                buf,
+            )
+        })?;
+        let new = cstr(nb.entry());
+        rustix::fs::linkat(&*opfd, &old, &*npfd, new.as_c_str(), AtFlags::empty())
+            .map_err(errno)?;
+        // Vouch for the new link count, or take the link back: a link the
+        // mount made must stay writable (see `refuse_planted_links`).
+        if let Err(e) = self.record_links(&npfd, &new) {
+            log::warn!(
+                "{}: cannot record the new hard link ({e:?}); link refused",
+                log_name(&node)
+            );
+            let _ = rustix::fs::unlinkat(&*npfd, new.as_c_str(), AtFlags::empty());
+            return Err(e);
+        }
         Ok(self.reply_new_entry(&newparent, &npfd, nb, newname)?.0)
+    }
+
+    /// A path to `entry` in `dir` for the calls that have no `*at` form
+    /// (the xattr calls): through /proc, so nothing is resolved by name
+    /// outside the directory descriptor; the `l` calls do not follow a
+    /// final symlink.
+    fn entry_path(&self, dir: &OwnedFd, entry: &CString) -> CString {
+        cstr(&format!(
+            "/proc/self/fd/{}/{}",
+            dir.as_raw_fd(),
+            entry.to_str().unwrap_or("")
+        ))
+    }
+
+    /// Writes the link record of the regular file `entry` in `dir` for its
+    /// current link count.
+    fn record_links(&self, dir: &OwnedFd, entry: &CString) -> Res<()> {
+        let st = store::lstat_at(dir, entry).map_err(errno)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Errno::EPERM);
+        }
+        let record = self.names.link_record(st.st_ino, st.st_nlink);
+        rustix::fs::lsetxattr(
+            self.entry_path(dir, entry).as_c_str(),
+            names::LINK_RECORD_XATTR,
+            &record,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(errno)
     }
 
     fn do_open(&self, req_uid: u32, ino: INodeNo, flags: OpenFlags) -> Res<(u64, FopenFlags)> {
