@@ -198,7 +198,8 @@ pub struct Stats {
     /// Extra names of a hard-linked file (its content is checked once).
     pub hard_links: u64,
     pub chunks: u64,
-    /// Chunks skipped as sparse holes.
+    /// Chunks inside files that read as holes: skipped as sparse, or
+    /// stored as all zeros (as a wiped chunk is).
     pub holes: u64,
     pub backing_bytes: u64,
 }
@@ -211,7 +212,25 @@ pub struct Report {
     /// Foreign backing entries (sync clients' files, conflict copies):
     /// information, not errors. Backing paths.
     pub foreign: Vec<String>,
+    /// Files with holes inside: information, not errors. A sparse file and
+    /// a file whose chunks were zeroed (wiped) look the same; only the
+    /// user can tell which one they expect.
+    pub files_with_holes: Vec<FileHoles>,
     pub stats: Stats,
+}
+
+/// A file with chunks that read as holes (zeros).
+#[derive(Debug, Clone, Serialize)]
+pub struct FileHoles {
+    /// The plaintext path when it is known, else the backing path.
+    pub path: String,
+    pub path_is_plain: bool,
+    /// The backing path relative to CIPHERDIR.
+    pub backing_path: String,
+    /// How many of its chunks are holes.
+    pub holes: u64,
+    /// How many chunks it has.
+    pub chunks: u64,
 }
 
 impl Report {
@@ -895,6 +914,7 @@ impl<'a> Checker<'a> {
         let mut diags: Vec<(u64, ChunkDiag)> = Vec::new();
         // Chunks that authenticated real data (holes prove nothing).
         let mut authentic = 0u64;
+        let mut holes = 0u64;
         let mut i = 0u64;
         let mut buf = std::mem::take(&mut self.read_buf);
         while i < n {
@@ -910,8 +930,8 @@ impl<'a> Checker<'a> {
                 let skip = ((data_at - off) / stored).min(n - 1 - i);
                 if skip > 0 {
                     i += skip;
+                    holes += skip;
                     self.report.stats.chunks += skip;
-                    self.report.stats.holes += skip;
                     self.progress.bytes_done += skip * stored;
                     continue;
                 }
@@ -952,7 +972,7 @@ impl<'a> Checker<'a> {
                     &mut self.plain_buf,
                 ) {
                     Ok(Opened::Data(_)) => authentic += 1,
-                    Ok(Opened::Hole) => {}
+                    Ok(Opened::Hole) => holes += 1,
                     Err(ChunkError::BadLength(len)) => {
                         let end = layout.chunk_cipher_start(index) + len as u64;
                         diags.push((
@@ -978,6 +998,16 @@ impl<'a> Checker<'a> {
         if size > HEADER_LEN as u64 {
             // Account for the header in the progress.
             self.progress.bytes_done += HEADER_LEN as u64;
+        }
+        if holes > 0 {
+            self.report.stats.holes += holes;
+            self.report.files_with_holes.push(FileHoles {
+                path: loc.plain.clone().unwrap_or_else(|| loc.backing.clone()),
+                path_is_plain: loc.plain.is_some(),
+                backing_path: loc.backing.clone(),
+                holes,
+                chunks: n,
+            });
         }
         if diags.is_empty() {
             return;

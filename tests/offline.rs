@@ -949,6 +949,45 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Issue 13, finding 12: a zeroed middle chunk reads as a hole, exactly
+/// like a sparse one, so fsck cannot call it damage. It counts the holes
+/// inside each file and lists the files, in the text and in --json, so a
+/// user can tell a file they expect to be sparse from a wiped one.
+#[test]
+fn zeroed_and_sparse_chunks_are_counted_and_listed_as_holes() {
+    let tv = TV::new();
+    tv.mkdir("/chats");
+    tv.write("/chats/msgstore.db", &pattern(5 * 4096, 3));
+    tv.write("/plain", &pattern(3 * 4096, 4));
+    modify(&tv.backing("/chats/msgstore.db"), |b| {
+        b[chunk_at(2)..chunk_at(3)].fill(0);
+    });
+    let r = tv.fsck();
+    assert!(r.problems.is_empty(), "{:#?}", r.problems);
+    assert_eq!(r.stats.holes, 1, "{:?}", r.stats);
+    assert_eq!(r.files_with_holes.len(), 1, "{:#?}", r.files_with_holes);
+    let f = &r.files_with_holes[0];
+    assert_eq!(
+        (f.path.as_str(), f.path_is_plain),
+        ("/chats/msgstore.db", true)
+    );
+    assert_eq!((f.holes, f.chunks), (1, 5));
+    let dir = tv.dir.to_str().unwrap();
+    let o = tv.cli("fsck", &["--json", dir]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stats"]["holes"], 1);
+    assert_eq!(v["files_with_holes"][0]["path"], "/chats/msgstore.db");
+    assert_eq!(v["files_with_holes"][0]["holes"], 1);
+    let o = tv.cli("fsck", &[dir]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("info: 1 file with holes inside (1 chunk that read as zeros)")
+            && out.contains("  /chats/msgstore.db: 1 of 5 chunks"),
+        "{out}"
+    );
+}
+
 #[test]
 fn cli_ls_cat_fsck_on_a_clean_vault() {
     let (tv, files) = populated();

@@ -110,6 +110,26 @@ fn report_text(cipherdir: &str, r: &Report) -> String {
             let _ = writeln!(o, "  {}", printable(f));
         }
     }
+    if !r.files_with_holes.is_empty() {
+        let _ = writeln!(
+            o,
+            "info: {} with holes inside ({} that read as zeros): a sparse file, or chunks \
+             zeroed by someone with access to the backing directory; veilfs cannot tell \
+             which, check that these files are expected to be sparse:",
+            count(r.files_with_holes.len() as u64, "file"),
+            count(s.holes, "chunk"),
+        );
+        for f in &r.files_with_holes {
+            let _ = writeln!(
+                o,
+                "  {}{}: {} of {} chunks",
+                if f.path_is_plain { "" } else { "[backing] " },
+                printable(&f.path),
+                f.holes,
+                f.chunks
+            );
+        }
+    }
     let left: Vec<_> = r.unrepaired().collect();
     if !left.is_empty() {
         let _ = writeln!(o, "problems ({}):", left.len());
