@@ -174,3 +174,64 @@ fn hard_links_made_through_the_mount_stay_writable_after_remount() {
         .unwrap();
     assert_eq!(fs::read(m.path("sub/c")).unwrap(), b"fourth");
 }
+
+/// Finding 3 ("file ID poisoning", gocryptfs audit §2.2): the cloud gives
+/// file B the header of file A, followed by zeros. A write that covers
+/// whole chunks reads nothing, so the old code sealed the user's new data
+/// under A's file ID (and A's chunks could then be swapped into B
+/// unnoticed). The file is authenticated once before a write reuses its
+/// header: here nothing authenticates, so the write fails with EIO.
+#[test]
+fn a_header_copied_from_another_file_is_not_reused_by_writes() {
+    use std::io::Write;
+    let mut m = TestMount::new();
+    fs::write(m.path("a"), vec![1u8; 8192]).unwrap();
+    m.unmount();
+    let a_backing = only_backing_file(&m.cipher);
+    m.mount();
+    fs::write(m.path("b"), vec![2u8; 8192]).unwrap();
+    m.unmount();
+    let b_backing = fs::read_dir(&m.cipher)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p != &a_backing
+                && !p
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("veilfs.")
+        })
+        .unwrap();
+    let a_bytes = fs::read(&a_backing).unwrap();
+    let mut poisoned = vec![0u8; fs::metadata(&b_backing).unwrap().len() as usize];
+    poisoned[..veilfs::content::HEADER_LEN]
+        .copy_from_slice(&a_bytes[..veilfs::content::HEADER_LEN]);
+    fs::write(&b_backing, &poisoned).unwrap();
+    m.mount();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("b"))
+        .unwrap();
+    let res = f.write_all(&[3u8; 4096]).and_then(|()| f.sync_all());
+    let err = res.expect_err("a write under a foreign header must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(f);
+    assert_eq!(
+        fs::read(&b_backing).unwrap(),
+        poisoned,
+        "nothing was sealed"
+    );
+    // Files the mount wrote are still written as usual, whole chunks too.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("a"))
+        .unwrap();
+    f.write_all(&[4u8; 4096]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut want = vec![4u8; 4096];
+    want.extend_from_slice(&[1u8; 4096]);
+    assert_eq!(fs::read(m.path("a")).unwrap(), want);
+}

@@ -37,7 +37,7 @@ use crate::cryptfile::{CryptFile, CryptFileError};
 use crate::names::{self, BackingName, DirIv, NameCipher};
 use crate::reclaim::Reclaimer;
 use crate::store::{self, cstr};
-use node::{Location, Node, NodeTable};
+use node::{FileData, Location, Node, NodeTable};
 
 /// Tunables of a mount.
 #[derive(Debug, Clone)]
@@ -192,6 +192,26 @@ fn log_content_error(node: &Node, what: &str, e: &CryptFileError) {
         CryptFileError::Io(_) => log::debug!("{}: {what}: {e}", log_name(node)),
         _ => log::warn!("{}: {what} failed: {e}", log_name(node)),
     }
+}
+
+/// Authenticates the file once before the first write or truncation
+/// reuses its header (issue 13: "file ID poisoning"); `data` is the node's
+/// content state, write-locked by the caller.
+fn authenticate_once<Fd: AsFd>(
+    node: &Node,
+    data: &mut FileData,
+    file: &mut CryptFile<'_, Fd>,
+) -> Res<()> {
+    if data.header_checked {
+        return Ok(());
+    }
+    if let Err(e) = file.authenticate() {
+        log_content_error(node, "authenticating the file before a write", &e);
+        return Err(Errno::from_i32(e.errno()));
+    }
+    data.header = file.header();
+    data.header_checked = true;
+    Ok(())
 }
 
 /// Reads `size` bytes at `offset` through `handle` and replies.
@@ -867,6 +887,9 @@ impl VeilFs {
     fn truncate_node(&self, node: &Arc<Node>, fd: &OwnedFd, size: u64) -> Res<()> {
         let mut data = node.data.write().unwrap();
         let mut file = CryptFile::new(fd, &self.content, data.header);
+        if size > 0 {
+            authenticate_once(node, &mut data, &mut file)?;
+        }
         let res = file.truncate(size);
         data.header = file.header();
         res.map_err(|e| {
@@ -1110,6 +1133,7 @@ impl VeilFs {
         let handle = self.handle(fh)?;
         let mut state = handle.node.data.write().unwrap();
         let mut file = CryptFile::new(&*handle.fd, &self.content, state.header);
+        authenticate_once(&handle.node, &mut state, &mut file)?;
         let offset = if handle.append {
             file.plain_size().map_err(Errno::from)?
         } else {
@@ -1560,7 +1584,9 @@ impl VeilFs {
             open.writable = false;
             // The next open reads the header afresh: a sync client may
             // replace the file while nobody has it open.
-            handle.node.data.write().unwrap().header = None;
+            let mut data = handle.node.data.write().unwrap();
+            data.header = None;
+            data.header_checked = false;
         }
     }
 
