@@ -88,6 +88,11 @@ pub enum ProblemKind {
     /// A middle chunk still sealed as the last one: a crash interrupted an
     /// append. Repairable (re-sealed as a middle chunk; no data changes).
     StaleLastFlag,
+    /// A chunk still sealed as the last one is followed by nothing
+    /// authentic (zeros, holes, a cut chunk): an interrupted append, or
+    /// zeros appended by someone with access to CIPHERDIR (possible
+    /// tampering). `--repair` cuts the file after that chunk.
+    ZeroTail,
     /// The last chunk is cut off at a 4 KiB boundary and does not
     /// authenticate: a crash (or SIGKILL of the daemon) stopped a write
     /// that was growing the file. Its bytes were never durable and cannot
@@ -132,6 +137,7 @@ impl ProblemKind {
             ProblemKind::Truncated => "truncated",
             ProblemKind::InvalidSize => "invalid_size",
             ProblemKind::StaleLastFlag => "stale_last_flag",
+            ProblemKind::ZeroTail => "zero_tail",
             ProblemKind::TornTail => "torn_tail",
             ProblemKind::SymlinkTargetInvalid => "symlink_target_invalid",
             ProblemKind::UnexpectedType => "unexpected_type",
@@ -267,6 +273,10 @@ pub struct FsckOptions<'a> {
     pub names: &'a NameCipher,
     /// Make the repairs that cannot lose data.
     pub repair: bool,
+    /// With `repair`: keep the zeros after a stale last chunk as part of
+    /// the file (re-sealing them as authentic) instead of cutting them off.
+    /// Only for a user who knows the file really ends in zeros.
+    pub keep_zero_tail: bool,
     /// Called as work progresses. When set, a quick pre-scan first counts
     /// files and bytes so the totals are known.
     pub progress: Option<ProgressFn<'a>>,
@@ -279,6 +289,7 @@ impl<'a> FsckOptions<'a> {
             content,
             names,
             repair: false,
+            keep_zero_tail: false,
             progress: None,
         }
     }
@@ -297,6 +308,7 @@ pub fn fsck(opts: FsckOptions<'_>) -> io::Result<Report> {
         content: opts.content,
         names: opts.names,
         repair: opts.repair,
+        keep_zero_tail: opts.keep_zero_tail,
         progress_cb: opts.progress,
         progress: Progress::default(),
         report: Report::default(),
@@ -442,6 +454,7 @@ enum ChunkDiag {
 const TORN_WRITE_ALIGN: u64 = 4096;
 
 struct Checker<'a> {
+    keep_zero_tail: bool,
     content: &'a ContentCipher,
     names: &'a NameCipher,
     repair: bool,
@@ -914,6 +927,7 @@ impl<'a> Checker<'a> {
         let mut diags: Vec<(u64, ChunkDiag)> = Vec::new();
         // Chunks that authenticated real data (holes prove nothing).
         let mut authentic = 0u64;
+        let mut last_data = None;
         let mut holes = 0u64;
         let mut i = 0u64;
         let mut buf = std::mem::take(&mut self.read_buf);
@@ -971,7 +985,10 @@ impl<'a> Checker<'a> {
                     &buf[begin..end],
                     &mut self.plain_buf,
                 ) {
-                    Ok(Opened::Data(_)) => authentic += 1,
+                    Ok(Opened::Data(_)) => {
+                        authentic += 1;
+                        last_data = Some(index);
+                    }
                     Ok(Opened::Hole) => holes += 1,
                     Err(ChunkError::BadLength(len)) => {
                         let end = layout.chunk_cipher_start(index) + len as u64;
@@ -1034,6 +1051,7 @@ impl<'a> Checker<'a> {
             dev: st.st_dev,
             ino: st.st_ino,
         };
+        let diags = self.zero_tail(&target, &header, n, diags, last_data, loc);
         self.report_chunks(&target, &header, n, diags, loc);
     }
 
@@ -1203,6 +1221,93 @@ impl<'a> Checker<'a> {
             }
         }
         flush(self, &mut run);
+    }
+
+    /// Handles a stale last chunk that nothing authentic follows (issue 13,
+    /// finding 4). Re-sealing it as a middle chunk, as for an interrupted
+    /// append, would make whatever follows it authentic: after `truncate -s
+    /// 1M` on a small file, a megabyte of zeros the file never held. So
+    /// the file is reported as a possible tampering and, with `--repair`,
+    /// cut right after that chunk, which keeps every authentic byte; only
+    /// `keep_zero_tail` keeps the zeros. Returns the diagnoses left to
+    /// report as usual.
+    fn zero_tail(
+        &mut self,
+        target: &RepairTarget<'_>,
+        header: &FileHeader,
+        n: u64,
+        diags: Vec<(u64, ChunkDiag)>,
+        last_data: Option<u64>,
+        loc: &Loc,
+    ) -> Vec<(u64, ChunkDiag)> {
+        let stale = diags
+            .iter()
+            .filter(|(_, d)| *d == ChunkDiag::StaleLast)
+            .map(|&(i, _)| i)
+            .max();
+        let Some(s) = stale else { return diags };
+        let nothing_real_after = last_data.is_none_or(|d| d < s)
+            && diags.iter().all(|(i, d)| {
+                *i <= s
+                    || matches!(
+                        d,
+                        ChunkDiag::Unauthentic | ChunkDiag::TornTail | ChunkDiag::BadLength(_)
+                    )
+            });
+        if !nothing_real_after || self.keep_zero_tail {
+            return diags;
+        }
+        let idx = self.problem_chunks(
+            ProblemKind::ZeroTail,
+            loc,
+            Some(s..n),
+            format!(
+                "chunk {s} is still sealed as the file's last chunk and nothing authentic follows it: \
+                 the {} chunks after it are zeros or damaged. veilfs never writes that; an append was \
+                 interrupted, or someone with access to the backing directory appended zeros (possible \
+                 tampering). --repair cuts the file after chunk {s}, keeping every authentic byte; \
+                 add --keep-zero-tail to keep the zeros instead",
+                n - s - 1
+            ),
+        );
+        if self.repair {
+            let outcome = self.cut_after_stale(target, header, s);
+            self.chunk_repaired(idx, outcome, || {
+                format!("cut the file after chunk {s}, its last authentic chunk")
+            });
+        }
+        diags.into_iter().filter(|&(i, _)| i < s).collect()
+    }
+
+    /// Cuts the file right after chunk `index`, which authenticates as the
+    /// last chunk (full, or short and followed by zeros).
+    fn cut_after_stale(
+        &mut self,
+        target: &RepairTarget<'_>,
+        header: &FileHeader,
+        index: u64,
+    ) -> io::Result<()> {
+        let layout = self.content.layout();
+        let rw = self.reopen_for_repair(target)?;
+        let off = layout.chunk_cipher_start(index);
+        let mut stored = vec![0u8; layout.stored_chunk_len()];
+        if pread_full(&rw, &mut stored, off)? != stored.len() {
+            return Err(io::Error::other("the file changed during the check"));
+        }
+        let mut plain = vec![0u8; layout.chunk_size()];
+        let len = match self
+            .content
+            .open_chunk(header, index, true, &stored, &mut plain)
+        {
+            Ok(Opened::Data(n)) => n,
+            _ => self
+                .content
+                .open_stale_short(header, index, &stored, &mut plain)
+                .ok_or_else(|| io::Error::other("the chunk changed during the check"))?,
+        };
+        rustix::fs::ftruncate(&rw, off + (len + CHUNK_OVERHEAD) as u64)?;
+        rustix::fs::fsync(&rw)?;
+        Ok(())
     }
 
     /// Cuts the file before its torn last chunk `index`. The chunk before

@@ -826,6 +826,55 @@ fn stale_short_last_chunk_is_repaired() {
     assert_eq!(tv.cat("/short").unwrap(), want);
 }
 
+/// Issue 13, finding 4: `truncate -s 1M` on the backing file of a 12 KiB
+/// file leaves its last chunk stale, followed by a megabyte of zeros. The
+/// old repair re-sealed the zeros as authentic data and fsck then said
+/// clean. Now fsck reports possible tampering (zero_tail), and --repair
+/// cuts the file after its last authentic chunk; only --keep-zero-tail
+/// keeps the zeros.
+#[test]
+fn zeros_appended_after_the_last_chunk_are_cut_not_made_authentic() {
+    let tv = TV::new();
+    let data = pattern(3 * CS, 31);
+    for path in ["/cut", "/kept"] {
+        tv.write(path, &data);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(tv.backing(path))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+    }
+    let r = tv.fsck();
+    assert_eq!(r.problems.len(), 2, "{:#?}", r.problems);
+    for p in &r.problems {
+        assert_eq!(p.kind, ProblemKind::ZeroTail, "{p:#?}");
+        assert!(p.message.contains("possible tampering"), "{}", p.message);
+        assert_eq!(p.chunks.as_ref().unwrap().start, 2);
+    }
+    // --keep-zero-tail needs --repair.
+    let dir = tv.dir.to_str().unwrap();
+    let o = tv.cli("fsck", &["--keep-zero-tail", dir]);
+    assert_eq!(code(&o), 2, "{}", text(&o.stderr));
+    // Keep the zeros of one file, explicitly: they become part of it.
+    fs::rename(tv.backing("/cut"), tv.root.join("aside")).unwrap();
+    let o = tv.cli("fsck", &["--repair", "--keep-zero-tail", dir]);
+    assert_eq!(code(&o), 0, "{}{}", text(&o.stdout), text(&o.stderr));
+    let kept = tv.cat("/kept").unwrap();
+    // (Its cut last chunk is dropped as a torn tail.)
+    assert!(kept.len() > 1_000_000, "{}", kept.len());
+    same_bytes!(kept[..3 * CS], data);
+    assert!(kept[3 * CS..].iter().all(|&b| b == 0));
+    // By default the repair cuts the file after its last authentic chunk.
+    fs::rename(tv.root.join("aside"), tv.backing("/cut")).unwrap();
+    let r = tv.fsck_with(true);
+    assert!(r.is_clean(), "{:#?}", r.problems);
+    only_problem(&r, ProblemKind::ZeroTail);
+    assert!(r.problems[0].repaired);
+    same_bytes!(tv.cat("/cut").unwrap(), data);
+    assert!(tv.fsck().problems.is_empty());
+}
+
 /// Cuts the backing file of `path` to `len` bytes, as a crash would.
 fn cut_backing(tv: &TV, path: &str, len: u64) {
     let backing = tv.backing(path);

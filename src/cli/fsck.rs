@@ -26,6 +26,13 @@ pub struct FsckArgs {
     /// directory, remove orphan long-name records. Each is reported.
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: keep the zeros that follow a chunk still sealed as a
+    /// file's last one (zero_tail) as part of the file, instead of cutting
+    /// the file after that chunk. Only if you know the file ends in zeros:
+    /// the zeros may have been appended by whoever can write the backing
+    /// directory, and this makes them authentic.
+    #[arg(long, requires = "repair")]
+    pub keep_zero_tail: bool,
     /// The vault's backing directory.
     pub cipherdir: PathBuf,
 }
@@ -169,6 +176,7 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
     let shown = args.cipherdir.display().to_string();
     let mut opts = FsckOptions::new(&args.cipherdir, &content, &names);
     opts.repair = args.repair;
+    opts.keep_zero_tail = args.keep_zero_tail;
     let bar = progress_bar();
     if let Some(bar) = bar.clone() {
         opts.progress = Some(Box::new(move |p: &Progress| {
