@@ -281,13 +281,17 @@ mod tests {
 
     /// Issue 13, finding 8: the AES key schedules of the name, metadata
     /// and key-wrapping ciphers (the `aes` crate, through `aes-gcm-siv`)
-    /// are wiped on drop. Without the crates' `zeroize` feature this does
-    /// not compile.
+    /// and the HMAC-SHA256 key states are wiped on drop. Without the
+    /// crates' `zeroize` features this does not compile.
     #[test]
     fn aes_key_schedules_are_zeroized_on_drop() {
         fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
         wiped_on_drop::<aes::Aes256>();
         wiped_on_drop::<aes::Aes128>();
+        // The SHA-256 states inside the HMACs that hold the HKDF
+        // pseudo-random key, the config MAC key and the directory-IV key
+        // (HMAC keeps its key only as the two padded-key hash states).
+        wiped_on_drop::<sha2::Sha256>();
     }
 
     #[test]
