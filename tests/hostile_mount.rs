@@ -12,6 +12,21 @@ use common::TestMount;
 /// has core dumps disabled, so a crash never writes the key to disk.
 #[test]
 fn mount_process_has_core_dumps_disabled() {
+    // Give the mount a non-zero core limit to inherit (the soft limit is
+    // often 0 already), so the test sees what the daemon itself sets.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_CORE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max.min(1 << 20);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_CORE, &lim), 0);
+    }
+    assert!(
+        lim.rlim_max > 0,
+        "the test needs a non-zero hard core limit"
+    );
     let m = TestMount::new();
     let limits = fs::read_to_string(format!("/proc/{}/limits", m.pid())).unwrap();
     let core = limits
