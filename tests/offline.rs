@@ -873,6 +873,23 @@ fn zeros_appended_after_the_last_chunk_are_cut_not_made_authentic() {
     assert!(r.problems[0].repaired);
     same_bytes!(tv.cat("/cut").unwrap(), data);
     assert!(tv.fsck().problems.is_empty());
+
+    // A short last chunk followed by zeros (what an append cut before it
+    // wrote any chunk leaves) is cut back to its own length.
+    let short = pattern(100, 32);
+    tv.write("/short", &short);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(tv.backing("/short"))
+        .unwrap()
+        .set_len(3 * 4096)
+        .unwrap();
+    let r = tv.fsck_with(true);
+    let p = only_problem(&r, ProblemKind::ZeroTail);
+    assert_eq!(p.chunks, Some(0..3));
+    assert!(r.is_clean(), "{:#?}", r.problems);
+    assert_eq!(tv.cat("/short").unwrap(), short);
+    assert!(tv.fsck().problems.is_empty());
 }
 
 /// Cuts the backing file of `path` to `len` bytes, as a crash would.
