@@ -22,8 +22,10 @@ pub struct FsckArgs {
     #[arg(long)]
     pub json: bool,
     /// Make the repairs that cannot lose data: re-seal a chunk whose
-    /// last-chunk flag a crash left stale, recreate the IV of an empty
-    /// directory, remove orphan long-name records. Each is reported.
+    /// last-chunk flag a crash left stale, drop a last chunk a crash cut,
+    /// cut off what follows a stale last chunk when nothing authentic does
+    /// (zero_tail), recreate the IV of an empty directory, remove orphan
+    /// long-name records. Each is reported.
     #[arg(long)]
     pub repair: bool,
     /// With --repair: keep the zeros that follow a chunk still sealed as a
