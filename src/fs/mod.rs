@@ -1490,7 +1490,6 @@ impl VeilFs {
         let (opfd, old) = self.locate(&node)?;
         let newparent = self.node(newparent)?;
         let (npfd, _, nb) = self.new_child(&newparent, newname)?;
-        store::write_long_record(&*npfd, &nb).map_err(errno)?;
         // Never vouch for links planted before this one.
         let st = store::lstat_at(&*opfd, &old).map_err(errno)?;
         self.refuse_unvouched(&node, &st, |buf| {
@@ -1500,12 +1499,13 @@ impl VeilFs {
                 buf,
             )
         })?;
+        store::write_long_record(&*npfd, &nb).map_err(errno)?;
         let new = cstr(nb.entry());
         rustix::fs::linkat(&*opfd, &old, &*npfd, new.as_c_str(), AtFlags::empty())
             .map_err(errno)?;
         // Vouch for the new link count, or take the link back: a link the
         // mount made must stay writable (see `refuse_planted_links`).
-        if let Err(e) = self.record_links(&npfd, &new) {
+        if let Err(e) = self.record_links(&npfd, &new, st.st_ino, st.st_nlink + 1) {
             log::warn!(
                 "{}: cannot record the new hard link ({e:?}); link refused",
                 log_name(&node)
@@ -1528,14 +1528,16 @@ impl VeilFs {
         ))
     }
 
-    /// Writes the link record of the regular file `entry` in `dir` for its
-    /// current link count.
-    fn record_links(&self, dir: &OwnedFd, entry: &CString) -> Res<()> {
+    /// Writes the link record of the regular file `entry` in `dir`, inode
+    /// `ino`, which the link just made brought to `nlink` links. Refuses if
+    /// it has more: a link added behind the mount's back meanwhile is not
+    /// vouched for.
+    fn record_links(&self, dir: &OwnedFd, entry: &CString, ino: u64, nlink: u64) -> Res<()> {
         let st = store::lstat_at(dir, entry).map_err(errno)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_ino != ino || st.st_nlink > nlink {
             return Err(Errno::EPERM);
         }
-        let record = self.names.link_record(st.st_ino, st.st_nlink);
+        let record = self.names.link_record(ino, nlink);
         rustix::fs::lsetxattr(
             self.entry_path(dir, entry).as_c_str(),
             names::LINK_RECORD_XATTR,
