@@ -85,6 +85,11 @@ pub enum ProblemKind {
     /// A middle chunk still sealed as the last one: a crash interrupted an
     /// append. Repairable (re-sealed as a middle chunk; no data changes).
     StaleLastFlag,
+    /// A chunk still sealed as the last one is followed by nothing
+    /// authentic (zeros, holes, a cut chunk): an interrupted append, or
+    /// zeros appended by someone with access to CIPHERDIR (possible
+    /// tampering). `--repair` cuts the file after that chunk.
+    ZeroTail,
     /// The last chunk is cut off at a 4 KiB boundary and does not
     /// authenticate: a crash (or SIGKILL of the daemon) stopped a write
     /// that was growing the file. Its bytes were never durable and cannot
@@ -136,6 +141,7 @@ impl ProblemKind {
             ProblemKind::Truncated => "truncated",
             ProblemKind::InvalidSize => "invalid_size",
             ProblemKind::StaleLastFlag => "stale_last_flag",
+            ProblemKind::ZeroTail => "zero_tail",
             ProblemKind::TornTail => "torn_tail",
             ProblemKind::SymlinkTargetInvalid => "symlink_target_invalid",
             ProblemKind::UnexpectedType => "unexpected_type",
@@ -203,7 +209,8 @@ pub struct Stats {
     /// Extra names of a hard-linked file (its content is checked once).
     pub hard_links: u64,
     pub chunks: u64,
-    /// Chunks skipped as sparse holes.
+    /// Chunks inside files that read as holes: skipped as sparse, or
+    /// stored as all zeros (as a wiped chunk is).
     pub holes: u64,
     pub backing_bytes: u64,
 }
@@ -216,7 +223,25 @@ pub struct Report {
     /// Foreign backing entries (sync clients' files, conflict copies):
     /// information, not errors. Backing paths.
     pub foreign: Vec<String>,
+    /// Files with holes inside: information, not errors. A sparse file and
+    /// a file whose chunks were zeroed (wiped) look the same; only the
+    /// user can tell which one they expect.
+    pub files_with_holes: Vec<FileHoles>,
     pub stats: Stats,
+}
+
+/// A file with chunks that read as holes (zeros).
+#[derive(Debug, Clone, Serialize)]
+pub struct FileHoles {
+    /// The plaintext path when it is known, else the backing path.
+    pub path: String,
+    pub path_is_plain: bool,
+    /// The backing path relative to CIPHERDIR.
+    pub backing_path: String,
+    /// How many of its chunks are holes.
+    pub holes: u64,
+    /// How many chunks it has.
+    pub chunks: u64,
 }
 
 impl Report {
@@ -253,6 +278,10 @@ pub struct FsckOptions<'a> {
     pub names: &'a NameCipher,
     /// Make the repairs that cannot lose data.
     pub repair: bool,
+    /// With `repair`: keep the zeros after a stale last chunk as part of
+    /// the file (re-sealing them as authentic) instead of cutting them off.
+    /// Only for a user who knows the file really ends in zeros.
+    pub keep_zero_tail: bool,
     /// Called as work progresses. When set, a quick pre-scan first counts
     /// files and bytes so the totals are known.
     pub progress: Option<ProgressFn<'a>>,
@@ -270,6 +299,7 @@ impl<'a> FsckOptions<'a> {
             content,
             names,
             repair: false,
+            keep_zero_tail: false,
             progress: None,
             journal: Vec::new(),
         }
@@ -289,6 +319,7 @@ pub fn fsck(opts: FsckOptions<'_>) -> io::Result<Report> {
         content: opts.content,
         names: opts.names,
         repair: opts.repair,
+        keep_zero_tail: opts.keep_zero_tail,
         progress_cb: opts.progress,
         progress: Progress::default(),
         report: Report::default(),
@@ -416,6 +447,7 @@ struct RepairTarget<'d> {
 use crate::cryptfile::ChunkVerdict as ChunkDiag;
 
 struct Checker<'a> {
+    keep_zero_tail: bool,
     content: &'a ContentCipher,
     names: &'a NameCipher,
     repair: bool,
@@ -932,6 +964,8 @@ impl<'a> Checker<'a> {
         let mut diags: Vec<(u64, ChunkDiag)> = Vec::new();
         // Chunks that authenticated real data (holes prove nothing).
         let mut authentic = 0u64;
+        let mut last_data = None;
+        let mut holes = 0u64;
         let mut i = 0u64;
         let mut buf = std::mem::take(&mut self.read_buf);
         while i < n {
@@ -947,8 +981,8 @@ impl<'a> Checker<'a> {
                 let skip = ((data_at - off) / stored).min(n - 1 - i);
                 if skip > 0 {
                     i += skip;
+                    holes += skip;
                     self.report.stats.chunks += skip;
-                    self.report.stats.holes += skip;
                     self.progress.bytes_done += skip * stored;
                     continue;
                 }
@@ -989,8 +1023,11 @@ impl<'a> Checker<'a> {
                     &mut self.plain_buf,
                     true,
                 ) {
-                    ChunkDiag::Data(_) => authentic += 1,
-                    ChunkDiag::Hole => {}
+                    ChunkDiag::Data(_) => {
+                        authentic += 1;
+                        last_data = Some(index);
+                    }
+                    ChunkDiag::Hole => holes += 1,
                     d => diags.push((index, d)),
                 }
             }
@@ -1002,6 +1039,16 @@ impl<'a> Checker<'a> {
         if size > HEADER_LEN as u64 {
             // Account for the header in the progress.
             self.progress.bytes_done += HEADER_LEN as u64;
+        }
+        if holes > 0 {
+            self.report.stats.holes += holes;
+            self.report.files_with_holes.push(FileHoles {
+                path: loc.plain.clone().unwrap_or_else(|| loc.backing.clone()),
+                path_is_plain: loc.plain.is_some(),
+                backing_path: loc.backing.clone(),
+                holes,
+                chunks: n,
+            });
         }
         if diags.is_empty() {
             return;
@@ -1057,6 +1104,7 @@ impl<'a> Checker<'a> {
             dev: st.st_dev,
             ino: st.st_ino,
         };
+        let diags = self.zero_tail(&target, &header, n, diags, last_data, loc);
         self.report_chunks(&target, &header, n, diags, loc);
     }
 
@@ -1177,6 +1225,64 @@ impl<'a> Checker<'a> {
             }
         }
         flush(self, &mut run);
+    }
+
+    /// Handles a stale last chunk that nothing authentic follows (issue 13,
+    /// finding 4). Re-sealing it as a middle chunk, as for an interrupted
+    /// append, would make whatever follows it authentic: after `truncate -s
+    /// 1M` on a small file, a megabyte of zeros the file never held. So
+    /// the file is reported as a possible tampering and, with `--repair`,
+    /// cut right after that chunk, which keeps every authentic byte; only
+    /// `keep_zero_tail` keeps the zeros. Returns the diagnoses left to
+    /// report as usual.
+    fn zero_tail(
+        &mut self,
+        target: &RepairTarget<'_>,
+        header: &FileHeader,
+        n: u64,
+        diags: Vec<(u64, ChunkDiag)>,
+        last_data: Option<u64>,
+        loc: &Loc,
+    ) -> Vec<(u64, ChunkDiag)> {
+        let stale = diags
+            .iter()
+            .filter(|(_, d)| *d == ChunkDiag::StaleLast)
+            .map(|&(i, _)| i)
+            .max();
+        let Some(s) = stale else { return diags };
+        let nothing_real_after = last_data.is_none_or(|d| d < s)
+            && diags.iter().all(|(i, d)| {
+                *i <= s
+                    || matches!(
+                        d,
+                        ChunkDiag::Unauthentic | ChunkDiag::TornTail | ChunkDiag::BadLength(_)
+                    )
+            });
+        if !nothing_real_after || self.keep_zero_tail {
+            return diags;
+        }
+        let idx = self.problem_chunks(
+            ProblemKind::ZeroTail,
+            loc,
+            Some(s..n),
+            format!(
+                "chunk {s} is still sealed as the file's last chunk and nothing authentic follows it: \
+                 the {} chunks after it are zeros or damaged. veilfs never writes that; an append was \
+                 interrupted, or someone with access to the backing directory appended zeros (possible \
+                 tampering). --repair cuts the file after chunk {s}, keeping every authentic byte; \
+                 add --keep-zero-tail to keep the zeros instead",
+                n - s - 1
+            ),
+        );
+        if self.repair {
+            let outcome = self
+                .reopen_for_repair(target)
+                .and_then(|fd| crate::cryptfile::cut_after_stale(&fd, self.content, header, s));
+            self.chunk_repaired(idx, outcome, || {
+                format!("cut the file after chunk {s}, its last authentic chunk")
+            });
+        }
+        diags.into_iter().filter(|&(i, _)| i < s).collect()
     }
 
     /// Reopens the checked entry for writing, again without following a

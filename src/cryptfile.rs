@@ -671,6 +671,49 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         })
     }
 
+    /// Authenticates the file against its header before a writer reuses
+    /// that header: a header copied from another file ("file ID
+    /// poisoning", gocryptfs audit §2.2) would otherwise make a write that
+    /// covers whole chunks, which reads nothing, seal new data under the
+    /// other file's ID. One chunk that opens as data proves the header:
+    /// the last (a writer always seals it), or, when that is a hole (a
+    /// crash mid-append leaves zeros there), the first one stored. An
+    /// empty file has no header to reuse.
+    pub fn authenticate(&mut self) -> Result<()> {
+        let layout = self.cipher.layout();
+        let size = layout.plain_size(backing_size(&self.fd)?);
+        let Some(header) = (if size == 0 { None } else { self.load_header()? }) else {
+            return Ok(());
+        };
+        let count = layout.chunk_count(size);
+        let stored = layout.stored_chunk_len() as u64;
+        let first_stored =
+            match rustix::fs::seek(&self.fd, rustix::fs::SeekFrom::Data(HEADER_LEN as u64)) {
+                Ok(at) => (at.max(HEADER_LEN as u64) - HEADER_LEN as u64) / stored,
+                Err(_) => 0,
+            };
+        let mut raw = vec![0u8; layout.stored_chunk_len()];
+        let mut out = vec![0u8; layout.chunk_size()];
+        for index in [count - 1, first_stored.min(count - 1)] {
+            let last = index + 1 == count;
+            let len = if last {
+                (size - layout.chunk_plain_start(index)) as usize + CHUNK_OVERHEAD
+            } else {
+                layout.stored_chunk_len()
+            };
+            let got = pread_full(&self.fd, &mut raw[..len], layout.chunk_cipher_start(index))?;
+            match open_tolerant(self.cipher, &header, index, last, &raw[..got], &mut out) {
+                Ok(Opened::Data(_)) => return Ok(()),
+                Ok(Opened::Hole) => {}
+                Err(error) => return Err(CryptFileError::Chunk { index, error }),
+            }
+        }
+        Err(CryptFileError::Chunk {
+            index: count - 1,
+            error: ChunkError::Unauthentic,
+        })
+    }
+
     /// Sets the plaintext size, as ftruncate does: shrinking re-seals the
     /// new last chunk, growing leaves a sparse hole that reads as zeros.
     pub fn truncate(&mut self, new_size: u64) -> Result<()> {
@@ -928,6 +971,30 @@ pub fn reseal_stale<Fd: AsFd>(
             "re-sealed chunk does not verify: {e}"
         ))),
     }
+}
+
+/// Cuts the file right after chunk `index`, which authenticates as the
+/// last chunk (full, or short and followed by zeros): what fsck does when
+/// nothing authentic follows a stale last chunk (a zero tail).
+pub fn cut_after_stale<Fd: AsFd>(
+    fd: Fd,
+    cipher: &ContentCipher,
+    header: &FileHeader,
+    index: u64,
+) -> io::Result<()> {
+    let layout = cipher.layout();
+    let off = layout.chunk_cipher_start(index);
+    let stored = read_full_slot(&fd, cipher, index)?;
+    let mut plain = vec![0u8; layout.chunk_size()];
+    let len = match cipher.open_chunk(header, index, true, &stored, &mut plain) {
+        Ok(Opened::Data(n)) => n,
+        _ => cipher
+            .open_stale_short(header, index, &stored, &mut plain)
+            .ok_or_else(|| io::Error::other("the chunk changed during the repair"))?,
+    };
+    rustix::fs::ftruncate(&fd, off + (len + CHUNK_OVERHEAD) as u64)?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
 }
 
 /// Cuts a file before its torn last chunk `index`. The chunk before it is

@@ -24,13 +24,25 @@ pub const LABEL_METADATA: &[u8] = b"veilfs v1 metadata key";
 pub const LABEL_KEY_ID: &[u8] = b"veilfs v1 key id";
 pub const LABEL_CONFIG_MAC: &[u8] = b"veilfs v1 config mac key";
 
-/// A 256-bit secret that is wiped from memory when dropped.
+/// A 256-bit secret that is wiped from memory when dropped. The bytes live
+/// on the heap and are written there in place: moving a key moves only a
+/// pointer, so no copy of it is left behind on the stack.
 #[derive(Clone)]
-pub struct SecretKey(Zeroizing<[u8; KEY_LEN]>);
+pub struct SecretKey(Box<Zeroizing<[u8; KEY_LEN]>>);
 
 impl SecretKey {
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        SecretKey(Zeroizing::new(bytes))
+    /// Takes the key from `bytes` and wipes `bytes`.
+    pub fn from_bytes(mut bytes: [u8; KEY_LEN]) -> Self {
+        let key = SecretKey::fill_with(|buf| buf.copy_from_slice(&bytes));
+        bytes.zeroize();
+        key
+    }
+
+    /// A key written in place by `fill`, which gets a zeroed buffer.
+    pub fn fill_with(fill: impl FnOnce(&mut [u8; KEY_LEN])) -> Self {
+        let mut key = SecretKey(Box::new(Zeroizing::new([0u8; KEY_LEN])));
+        fill(&mut key.0);
+        key
     }
 
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
@@ -76,15 +88,29 @@ pub struct MasterKey(SecretKey);
 impl MasterKey {
     /// A fresh key from the OS CSPRNG.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; KEY_LEN];
-        getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-        let key = MasterKey(SecretKey::from_bytes(bytes));
-        bytes.zeroize();
-        key
+        MasterKey(SecretKey::fill_with(|buf| {
+            getrandom::fill(buf).expect("the OS random number generator failed")
+        }))
     }
 
+    /// Takes the key from `bytes` and wipes `bytes`.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         MasterKey(SecretKey::from_bytes(bytes))
+    }
+
+    /// A key written in place by `fill` (which gets a zeroed buffer), e.g.
+    /// read straight from a pipe.
+    pub fn try_fill_with<E>(
+        fill: impl FnOnce(&mut [u8; KEY_LEN]) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let mut key = SecretKey::fill_with(|_| {});
+        fill(&mut key.0)?;
+        Ok(MasterKey(key))
+    }
+
+    /// Copies the key out of `bytes`, which the caller keeps (and wipes).
+    pub fn from_slice(bytes: &[u8; KEY_LEN]) -> Self {
+        MasterKey(SecretKey::fill_with(|buf| buf.copy_from_slice(bytes)))
     }
 
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
@@ -94,7 +120,8 @@ impl MasterKey {
     /// Parses the 64-digit form. Spaces, dashes, tabs, newlines and upper
     /// case are tolerated because people copy keys from paper and PDFs.
     pub fn parse(text: &str) -> Result<Self, KeyParseError> {
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        let mut key = SecretKey::fill_with(|_| {});
+        let bytes = &mut key.0;
         let mut digits = 0usize;
         for c in text.chars() {
             let value = match c {
@@ -112,7 +139,7 @@ impl MasterKey {
         if digits != 2 * KEY_LEN {
             return Err(KeyParseError::WrongLength(digits));
         }
-        Ok(MasterKey::from_bytes(*bytes))
+        Ok(MasterKey(key))
     }
 
     /// The 64-digit form shown to the user once: 16 groups of 4 lowercase
@@ -136,11 +163,7 @@ impl MasterKey {
     }
 
     fn derive_key(&self, label: &[u8]) -> SecretKey {
-        let mut bytes = [0u8; KEY_LEN];
-        self.expand(label, &mut bytes);
-        let key = SecretKey::from_bytes(bytes);
-        bytes.zeroize();
-        key
+        SecretKey::fill_with(|buf| self.expand(label, buf))
     }
 
     /// A public fingerprint of the key: tells "wrong key" from "damaged
@@ -227,6 +250,48 @@ mod tests {
             MasterKey::parse(&long).unwrap_err(),
             KeyParseError::WrongLength(66)
         );
+    }
+
+    /// Issue 13, finding 8: a key is a pointer to its heap buffer, so
+    /// moving a key (into a `DerivedKeys`, out of a function) leaves no
+    /// copy of it on the stack, and the buffer is wiped on drop.
+    #[test]
+    fn keys_move_without_copying_their_bytes() {
+        assert_eq!(
+            std::mem::size_of::<SecretKey>(),
+            std::mem::size_of::<usize>()
+        );
+        assert_eq!(
+            std::mem::size_of::<MasterKey>(),
+            std::mem::size_of::<usize>()
+        );
+        let key = MasterKey::try_fill_with(|b| {
+            b[0] = 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(key.as_bytes()[0], 1);
+        assert_eq!(key.as_bytes()[1..], [0u8; 31]);
+        let mut src = [5u8; KEY_LEN];
+        let copy = MasterKey::from_slice(&src);
+        assert_eq!(copy.as_bytes(), &[5u8; KEY_LEN]);
+        src.zeroize();
+        assert_eq!(copy.as_bytes(), &[5u8; KEY_LEN]);
+    }
+
+    /// Issue 13, finding 8: the AES key schedules of the name, metadata
+    /// and key-wrapping ciphers (the `aes` crate, through `aes-gcm-siv`)
+    /// and the HMAC-SHA256 key states are wiped on drop. Without the
+    /// crates' `zeroize` features this does not compile.
+    #[test]
+    fn aes_key_schedules_are_zeroized_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<aes::Aes256>();
+        wiped_on_drop::<aes::Aes128>();
+        // The SHA-256 states inside the HMACs that hold the HKDF
+        // pseudo-random key, the config MAC key and the directory-IV key
+        // (HMAC keeps its key only as the two padded-key hash states).
+        wiped_on_drop::<sha2::Sha256>();
     }
 
     #[test]

@@ -43,6 +43,13 @@ const MIN_ENCODED_LEN: usize = 43;
 const XATTR_NAME_AD: &[u8] = b"veilfs v1 xattr name";
 const SYMLINK_AD: &[u8] = b"veilfs v1 symlink";
 const XATTR_VALUE_AD: &[u8] = b"veilfs v1 xattr value";
+const LINK_RECORD_AD: &[u8] = b"veilfs v1 link record";
+/// The backing attribute that records how many hard links the mount made
+/// to a regular backing file (docs/FORMAT.md, "Link records"). Not a valid
+/// encrypted attribute name, so it is never listed in the mount.
+pub const LINK_RECORD_XATTR: &str = "user.veilfs.links";
+/// Length of a link record: the link count (u64 big-endian) and a tag.
+pub const LINK_RECORD_LEN: usize = 8 + TAG_LEN;
 
 /// A directory's 128-bit IV.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -181,6 +188,14 @@ pub fn classify_entry(name: &str) -> EntryKind<'_> {
     EntryKind::Foreign
 }
 
+fn link_record_ad(ino: u64, nlink: u64) -> [u8; LINK_RECORD_AD.len() + 16] {
+    let mut ad = [0u8; LINK_RECORD_AD.len() + 16];
+    ad[..LINK_RECORD_AD.len()].copy_from_slice(LINK_RECORD_AD);
+    ad[LINK_RECORD_AD.len()..][..8].copy_from_slice(&ino.to_be_bytes());
+    ad[LINK_RECORD_AD.len() + 8..].copy_from_slice(&nlink.to_be_bytes());
+    ad
+}
+
 /// Encrypts and decrypts names, derives directory IVs, and seals symlink
 /// targets and extended attributes. One per mount.
 #[derive(Clone)]
@@ -217,6 +232,46 @@ impl NameCipher {
 
     pub fn long_name_threshold(&self) -> usize {
         self.long_name_threshold
+    }
+
+    /// The link record vouching that the mount made `nlink` links to the
+    /// backing inode `ino`: `nlink` and a tag over both under the metadata
+    /// key (AES-GCM-SIV of an empty message, fixed nonce: a deterministic
+    /// MAC). Only the key holder can make one.
+    pub fn link_record(&self, ino: u64, nlink: u64) -> [u8; LINK_RECORD_LEN] {
+        let mut out = [0u8; LINK_RECORD_LEN];
+        out[..8].copy_from_slice(&nlink.to_be_bytes());
+        let tag = self
+            .metadata
+            .encrypt_inout_detached(
+                &as_nonce(&[0u8; NONCE_LEN]),
+                &link_record_ad(ino, nlink),
+                (&mut [][..]).into(),
+            )
+            .expect("an empty message always encrypts");
+        out[8..].copy_from_slice(&tag);
+        out
+    }
+
+    /// Whether `record` vouches for every one of the `nlink` links of the
+    /// backing inode `ino`: it is authentic and counts at least `nlink`
+    /// (links removed since do not matter; links added behind the mount's
+    /// back do).
+    pub fn link_record_covers(&self, record: &[u8], ino: u64, nlink: u64) -> bool {
+        let Ok(record) = <[u8; LINK_RECORD_LEN]>::try_from(record) else {
+            return false;
+        };
+        let made = u64::from_be_bytes(record[..8].try_into().expect("8 bytes"));
+        made >= nlink
+            && self
+                .metadata
+                .decrypt_inout_detached(
+                    &as_nonce(&[0u8; NONCE_LEN]),
+                    &link_record_ad(ino, made),
+                    (&mut [][..]).into(),
+                    &as_tag(&record[8..]),
+                )
+                .is_ok()
     }
 
     /// The IV of a new directory named `name` in a directory with IV
@@ -397,6 +452,29 @@ mod tests {
             &MasterKey::from_bytes([3u8; 32]).derive(),
             DEFAULT_LONG_NAME_THRESHOLD,
         )
+    }
+
+    /// Issue 13, finding 7: a link record vouches only for its own inode,
+    /// for at most the count it was made for, and only under the key.
+    #[test]
+    fn link_records_are_bound_to_inode_count_and_key() {
+        let c = cipher();
+        let r = c.link_record(1234, 2);
+        assert!(c.link_record_covers(&r, 1234, 2));
+        assert!(c.link_record_covers(&r, 1234, 1), "a link removed since");
+        assert!(!c.link_record_covers(&r, 1234, 3), "a link added behind it");
+        assert!(!c.link_record_covers(&r, 1235, 2), "another inode");
+        let mut raised = r;
+        raised[7] = 9;
+        assert!(!c.link_record_covers(&raised, 1234, 3), "count edited");
+        assert!(!c.link_record_covers(&r[..LINK_RECORD_LEN - 1], 1234, 2));
+        let other = NameCipher::new(&MasterKey::from_bytes([4u8; 32]).derive(), 175);
+        assert!(!other.link_record_covers(&r, 1234, 2), "another key");
+        assert_eq!(
+            hex::encode(c.link_record(1, 2)),
+            hex::encode(cipher().link_record(1, 2)),
+            "deterministic"
+        );
     }
 
     #[test]

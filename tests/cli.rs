@@ -452,6 +452,65 @@ fn weakened_kdf_is_refused_before_argon2_runs() {
     veilfs(&["info", s(&dir)]).fails(EXIT_BAD_CONFIG, "m_kib = 1024");
 }
 
+/// Issue 13, finding 5: every slot is within range, but too many slots, or
+/// too much Argon2 work in total, would make one unlock take hours. Both
+/// are refused with a clear message before any KDF runs (the old code ran
+/// every slot: about 22 s and 1 GiB per maximal slot before "wrong
+/// password").
+#[test]
+fn kdf_slot_count_and_total_cost_are_capped_before_argon2_runs() {
+    let f = Fixture::new();
+    let dir = f.path("vault");
+    f.init_password(&dir, "pw", &[]);
+    let conf = dir.join(vault::CONFIG_FILE);
+    let original: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&conf).unwrap()).unwrap();
+    let slot = original["key_slots"][0].clone();
+    let wrong = f.file("wrong", "not the password\n");
+    let check = |slots: Vec<serde_json::Value>, needle: &str| {
+        let mut edited = original.clone();
+        edited["key_slots"] = serde_json::Value::Array(slots);
+        fs::write(&conf, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        veilfs(&["info", s(&dir)]).fails(EXIT_BAD_CONFIG, needle);
+        veilfs(&[
+            "passwd",
+            "--passfile",
+            s(&wrong),
+            "--new-passfile",
+            s(&wrong),
+            s(&dir),
+        ])
+        .fails(EXIT_BAD_CONFIG, needle);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the refusal must come before Argon2 runs, took {:?}",
+            started.elapsed()
+        );
+    };
+    // Many cheap slots: 5 (the old code accepted ~4,300 in a 1 MiB config).
+    check(
+        vec![slot.clone(); vault::MAX_KEY_SLOTS + 1],
+        "it holds 5 password slot(s)",
+    );
+    // Few slots, each within range, together too costly: 2 × (1 GiB, t = 20).
+    let mut costly = slot.clone();
+    costly["m_kib"] = (1024 * 1024_u32).into();
+    costly["t"] = 20.into();
+    check(
+        vec![costly.clone(), costly],
+        "it holds 2 password slot(s) costing 40 GiB x passes",
+    );
+    // One maximal slot is still allowed (it fails only on the password).
+    let mut max = slot;
+    max["m_kib"] = (1024 * 1024_u32).into();
+    max["t"] = 20.into();
+    let mut edited = original.clone();
+    edited["key_slots"] = serde_json::Value::Array(vec![max]);
+    fs::write(&conf, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+    veilfs(&["info", s(&dir)]).ok();
+}
+
 /// Writes a backing file named `name` into backing dir `dir` (IV `iv`),
 /// the way the FUSE layer would.
 fn write_backing_file(

@@ -826,6 +826,72 @@ fn stale_short_last_chunk_is_repaired() {
     assert_eq!(tv.cat("/short").unwrap(), want);
 }
 
+/// Issue 13, finding 4: `truncate -s 1M` on the backing file of a 12 KiB
+/// file leaves its last chunk stale, followed by a megabyte of zeros. The
+/// old repair re-sealed the zeros as authentic data and fsck then said
+/// clean. Now fsck reports possible tampering (zero_tail), and --repair
+/// cuts the file after its last authentic chunk; only --keep-zero-tail
+/// keeps the zeros.
+#[test]
+fn zeros_appended_after_the_last_chunk_are_cut_not_made_authentic() {
+    let tv = TV::new();
+    let data = pattern(3 * CS, 31);
+    for path in ["/cut", "/kept"] {
+        tv.write(path, &data);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(tv.backing(path))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+    }
+    let r = tv.fsck();
+    assert_eq!(r.problems.len(), 2, "{:#?}", r.problems);
+    for p in &r.problems {
+        assert_eq!(p.kind, ProblemKind::ZeroTail, "{p:#?}");
+        assert!(p.message.contains("possible tampering"), "{}", p.message);
+        assert_eq!(p.chunks.as_ref().unwrap().start, 2);
+    }
+    // --keep-zero-tail needs --repair.
+    let dir = tv.dir.to_str().unwrap();
+    let o = tv.cli("fsck", &["--keep-zero-tail", dir]);
+    assert_eq!(code(&o), 2, "{}", text(&o.stderr));
+    // Keep the zeros of one file, explicitly: they become part of it.
+    fs::rename(tv.backing("/cut"), tv.root.join("aside")).unwrap();
+    let o = tv.cli("fsck", &["--repair", "--keep-zero-tail", dir]);
+    assert_eq!(code(&o), 0, "{}{}", text(&o.stdout), text(&o.stderr));
+    let kept = tv.cat("/kept").unwrap();
+    // (Its cut last chunk is dropped as a torn tail.)
+    assert!(kept.len() > 1_000_000, "{}", kept.len());
+    same_bytes!(kept[..3 * CS], data);
+    assert!(kept[3 * CS..].iter().all(|&b| b == 0));
+    // By default the repair cuts the file after its last authentic chunk.
+    fs::rename(tv.root.join("aside"), tv.backing("/cut")).unwrap();
+    let r = tv.fsck_with(true);
+    assert!(r.is_clean(), "{:#?}", r.problems);
+    only_problem(&r, ProblemKind::ZeroTail);
+    assert!(r.problems[0].repaired);
+    same_bytes!(tv.cat("/cut").unwrap(), data);
+    assert!(tv.fsck().problems.is_empty());
+
+    // A short last chunk followed by zeros (what an append cut before it
+    // wrote any chunk leaves) is cut back to its own length.
+    let short = pattern(100, 32);
+    tv.write("/short", &short);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(tv.backing("/short"))
+        .unwrap()
+        .set_len(3 * 4096)
+        .unwrap();
+    let r = tv.fsck_with(true);
+    let p = only_problem(&r, ProblemKind::ZeroTail);
+    assert_eq!(p.chunks, Some(0..3));
+    assert!(r.is_clean(), "{:#?}", r.problems);
+    assert_eq!(tv.cat("/short").unwrap(), short);
+    assert!(tv.fsck().problems.is_empty());
+}
+
 /// Cuts the backing file of `path` to `len` bytes, as a crash would.
 fn cut_backing(tv: &TV, path: &str, len: u64) {
     let backing = tv.backing(path);
@@ -947,6 +1013,45 @@ fn code(o: &Output) -> i32 {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Issue 13, finding 12: a zeroed middle chunk reads as a hole, exactly
+/// like a sparse one, so fsck cannot call it damage. It counts the holes
+/// inside each file and lists the files, in the text and in --json, so a
+/// user can tell a file they expect to be sparse from a wiped one.
+#[test]
+fn zeroed_and_sparse_chunks_are_counted_and_listed_as_holes() {
+    let tv = TV::new();
+    tv.mkdir("/chats");
+    tv.write("/chats/msgstore.db", &pattern(5 * 4096, 3));
+    tv.write("/plain", &pattern(3 * 4096, 4));
+    modify(&tv.backing("/chats/msgstore.db"), |b| {
+        b[chunk_at(2)..chunk_at(3)].fill(0);
+    });
+    let r = tv.fsck();
+    assert!(r.problems.is_empty(), "{:#?}", r.problems);
+    assert_eq!(r.stats.holes, 1, "{:?}", r.stats);
+    assert_eq!(r.files_with_holes.len(), 1, "{:#?}", r.files_with_holes);
+    let f = &r.files_with_holes[0];
+    assert_eq!(
+        (f.path.as_str(), f.path_is_plain),
+        ("/chats/msgstore.db", true)
+    );
+    assert_eq!((f.holes, f.chunks), (1, 5));
+    let dir = tv.dir.to_str().unwrap();
+    let o = tv.cli("fsck", &["--json", dir]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stats"]["holes"], 1);
+    assert_eq!(v["files_with_holes"][0]["path"], "/chats/msgstore.db");
+    assert_eq!(v["files_with_holes"][0]["holes"], 1);
+    let o = tv.cli("fsck", &[dir]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("info: 1 file with holes inside (1 chunk that read as zeros)")
+            && out.contains("  /chats/msgstore.db: 1 of 5 chunks"),
+        "{out}"
+    );
 }
 
 #[test]

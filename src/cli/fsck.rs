@@ -22,10 +22,19 @@ pub struct FsckArgs {
     #[arg(long)]
     pub json: bool,
     /// Make the repairs that cannot lose data: re-seal a chunk whose
-    /// last-chunk flag a crash left stale, recreate the IV of an empty
-    /// directory, remove orphan long-name records. Each is reported.
+    /// last-chunk flag a crash left stale, drop a last chunk a crash cut,
+    /// cut off what follows a stale last chunk when nothing authentic does
+    /// (zero_tail), recreate the IV of an empty directory, remove orphan
+    /// long-name records. Each is reported.
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: keep the zeros that follow a chunk still sealed as a
+    /// file's last one (zero_tail) as part of the file, instead of cutting
+    /// the file after that chunk. Only if you know the file ends in zeros:
+    /// the zeros may have been appended by whoever can write the backing
+    /// directory, and this makes them authentic.
+    #[arg(long, requires = "repair")]
+    pub keep_zero_tail: bool,
     /// The vault's backing directory.
     pub cipherdir: PathBuf,
 }
@@ -110,6 +119,26 @@ fn report_text(cipherdir: &str, r: &Report) -> String {
             let _ = writeln!(o, "  {}", printable(f));
         }
     }
+    if !r.files_with_holes.is_empty() {
+        let _ = writeln!(
+            o,
+            "info: {} with holes inside ({} that read as zeros): a sparse file, or chunks \
+             zeroed by someone with access to the backing directory; veilfs cannot tell \
+             which, check that these files are expected to be sparse:",
+            count(r.files_with_holes.len() as u64, "file"),
+            count(s.holes, "chunk"),
+        );
+        for f in &r.files_with_holes {
+            let _ = writeln!(
+                o,
+                "  {}{}: {} of {} chunks",
+                if f.path_is_plain { "" } else { "[backing] " },
+                printable(&f.path),
+                f.holes,
+                f.chunks
+            );
+        }
+    }
     let left: Vec<_> = r.unrepaired().collect();
     if !left.is_empty() {
         let _ = writeln!(o, "problems ({}):", left.len());
@@ -171,6 +200,7 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
         })?;
     }
     let replayed_unplaced = args.repair && !opts.journal.is_empty();
+    opts.keep_zero_tail = args.keep_zero_tail;
     let bar = progress_bar();
     if let Some(bar) = bar.clone() {
         opts.progress = Some(Box::new(move |p: &Progress| {

@@ -137,6 +137,10 @@ fn serve(
 }
 
 pub fn run(args: MountArgs) -> Result<(), CliError> {
+    // Before any key is read or derived: no core dump may hold it.
+    if let Err(e) = daemon::forbid_core_dumps() {
+        log::warn!("cannot disable core dumps of the mount process: {e}");
+    }
     let cipherdir = canonical(&args.cipherdir, "vault directory")?;
     let mountpoint = canonical(&args.mountpoint, "mount point")?;
     if args.daemon_child {

@@ -14,7 +14,8 @@ pub struct RecoverArgs {
     #[command(flatten)]
     pub key: KeyArgs,
     /// Replace an existing veilfs.conf (it is kept as
-    /// veilfs.conf.before-recovery).
+    /// veilfs.conf.before-recovery, or .before-recovery.2, .3, ... if an
+    /// earlier recovery kept one).
     #[arg(long)]
     pub force: bool,
     /// The vault's backing directory.

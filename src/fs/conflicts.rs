@@ -63,10 +63,11 @@ impl VeilFs {
             let plain = String::from_utf8_lossy(&r.plain);
             if r.renamed {
                 log::info!(
-                    "{}: sync-client conflict copy {} renamed to {plain:?}",
-                    self.plain_path(node),
+                    "{}: sync-client conflict copy {} renamed",
+                    self.log_name(node),
                     r.found
                 );
+                log::debug!("conflict copy {} is now shown as {plain:?}", r.found);
                 if let Ok(backing) = self.names.backing_name(iv, &r.plain) {
                     self.nodes.relocate(
                         self.fuse_ino(r.ino),
@@ -80,7 +81,7 @@ impl VeilFs {
             } else {
                 log::debug!(
                     "{}: sync-client conflict copy {} shown as {plain:?}",
-                    self.plain_path(node),
+                    self.log_name(node),
                     r.found
                 );
                 shown.insert(r.plain, r.backing);

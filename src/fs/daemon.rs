@@ -10,9 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use zeroize::Zeroizing;
-
-use crate::keys::{KEY_LEN, MasterKey};
+use crate::keys::MasterKey;
 
 /// Descriptor numbers the daemon finds its key and readiness pipes on.
 pub const KEY_FD: i32 = 3;
@@ -79,13 +77,35 @@ pub fn spawn_daemon(master: &MasterKey, args: &[OsString]) -> io::Result<()> {
     }))
 }
 
+/// Keeps the master key and its subkeys out of core dumps: marks the
+/// process not dumpable (which also keeps other processes of the same
+/// user from attaching to it or reading its memory through /proc) and
+/// sets RLIMIT_CORE to 0. Called by `veilfs mount` before the key is read
+/// or unlocked, in the foreground and in the background daemon.
+pub fn forbid_core_dumps() -> io::Result<()> {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on this process, with valid arguments.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// In the daemon: reads the master key handed over on [`KEY_FD`].
 pub fn read_key_from_fd() -> io::Result<MasterKey> {
     set_cloexec(KEY_FD);
     let mut f = unsafe { std::fs::File::from_raw_fd(KEY_FD) };
-    let mut buf = Zeroizing::new([0u8; KEY_LEN]);
-    f.read_exact(&mut buf[..])?;
-    Ok(MasterKey::from_bytes(*buf))
+    // Read straight into the key's own (heap, zeroized) buffer: no copy of
+    // the key is left on the stack.
+    MasterKey::try_fill_with(|buf| f.read_exact(buf))
 }
 
 /// In the daemon: the readiness pipe.
@@ -141,4 +161,48 @@ impl log::Log for SyslogLogger {
     }
 
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, finding 8: the process holding the key cannot be
+    /// core-dumped. Runs in a forked child, which must not change the test
+    /// runner itself.
+    #[test]
+    fn forbid_core_dumps_clears_dumpable_and_core_limit() {
+        // SAFETY: the child makes only async-signal-safe system calls and
+        // leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            let code = unsafe {
+                let before = libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0);
+                let ok = forbid_core_dumps().is_ok();
+                let mut lim = libc::rlimit {
+                    rlim_cur: 1,
+                    rlim_max: 1,
+                };
+                libc::getrlimit(libc::RLIMIT_CORE, &mut lim);
+                let dumpable = libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0);
+                match (before, ok, dumpable, lim.rlim_cur, lim.rlim_max) {
+                    (1, true, 0, 0, 0) => 0,
+                    (b, _, _, _, _) if b != 1 => 2,
+                    (_, false, _, _, _) => 3,
+                    (_, _, d, _, _) if d != 0 => 4,
+                    _ => 5,
+                }
+            };
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "2: not dumpable to start with, 3: call failed, 4: still dumpable, 5: core limit not 0"
+        );
+    }
 }

@@ -35,10 +35,10 @@ use rustix::io::Errno as SysErrno;
 use crate::content::ContentCipher;
 use crate::cryptfile::{CryptFile, CryptFileError};
 use crate::journal::Journal;
-use crate::names::{BackingName, DirIv, NameCipher};
+use crate::names::{self, BackingName, DirIv, NameCipher};
 use crate::reclaim::Reclaimer;
 use crate::store::{self, cstr};
-use node::{Location, Node, NodeTable};
+use node::{FileData, Location, Node, NodeTable};
 
 /// Tunables of a mount.
 #[derive(Debug, Clone)]
@@ -170,13 +170,49 @@ fn plain_path(node: &Node) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Logs a content error with the file's plaintext path: authentication
-/// failures as warnings, plain I/O errors (ENOSPC and the like) at debug.
+/// How log messages name a node: its inode number (the one `stat` shows in
+/// the mount, the backing file's) and its backing name, which is all a
+/// hostile cloud that triggers integrity warnings at will may learn from
+/// the logs. The plaintext path is added only when debug logging is on.
+fn log_name(node: &Node) -> String {
+    let mut out = match node.parent_and_entry() {
+        Some((_, backing)) => format!("inode {} (backing name {})", node.ino, backing.entry()),
+        None => format!("inode {} (the vault root)", node.ino),
+    };
+    if log::log_enabled!(log::Level::Debug) {
+        out.push_str(&format!(", path {:?}", plain_path(node)));
+    }
+    out
+}
+
+/// Logs a content error with the file's inode and backing name:
+/// authentication failures as warnings, plain I/O errors (ENOSPC and the
+/// like) at debug.
 fn log_content_error(node: &Node, what: &str, e: &CryptFileError) {
     match e {
-        CryptFileError::Io(_) => log::debug!("{}: {what}: {e}", plain_path(node)),
-        _ => log::warn!("{}: {what} failed: {e}", plain_path(node)),
+        CryptFileError::Io(_) => log::debug!("{}: {what}: {e}", log_name(node)),
+        _ => log::warn!("{}: {what} failed: {e}", log_name(node)),
     }
+}
+
+/// Authenticates the file once before the first write or truncation
+/// reuses its header (issue 13: "file ID poisoning"); `data` is the node's
+/// content state, write-locked by the caller.
+fn authenticate_once<Fd: AsFd>(
+    node: &Node,
+    data: &mut FileData,
+    file: &mut CryptFile<'_, Fd>,
+) -> Res<()> {
+    if data.header_checked {
+        return Ok(());
+    }
+    if let Err(e) = file.authenticate() {
+        log_content_error(node, "authenticating the file before a write", &e);
+        return Err(Errno::from_i32(e.errno()));
+    }
+    data.header = file.header();
+    data.header_checked = true;
+    Ok(())
 }
 
 /// Reads `size` bytes at `offset` through `handle` and replies.
@@ -600,7 +636,7 @@ impl VeilFs {
         let iv = iv.map_err(|e| {
             log::warn!(
                 "{}: directory IV missing or damaged ({e}); its entries cannot be decrypted",
-                self.plain_path(node)
+                self.log_name(node)
             );
             Errno::EIO
         })?;
@@ -611,9 +647,9 @@ impl VeilFs {
         Ok(iv)
     }
 
-    /// The plaintext path of a node, for log messages.
-    fn plain_path(&self, node: &Node) -> String {
-        plain_path(node)
+    /// How log messages name a node (see [`log_name`]).
+    fn log_name(&self, node: &Node) -> String {
+        log_name(node)
     }
 
     /// Parent descriptor and backing entry of a non-root node.
@@ -780,7 +816,61 @@ impl VeilFs {
     }
 
     /// The shared backing descriptor of a file node, opened on first use.
+    /// For writing (and truncating) only if every hard link of the backing
+    /// file is one the mount made (see [`VeilFs::refuse_planted_links`]).
     fn open_backing(&self, node: &Arc<Node>, want_write: bool) -> Res<Arc<OwnedFd>> {
+        let fd = self.open_backing_fd(node, want_write)?;
+        if want_write {
+            self.refuse_planted_links(node, &fd)?;
+        }
+        Ok(fd)
+    }
+
+    /// Refuses (EPERM, with a logged reason) to write to or truncate a
+    /// regular backing file with more hard links than the mount made. A
+    /// hostile local user can plant a hard link to a foreign file under a
+    /// vault name; writing through it would fill, or truncating it empty,
+    /// that foreign file. The links the mount makes (`link`) are vouched
+    /// for by an authenticated link record on the backing file
+    /// (docs/FORMAT.md, "Link records"); a planted link is not, because
+    /// only the key holder can make a record, and a record names its inode.
+    fn refuse_planted_links(&self, node: &Node, fd: &OwnedFd) -> Res<()> {
+        let st = store::stat_fd(fd).map_err(errno)?;
+        self.refuse_unvouched(node, &st, |buf| {
+            rustix::fs::fgetxattr(fd, names::LINK_RECORD_XATTR, buf)
+        })
+    }
+
+    /// [`VeilFs::refuse_planted_links`] for a file in state `st` whose
+    /// link record `read_record` reads.
+    fn refuse_unvouched(
+        &self,
+        node: &Node,
+        st: &Stat,
+        read_record: impl FnOnce(&mut [u8]) -> rustix::io::Result<usize>,
+    ) -> Res<()> {
+        if st.st_nlink <= 1 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(());
+        }
+        let mut record = [0u8; names::LINK_RECORD_LEN + 1];
+        let vouched = read_record(&mut record[..]).is_ok_and(|n| {
+            self.names
+                .link_record_covers(&record[..n], st.st_ino, st.st_nlink)
+        });
+        if vouched {
+            return Ok(());
+        }
+        log::warn!(
+            "{}: refusing to write or link: its backing file has {} hard links that this mount did not make \
+             (one may have been planted in the vault directory to make veilfs write into a foreign file); \
+             reading still works, and a copy of the file under a new name can be written",
+            log_name(node),
+            st.st_nlink
+        );
+        Err(Errno::EPERM)
+    }
+
+    fn open_backing_fd(&self, node: &Arc<Node>, want_write: bool) -> Res<Arc<OwnedFd>> {
         let mut open = node.open.lock().unwrap();
         if let Some(fd) = &open.fd
             && (open.writable || !want_write)
@@ -838,6 +928,9 @@ impl VeilFs {
         let mut data = node.data.write().unwrap();
         let mut file =
             CryptFile::new(fd, &self.content, data.header).with_journal(&self.journal, &path);
+        if size > 0 {
+            authenticate_once(node, &mut data, &mut file)?;
+        }
         let res = file.truncate(size);
         data.header = file.header();
         res.map_err(|e| {
@@ -876,7 +969,7 @@ impl VeilFs {
         let mut listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
         self.resolve_conflicts(node, &fd, &iv, &mut listing);
         if !listing.bad.is_empty() {
-            let path = self.plain_path(node);
+            let path = self.log_name(node);
             for bad in &listing.bad {
                 log::warn!(
                     "{path}: backing entry {} skipped: {}",
@@ -1085,6 +1178,7 @@ impl VeilFs {
         let mut state = handle.node.data.write().unwrap();
         let mut file = CryptFile::new(&*handle.fd, &self.content, state.header)
             .with_journal(&self.journal, &path);
+        authenticate_once(&handle.node, &mut state, &mut file)?;
         let offset = if handle.append {
             file.plain_size().map_err(Errno::from)?
         } else {
@@ -1134,6 +1228,10 @@ impl VeilFs {
         self.chown_to_caller(req, &pfd, &entry)?;
         let mut st = store::stat_fd(&fd).map_err(errno)?;
         let node = self.remember(&parent, &st, b, name.as_bytes());
+        if st.st_nlink > 1 {
+            // O_CREAT on an existing file opens it for writing.
+            self.refuse_planted_links(&node, &fd)?;
+        }
         let fd = {
             let mut open = node.open.lock().unwrap();
             match &open.fd {
@@ -1323,7 +1421,7 @@ impl VeilFs {
         self.names
             .decrypt_symlink_target(stored.as_bytes())
             .map_err(|e| {
-                log::warn!("{}: symlink target: {e}", self.plain_path(&node));
+                log::warn!("{}: symlink target: {e}", self.log_name(&node));
                 Errno::EIO
             })
     }
@@ -1455,16 +1553,61 @@ impl VeilFs {
         let (opfd, old) = self.locate(&node)?;
         let newparent = self.node(newparent)?;
         let (npfd, _, nb) = self.new_child(&newparent, newname)?;
+        // Never vouch for links planted before this one.
+        let st = store::lstat_at(&*opfd, &old).map_err(errno)?;
+        self.refuse_unvouched(&node, &st, |buf| {
+            rustix::fs::lgetxattr(
+                self.entry_path(&opfd, &old).as_c_str(),
+                names::LINK_RECORD_XATTR,
+                buf,
+            )
+        })?;
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
-        rustix::fs::linkat(
-            &*opfd,
-            &old,
-            &*npfd,
-            cstr(nb.entry()).as_c_str(),
-            AtFlags::empty(),
-        )
-        .map_err(errno)?;
+        let new = cstr(nb.entry());
+        rustix::fs::linkat(&*opfd, &old, &*npfd, new.as_c_str(), AtFlags::empty())
+            .map_err(errno)?;
+        // Vouch for the new link count, or take the link back: a link the
+        // mount made must stay writable (see `refuse_planted_links`).
+        if let Err(e) = self.record_links(&npfd, &new, st.st_ino, st.st_nlink + 1) {
+            log::warn!(
+                "{}: cannot record the new hard link ({e:?}); link refused",
+                log_name(&node)
+            );
+            let _ = rustix::fs::unlinkat(&*npfd, new.as_c_str(), AtFlags::empty());
+            return Err(e);
+        }
         Ok(self.reply_new_entry(&newparent, &npfd, nb, newname)?.0)
+    }
+
+    /// A path to `entry` in `dir` for the calls that have no `*at` form
+    /// (the xattr calls): through /proc, so nothing is resolved by name
+    /// outside the directory descriptor; the `l` calls do not follow a
+    /// final symlink.
+    fn entry_path(&self, dir: &OwnedFd, entry: &CString) -> CString {
+        cstr(&format!(
+            "/proc/self/fd/{}/{}",
+            dir.as_raw_fd(),
+            entry.to_str().unwrap_or("")
+        ))
+    }
+
+    /// Writes the link record of the regular file `entry` in `dir`, inode
+    /// `ino`, which the link just made brought to `nlink` links. Refuses if
+    /// it has more: a link added behind the mount's back meanwhile is not
+    /// vouched for.
+    fn record_links(&self, dir: &OwnedFd, entry: &CString, ino: u64, nlink: u64) -> Res<()> {
+        let st = store::lstat_at(dir, entry).map_err(errno)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_ino != ino || st.st_nlink > nlink {
+            return Err(Errno::EPERM);
+        }
+        let record = self.names.link_record(ino, nlink);
+        rustix::fs::lsetxattr(
+            self.entry_path(dir, entry).as_c_str(),
+            names::LINK_RECORD_XATTR,
+            &record,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(errno)
     }
 
     fn do_open(&self, req_uid: u32, ino: INodeNo, flags: OpenFlags) -> Res<(u64, FopenFlags)> {
@@ -1506,7 +1649,9 @@ impl VeilFs {
             open.writable = false;
             // The next open reads the header afresh: a sync client may
             // replace the file while nobody has it open.
-            handle.node.data.write().unwrap().header = None;
+            let mut data = handle.node.data.write().unwrap();
+            data.header = None;
+            data.header_checked = false;
         }
     }
 
@@ -1540,10 +1685,8 @@ impl VeilFs {
             .map_err(errno)?;
         buf.truncate(n);
         self.names.decrypt_xattr_value(&bname, buf).map_err(|e| {
-            log::warn!(
-                "{}: extended attribute {name:?}: {e}",
-                self.plain_path(&node)
-            );
+            log::warn!("{}: an extended attribute: {e}", self.log_name(&node));
+            log::debug!("the damaged extended attribute is {name:?}");
             Errno::EIO
         })
     }

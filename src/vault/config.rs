@@ -32,6 +32,14 @@ pub const PARAMS_DOMAIN: &[u8] = b"veilfs-config-v1";
 /// No legitimate config comes near this; a bigger file is refused unread.
 pub const MAX_CONFIG_LEN: u64 = 1 << 20;
 
+/// The most password slots a config may hold. veilfs itself writes at most
+/// one; the bound keeps a hostile config from queueing thousands of
+/// Argon2 runs.
+pub const MAX_KEY_SLOTS: usize = 4;
+/// The most Argon2 work an unlock may do, summed over all slots, in KiB of
+/// memory × passes: one slot at the maximum parameters (1 GiB, t = 20).
+pub const MAX_TOTAL_KDF_COST: u64 = KdfParams::MAX_M_KIB as u64 * KdfParams::MAX_T as u64;
+
 /// Argon2id cost parameters of a password slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdfParams {
@@ -306,7 +314,8 @@ impl VaultConfig {
             let kek = slot.derive_kek(input.password)?;
             let ad = [params.as_slice(), &slot.slot_bytes()].concat();
             let aead = Aes256GcmSiv::new((&*kek).into());
-            let mut body = Zeroizing::new(*master.as_bytes());
+            let mut body = Zeroizing::new([0u8; KEY_LEN]);
+            body.copy_from_slice(master.as_bytes());
             let tag = aead
                 .encrypt_inout_detached(&as_nonce(&slot.nonce), &ad, body.as_mut_slice().into())
                 .expect("a 32-byte key always encrypts");
@@ -371,12 +380,34 @@ impl VaultConfig {
             })
     }
 
+    /// Checks the number of slots and their total Argon2 cost against
+    /// [`MAX_KEY_SLOTS`] and [`MAX_TOTAL_KDF_COST`] (docs/FORMAT.md §3.2).
+    /// Needs no key and runs no KDF.
+    pub fn check_kdf_budget(&self, config: &Path) -> Result<(), VaultError> {
+        let cost = self
+            .key_slots
+            .iter()
+            .map(|s| u64::from(s.m_kib).saturating_mul(u64::from(s.t)))
+            .fold(0u64, u64::saturating_add);
+        if self.key_slots.len() > MAX_KEY_SLOTS || cost > MAX_TOTAL_KDF_COST {
+            return Err(VaultError::KdfBudgetExceeded {
+                config: config.to_path_buf(),
+                slots: self.key_slots.len(),
+                cost,
+            });
+        }
+        Ok(())
+    }
+
     /// Tries every password slot. `Ok(None)` means no slot opened.
     pub(crate) fn open_slots(
         &self,
         password: &[u8],
         config: &Path,
     ) -> Result<Option<MasterKey>, VaultError> {
+        // Validated on load already; checked again before the first
+        // Argon2 run so no code path can skip it.
+        self.check_kdf_budget(config)?;
         let params = self.params_bytes();
         for slot in &self.key_slots {
             // Validated on load already; checked again right before Argon2
@@ -397,7 +428,7 @@ impl VaultConfig {
                 )
                 .is_ok()
             {
-                return Ok(Some(MasterKey::from_bytes(*body)));
+                return Ok(Some(MasterKey::from_slice(&body)));
             }
         }
         Ok(None)
@@ -438,10 +469,14 @@ impl VaultConfig {
             return Err(corrupt(e.to_string()));
         }
         check_threshold(self.long_name_threshold).map_err(corrupt)?;
+        if self.key_slots.len() > MAX_KEY_SLOTS {
+            // Refused before the slots are even looked at.
+            return self.check_kdf_budget(config);
+        }
         for slot in &self.key_slots {
             slot.check(config)?;
         }
-        Ok(())
+        self.check_kdf_budget(config)
     }
 
     pub fn layout(&self) -> ChunkLayout {

@@ -51,6 +51,15 @@ pub enum VaultError {
         min: u32,
         max: u32,
     },
+    /// The config holds more password slots, or more Argon2 work in total,
+    /// than docs/FORMAT.md §3.2 allows. Checked before Argon2 runs, so a
+    /// hostile config cannot make an unlock take hours.
+    KdfBudgetExceeded {
+        config: PathBuf,
+        slots: usize,
+        /// Sum over the slots of m_kib × t.
+        cost: u64,
+    },
     /// An option given to `create_vault` is outside the allowed range.
     InvalidOption(String),
     /// The directory exists but holds no `veilfs.conf`.
@@ -102,6 +111,7 @@ impl VaultError {
                 | VaultError::UnsupportedVersion { .. }
                 | VaultError::UnknownFeature { .. }
                 | VaultError::KdfParamsOutOfRange { .. }
+                | VaultError::KdfBudgetExceeded { .. }
         )
     }
 }
@@ -175,6 +185,22 @@ impl fmt::Display for VaultError {
                  {min}..={max}, so the config was modified to weaken or overload the KDF. \
                  The 64-digit key still opens the vault (`veilfs recover-config --force --key-file KEYFILE {}`)",
                 config.display(),
+                dir_of(config)
+            ),
+            VaultError::KdfBudgetExceeded {
+                config,
+                slots,
+                cost,
+            } => write!(
+                f,
+                "refusing to unlock with {}: it holds {slots} password slot(s) costing {} GiB x passes of Argon2 \
+                 in total, more than veilfs allows (at most {} slots and {} GiB x passes, one slot at the maximum \
+                 parameters), so the config was modified to overload the KDF. No password was tried. \
+                 The 64-digit key still opens the vault (`veilfs recover-config --force --key-file KEYFILE {}`)",
+                config.display(),
+                cost / (1024 * 1024),
+                super::config::MAX_KEY_SLOTS,
+                super::config::MAX_TOTAL_KDF_COST / (1024 * 1024),
                 dir_of(config)
             ),
             VaultError::InvalidOption(msg) => f.write_str(msg),

@@ -16,8 +16,8 @@ use std::time::SystemTime;
 
 pub use config::{
     ARGON2_VERSION, CIPHER, FORMAT_NAME, FORMAT_VERSION, KDF_ARGON2ID, KEY_ID_LEN, KdfParams,
-    KeySlot, MAC_LEN, MAX_CONFIG_LEN, PARAMS_DOMAIN, SALT_LEN, SLOT_KIND_PASSWORD, VaultConfig,
-    WRAPPED_KEY_LEN, check_threshold,
+    KeySlot, MAC_LEN, MAX_CONFIG_LEN, MAX_KEY_SLOTS, MAX_TOTAL_KDF_COST, PARAMS_DOMAIN, SALT_LEN,
+    SLOT_KIND_PASSWORD, VaultConfig, WRAPPED_KEY_LEN, check_threshold,
 };
 pub use error::VaultError;
 pub use fsio::{CONFIG_MODE, is_sync_client_file};

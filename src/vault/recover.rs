@@ -15,10 +15,15 @@
 //! CIPHERDIR.
 
 use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rustix::fs::{Dir, Mode, OFlags};
+use rustix::io::Errno;
 
 use super::config::{MAX_CONFIG_LEN, VaultConfig};
 use super::fsio::{self, Replace};
@@ -28,16 +33,15 @@ use crate::content::{
 };
 use crate::keys::{MasterKey, SecretKey};
 use crate::names::{
-    DEFAULT_LONG_NAME_THRESHOLD, DIR_IV_FILE, DIR_IV_LEN, DirIv, EntryKind,
-    MAX_LONG_NAME_THRESHOLD, MIN_LONG_NAME_THRESHOLD, NameCipher, classify_entry, long_entry_name,
+    DEFAULT_LONG_NAME_THRESHOLD, DIR_IV_FILE, DirIv, EntryKind, MAX_LONG_NAME_THRESHOLD,
+    MIN_LONG_NAME_THRESHOLD, NameCipher, classify_entry,
 };
+use crate::store;
 
 /// Stop reading file headers once this many files confirmed a chunk size.
 const ENOUGH_CONFIRMED: usize = 16;
 /// Never read the headers of more files than this.
 const MAX_FILES_INSPECTED: usize = 256;
-/// A long-name record is one encoded name: well under this.
-const MAX_RECORD_LEN: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecoverOptions {
@@ -111,77 +115,136 @@ struct Walker {
     unreadable_dirs: usize,
     votes: BTreeMap<u8, Votes>,
     files_inspected: usize,
+    pending: Vec<PendingDir>,
+    /// Runs right before a queued directory is opened: where a racing
+    /// symlink swap would strike.
+    #[cfg(test)]
+    before_descend: Option<DescendHook>,
+}
+
+/// Test hook: runs with a directory's name right before it is opened.
+#[cfg(test)]
+type DescendHook = Box<dyn FnMut(&CStr)>;
+
+/// A directory still to walk: its name in its (already open) parent.
+struct PendingDir {
+    parent: Rc<OwnedFd>,
+    entry: CString,
 }
 
 impl Walker {
+    fn for_key(key: &MasterKey) -> Self {
+        let derived = key.derive();
+        Walker {
+            names: NameCipher::new(&derived, DEFAULT_LONG_NAME_THRESHOLD),
+            content_key: derived.content.clone(),
+            root_dev: 0,
+            names_ok: 0,
+            names_bad: 0,
+            max_regular: 0,
+            min_long: None,
+            dirs_without_iv: 0,
+            other_filesystems: 0,
+            unreadable_dirs: 0,
+            votes: BTreeMap::new(),
+            files_inspected: 0,
+            pending: Vec::new(),
+            #[cfg(test)]
+            before_descend: None,
+        }
+    }
+
+    /// Walks CIPHERDIR the way `veilfs fsck` does (crate::check): every
+    /// directory is opened relative to its parent's descriptor with
+    /// `O_NOFOLLOW | O_DIRECTORY`, every file relative to its directory's
+    /// descriptor with `O_NOFOLLOW`, so an entry swapped for a symlink
+    /// between listing and opening is never followed out of CIPHERDIR.
     fn walk(&mut self, root: &Path) -> Result<(), VaultError> {
-        let mut stack = vec![(root.to_path_buf(), self.names.root_iv())];
-        while let Some((dir, iv)) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if dir == root => return Err(VaultError::io(&dir, e)),
+        let root_fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| VaultError::io(root, store::io_err(e)))?;
+        self.root_dev = store::stat_fd(&root_fd)
+            .map_err(|e| VaultError::io(root, store::io_err(e)))?
+            .st_dev;
+        self.list(Rc::new(root_fd), self.names.root_iv())
+            .map_err(|e| VaultError::io(root, store::io_err(e)))?;
+        while let Some(p) = self.pending.pop() {
+            #[cfg(test)]
+            if let Some(hook) = self.before_descend.as_mut() {
+                hook(&p.entry);
+            }
+            let fd = match store::open_dir_path(&*p.parent, &p.entry) {
+                Ok(fd) => fd,
                 Err(e) => {
-                    log::warn!("recover-config: cannot list {}: {e}", dir.display());
+                    log::warn!("recover-config: cannot open directory {:?}: {e}", p.entry);
                     self.unreadable_dirs += 1;
                     continue;
                 }
             };
-            for entry in entries.flatten() {
-                let os_name = entry.file_name();
-                let Some(name) = os_name.to_str() else {
-                    continue;
-                };
-                let authentic = match classify_entry(name) {
-                    EntryKind::Regular(encoded) => {
-                        let ok = self.names.decrypt_name(&iv, encoded).is_ok();
-                        if ok {
-                            self.max_regular = self.max_regular.max(encoded.len());
-                        }
-                        ok
-                    }
-                    EntryKind::Long(entry_name) => self.check_long(&dir, entry_name, &iv),
-                    EntryKind::LongRecord | EntryKind::Metadata | EntryKind::Foreign => continue,
-                };
-                if !authentic {
-                    self.names_bad += 1;
-                    continue;
-                }
-                self.names_ok += 1;
-                // DirEntry::metadata does not follow symlinks.
-                let Ok(meta) = entry.metadata() else {
-                    continue;
-                };
-                let path = entry.path();
-                if meta.is_dir() {
-                    if meta.dev() != self.root_dev {
-                        self.other_filesystems += 1;
-                        continue;
-                    }
-                    match fsio::read_bounded(&path.join(DIR_IV_FILE), DIR_IV_LEN as u64) {
-                        Ok(Some(bytes)) if bytes.len() == DIR_IV_LEN => {
-                            let child = DirIv::from_slice(&bytes).expect("length checked");
-                            stack.push((path, child));
-                        }
-                        _ => self.dirs_without_iv += 1,
-                    }
-                } else if meta.is_file() {
-                    self.inspect_file(&path, meta.len());
-                }
+            if store::stat_fd(&fd).map_or(true, |st| st.st_dev != self.root_dev) {
+                self.other_filesystems += 1;
+                continue;
+            }
+            let Ok(iv) = store::read_dir_iv(&fd) else {
+                self.dirs_without_iv += 1;
+                continue;
+            };
+            if let Err(e) = self.list(Rc::new(fd), iv) {
+                log::warn!("recover-config: cannot list directory {:?}: {e}", p.entry);
+                self.unreadable_dirs += 1;
             }
         }
         Ok(())
     }
 
-    fn check_long(&mut self, dir: &Path, entry_name: &str, iv: &DirIv) -> bool {
-        let record = dir.join(format!("{entry_name}.name"));
-        let Ok(Some(bytes)) = fsio::read_bounded(&record, MAX_RECORD_LEN) else {
+    /// Examines the entries of one directory; queues its subdirectories.
+    fn list(&mut self, dir: Rc<OwnedFd>, iv: DirIv) -> Result<(), Errno> {
+        let mut reader = Dir::new(store::open_dir_read(&*dir)?)?;
+        while let Some(entry) = reader.read() {
+            let entry = entry?;
+            let Ok(name) = std::str::from_utf8(entry.file_name().to_bytes()) else {
+                continue;
+            };
+            let authentic = match classify_entry(name) {
+                EntryKind::Regular(encoded) => {
+                    let ok = self.names.decrypt_name(&iv, encoded).is_ok();
+                    if ok {
+                        self.max_regular = self.max_regular.max(encoded.len());
+                    }
+                    ok
+                }
+                EntryKind::Long(entry_name) => self.check_long(&dir, entry_name, &iv),
+                EntryKind::LongRecord | EntryKind::Metadata | EntryKind::Foreign => continue,
+            };
+            if !authentic {
+                self.names_bad += 1;
+                continue;
+            }
+            self.names_ok += 1;
+            let entry = store::cstr(name);
+            let Ok(st) = store::lstat_at(&*dir, &entry) else {
+                continue;
+            };
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => self.pending.push(PendingDir {
+                    parent: dir.clone(),
+                    entry,
+                }),
+                libc::S_IFREG => self.inspect_file(&dir, &entry, st.st_size as u64),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_long(&mut self, dir: &OwnedFd, entry_name: &str, iv: &DirIv) -> bool {
+        let Ok(full) = store::read_long_record(dir, entry_name) else {
             return false;
         };
-        let Ok(text) = std::str::from_utf8(&bytes) else {
-            return false;
-        };
-        let full = text.trim_end();
-        if long_entry_name(full) != entry_name || self.names.decrypt_name(iv, full).is_err() {
+        if self.names.decrypt_name(iv, &full).is_err() {
             return false;
         }
         self.min_long = Some(self.min_long.map_or(full.len(), |m| m.min(full.len())));
@@ -194,7 +257,7 @@ impl Walker {
 
     /// Reads the header of a backing file and tries to open its first
     /// chunk with the chunk size the header declares.
-    fn inspect_file(&mut self, path: &Path, size: u64) {
+    fn inspect_file(&mut self, dir: &OwnedFd, entry: &CStr, size: u64) {
         if size < HEADER_LEN as u64
             || self.files_inspected >= MAX_FILES_INSPECTED
             || self.confirmed_total() >= ENOUGH_CONFIRMED
@@ -202,9 +265,15 @@ impl Walker {
             return;
         }
         self.files_inspected += 1;
-        let Ok(mut file) = fsio::open_nofollow(path) else {
+        let Ok(fd) = rustix::fs::openat(
+            dir,
+            entry,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
             return;
         };
+        let mut file = fs::File::from(fd);
         let mut header = [0u8; HEADER_LEN];
         if !matches!(fsio::read_prefix(&mut file, &mut header), Ok(HEADER_LEN)) {
             return;
@@ -296,6 +365,49 @@ fn existing_key_id(path: &Path) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// Moves the config that `--force` replaces to
+/// `veilfs.conf.before-recovery`, or, if an earlier recovery left one
+/// there, to the first free `veilfs.conf.before-recovery.N` (N = 2, 3,
+/// ...): a second recovery never destroys what the first one kept.
+fn set_aside(dir: &Path, config_path: &Path) -> Result<PathBuf, VaultError> {
+    const MAX_KEPT: u32 = 100;
+    for n in 1..=MAX_KEPT {
+        let name = match n {
+            1 => CONFIG_REPLACED_FILE.to_string(),
+            n => format!("{CONFIG_REPLACED_FILE}.{n}"),
+        };
+        let aside = dir.join(&name);
+        let moved = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            config_path,
+            rustix::fs::CWD,
+            &aside,
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        match moved {
+            Ok(()) => return Ok(aside),
+            Err(Errno::EXIST) => continue,
+            // No RENAME_NOREPLACE here (some FUSE and network file
+            // systems): check, then rename.
+            Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {
+                if fs::symlink_metadata(&aside).is_ok() {
+                    continue;
+                }
+                fs::rename(config_path, &aside).map_err(|e| VaultError::io(config_path, e))?;
+                return Ok(aside);
+            }
+            Err(e) => return Err(VaultError::io(config_path, store::io_err(e))),
+        }
+    }
+    Err(VaultError::RecoveryFailed {
+        dir: dir.to_path_buf(),
+        reason: format!(
+            "{MAX_KEPT} configs replaced by earlier recoveries are kept as {CONFIG_REPLACED_FILE}*; \
+             delete the ones you no longer need and run recover-config again"
+        ),
+    })
+}
+
 /// Rebuilds `dir/veilfs.conf` as a key-only config from the key and the
 /// backing tree. Writes nothing unless at least one name decrypts with the
 /// key (or the vault holds no encrypted name at all).
@@ -319,21 +431,7 @@ pub fn recover_config_with(
     let mut warnings = Vec::new();
     let backup = verified_backup(dir, key, &mut warnings);
 
-    let derived = key.derive();
-    let mut walker = Walker {
-        names: NameCipher::new(&derived, DEFAULT_LONG_NAME_THRESHOLD),
-        content_key: derived.content.clone(),
-        root_dev: root_meta.dev(),
-        names_ok: 0,
-        names_bad: 0,
-        max_regular: 0,
-        min_long: None,
-        dirs_without_iv: 0,
-        other_filesystems: 0,
-        unreadable_dirs: 0,
-        votes: BTreeMap::new(),
-        files_inspected: 0,
-    };
+    let mut walker = Walker::for_key(key);
     walker.walk(dir)?;
 
     if walker.names_ok == 0 {
@@ -392,9 +490,7 @@ pub fn recover_config_with(
 
     let mut replaced = None;
     if config_exists {
-        let aside = dir.join(CONFIG_REPLACED_FILE);
-        fs::rename(&config_path, &aside).map_err(|e| VaultError::io(&config_path, e))?;
-        replaced = Some(aside);
+        replaced = Some(set_aside(dir, &config_path)?);
     }
     fsio::write_atomic(dir, CONFIG_FILE, config.to_json().as_bytes(), Replace::No)?;
     Ok(Recovery {
@@ -599,6 +695,81 @@ mod tests {
             recover_config_with(tmp.path(), &v.master, &RecoverOptions { force: true }).unwrap();
         assert_eq!(fs::read_to_string(r.replaced.unwrap()).unwrap(), "garbage");
         unlock_with_key(tmp.path(), &v.master).unwrap();
+    }
+
+    /// Issue 13, finding 11: a second `--force` keeps what the first one
+    /// set aside.
+    #[test]
+    fn a_second_force_never_overwrites_the_first_replaced_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = key_only(tmp.path(), 4096);
+        let force = RecoverOptions { force: true };
+        fs::write(tmp.path().join(CONFIG_FILE), "first garbage").unwrap();
+        let first = recover_config_with(tmp.path(), &v.master, &force).unwrap();
+        assert_eq!(
+            first.replaced.as_deref(),
+            Some(tmp.path().join(CONFIG_REPLACED_FILE).as_path())
+        );
+        fs::write(tmp.path().join(CONFIG_FILE), "second garbage").unwrap();
+        let second = recover_config_with(tmp.path(), &v.master, &force).unwrap();
+        let kept = second.replaced.unwrap();
+        assert_ne!(kept, tmp.path().join(CONFIG_REPLACED_FILE));
+        assert_eq!(fs::read_to_string(kept).unwrap(), "second garbage");
+        assert_eq!(
+            fs::read_to_string(tmp.path().join(CONFIG_REPLACED_FILE)).unwrap(),
+            "first garbage"
+        );
+        unlock_with_key(tmp.path(), &v.master).unwrap();
+    }
+
+    /// Issue 13, finding 11: a directory swapped for a symlink after it was
+    /// listed, right before the walk descends into it (the race a hostile
+    /// local user can win against a path walk), is not followed out of
+    /// CIPHERDIR. Here the symlink leads to a copy of the directory, whose
+    /// names would all decrypt.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_walk_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = key_only(tmp.path(), 4096);
+        let names = v.name_cipher();
+        let root = names.root_iv();
+        let sub = names.backing_name(&root, b"sub").unwrap();
+        let sub_path = tmp.path().join(sub.entry());
+        fs::create_dir(&sub_path).unwrap();
+        let sub_iv = names.child_dir_iv(&root, b"sub");
+        fs::write(sub_path.join(DIR_IV_FILE), sub_iv.0).unwrap();
+        for i in 0..5 {
+            let f = names
+                .backing_name(&sub_iv, format!("f{i}").as_bytes())
+                .unwrap();
+            fs::write(
+                sub_path.join(f.entry()),
+                sealed_file(&v.master, v.layout(), b"z"),
+            )
+            .unwrap();
+        }
+        // The copy outside CIPHERDIR.
+        let outside = tempfile::tempdir().unwrap();
+        let copy = outside.path().join("copy");
+        fs::create_dir(&copy).unwrap();
+        for e in fs::read_dir(&sub_path).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+        }
+        fs::remove_file(tmp.path().join(CONFIG_FILE)).unwrap();
+        let mut walker = Walker::for_key(&v.master);
+        let (swap_from, swap_to) = (sub_path.clone(), copy.clone());
+        walker.before_descend = Some(Box::new(move |_entry: &CStr| {
+            fs::remove_dir_all(&swap_from).unwrap();
+            std::os::unix::fs::symlink(&swap_to, &swap_from).unwrap();
+        }));
+        walker.walk(tmp.path()).unwrap();
+        assert_eq!(
+            walker.names_ok, 1,
+            "only `sub` itself: the copy was not walked"
+        );
+        assert_eq!(walker.unreadable_dirs, 1);
+        assert_eq!(walker.files_inspected, 0);
     }
 
     #[test]
