@@ -1,6 +1,7 @@
 //! `veilfs mount` and `veilfs unmount`.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -9,7 +10,7 @@ use super::{CliError, UnlockArgs};
 use crate::fs::FsOptions;
 use crate::fs::daemon;
 use crate::fs::mount::{self, MountConfig};
-use crate::vault::{self, UnlockedVault};
+use crate::vault::{self, LockKind, UnlockedVault, VaultLock};
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
@@ -113,6 +114,16 @@ fn serve(
         .map_err(|e| CliError::Other(format!("mounting on {}: {e}", cfg.mountpoint.display())))
 }
 
+/// The vault's exclusive lock, held for the life of the mount: one live
+/// mount per vault, and no fsck or passwd behind its back.
+fn lock_for_mount(cipherdir: &Path) -> Result<Option<VaultLock>, CliError> {
+    super::lock_vault(
+        cipherdir,
+        LockKind::Exclusive,
+        "a vault has one live mount at a time (two would overwrite each other's changes)",
+    )
+}
+
 pub fn run(args: MountArgs) -> Result<(), CliError> {
     let cipherdir = canonical(&args.cipherdir, "vault directory")?;
     let mountpoint = canonical(&args.mountpoint, "mount point")?;
@@ -120,11 +131,22 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
         let key = daemon::read_key_from_fd().map_err(|e| {
             CliError::Other(format!("daemon: reading the key from the parent: {e}"))
         })?;
+        let ready = daemon::ready_fd();
+        // The parent checked the lock; another mount may have taken it
+        // since. The parent prints what is written to the pipe.
+        let _lock = match lock_for_mount(&cipherdir) {
+            Ok(lock) => lock,
+            Err(e) => {
+                let mut r = std::fs::File::from(ready);
+                let _ = writeln!(r, "{e}");
+                return Err(e);
+            }
+        };
         let vault = vault::unlock_with_key(&cipherdir, &key)?;
         return serve(
             &args.config(cipherdir, mountpoint.clone()),
             &vault,
-            Some(daemon::ready_fd()),
+            Some(ready),
         );
     }
     if !mountpoint.is_dir() {
@@ -147,10 +169,14 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
             cipherdir.display()
         )));
     }
+    // Before the password prompt; a foreground mount holds it until it
+    // exits, a background one hands over to the daemon, which takes it.
+    let lock = lock_for_mount(&cipherdir)?;
     let vault = args.unlock.unlock(&cipherdir)?;
     if args.foreground {
         return serve(&args.config(cipherdir, mountpoint), &vault, None);
     }
+    drop(lock);
     daemon::spawn_daemon(&vault.master, &args.daemon_args(&cipherdir, &mountpoint)).map_err(
         |e| {
             CliError::Other(format!(
