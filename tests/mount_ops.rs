@@ -5,7 +5,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -861,4 +861,86 @@ fn directory_of_100k_entries_lists_every_name_once() {
     }
     fs::remove_dir_all(&dir).unwrap();
     assert!(!dir.exists());
+}
+
+/// Swaps a FIFO in for the backing file of `f` after the kernel looked it
+/// up, then opens `f` through the mount: the open must fail with EIO at
+/// once (not wait for a writer on the FIFO), and the mount must go on
+/// answering other requests. On a hang the FIFO is given a writer, so
+/// even the old code's stuck thread comes free and the mount unmounts.
+fn fifo_swap_after_lookup(ro: bool) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let mut m = TestMount::with_args(&["--attr-timeout", "60"]);
+    fs::write(m.path("other"), b"still here").unwrap();
+    let before = m.backing_files();
+    fs::write(m.path("f"), b"the real file").unwrap();
+    let backing_f = m
+        .backing_files()
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .expect("f has a backing file");
+    m.unmount();
+    if ro {
+        m.extra_args.push("--ro".into());
+    }
+    m.mount();
+    // Lookups: the kernel now caches both as regular files for 60 s.
+    assert!(fs::metadata(m.path("f")).unwrap().is_file());
+    assert!(fs::metadata(m.path("other")).unwrap().is_file());
+    fs::remove_file(&backing_f).unwrap();
+    let c = std::ffi::CString::new(backing_f.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+
+    let (tx, rx) = mpsc::channel();
+    let path = m.path("f");
+    std::thread::spawn(move || {
+        let r = OpenOptions::new().read(true).write(!ro).open(&path);
+        let _ = tx.send(r.map(|_| ()));
+    });
+    let res = match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(r) => r,
+        Err(_) => {
+            // Free the daemon thread stuck in open(), then fail.
+            let _w = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&backing_f);
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            panic!("open of a file swapped for a FIFO hung the mount (ro: {ro})");
+        }
+    };
+    let e = res.expect_err("a FIFO in place of a file must not open");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    // The mount still answers, at once.
+    let (tx, rx) = mpsc::channel();
+    let (other, mnt) = (m.path("other"), m.mnt.clone());
+    std::thread::spawn(move || {
+        let r = fs::read(&other).map(|d| (d, fs::read_dir(&mnt).map(|d| d.count())));
+        let _ = tx.send(r);
+    });
+    let (data, listed) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the mount answers after the FIFO open")
+        .unwrap();
+    assert_eq!(data, b"still here");
+    assert_eq!(listed.unwrap(), 2);
+    let log = m.log_text();
+    assert!(
+        log.contains("not a regular file"),
+        "the refusal is logged:\n{log}"
+    );
+    // Put the FIFO away so nothing else trips on it at unmount.
+    fs::remove_file(&backing_f).unwrap();
+}
+
+#[test]
+fn fifo_swapped_in_after_lookup_cannot_hang_a_read_only_mount() {
+    fifo_swap_after_lookup(true);
+}
+
+#[test]
+fn fifo_swapped_in_after_lookup_cannot_hang_a_read_write_mount() {
+    fifo_swap_after_lookup(false);
 }

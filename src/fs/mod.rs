@@ -749,7 +749,10 @@ impl VeilFs {
             return Ok(fd.clone());
         }
         let (pfd, entry) = self.locate(node)?;
-        let base = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // O_NONBLOCK: a FIFO swapped in for the file (by a hostile or
+        // buggy sync client) must not stop this thread in open() waiting
+        // for a writer; the fstat below then turns it away.
+        let base = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         let (fd, writable) = if self.opts.read_only {
             (
                 openat(&*pfd, &entry, base | OFlags::RDONLY, Mode::empty()),
@@ -764,14 +767,33 @@ impl VeilFs {
                 other => (other, true),
             }
         };
-        let fd = Arc::new(fd.map_err(errno)?);
-        let st = store::stat_fd(&*fd).map_err(errno)?;
+        let fd = fd.map_err(errno)?;
+        let st = store::stat_fd(&fd).map_err(errno)?;
+        self.expect_regular(node, &st)?;
         if self.fuse_ino(st.st_ino) != node.ino {
             return Err(Errno::ENOENT);
         }
+        // Back to blocking I/O for what is now known to be a regular file.
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(errno)?;
+        let fd = Arc::new(fd);
         open.fd = Some(fd.clone());
         open.writable = writable;
         Ok(fd)
+    }
+
+    /// EIO, logged, when a backing entry opened as a file is anything
+    /// else (a FIFO, a device, a socket a sync client put there).
+    fn expect_regular(&self, node: &Node, st: &Stat) -> Res<()> {
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFREG {
+            return Ok(());
+        }
+        log::warn!(
+            "{}: the backing entry is not a regular file (mode {:o}): refusing to open it",
+            self.plain_path(node),
+            kind
+        );
+        Err(Errno::EIO)
     }
 
     fn new_handle(&self, node: Arc<Node>, fd: Arc<OwnedFd>, flags: i32) -> u64 {
@@ -1080,7 +1102,8 @@ impl VeilFs {
         let (pfd, _, b) = self.new_child(&parent, name)?;
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         let entry = cstr(b.entry());
-        let mut oflags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut oflags =
+            OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         if flags & libc::O_EXCL != 0 {
             oflags |= OFlags::EXCL;
         }
@@ -1088,6 +1111,15 @@ impl VeilFs {
             openat(&*pfd, &entry, oflags, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
         self.chown_to_caller(req, &pfd, &entry)?;
         let mut st = store::stat_fd(&fd).map_err(errno)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            log::warn!(
+                "create {:?}: the backing entry is not a regular file (mode {:o})",
+                name,
+                st.st_mode & libc::S_IFMT
+            );
+            return Err(Errno::EIO);
+        }
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(errno)?;
         let node = self.remember(&parent, &st, b, name.as_bytes());
         let fd = {
             let mut open = node.open.lock().unwrap();
