@@ -293,3 +293,71 @@ fn a_killed_daemon_leaves_no_lock_behind() {
     );
     m.mount();
 }
+
+#[test]
+fn a_non_empty_mount_point_is_refused_unless_nonempty() {
+    let mut m = TestMount::new();
+    fs::write(m.path("in-vault"), b"v").unwrap();
+    m.unmount();
+    fs::write(m.mnt.join("left-here"), b"mine").unwrap();
+    for fg in [true, false] {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("mount");
+        if fg {
+            cmd.arg("--foreground");
+        }
+        let out = cmd
+            .arg("--key-file")
+            .arg(&m.keyfile)
+            .arg(&m.cipher)
+            .arg(&m.mnt)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("is not empty") && err.contains("left-here") && err.contains("--nonempty"),
+            "{err}"
+        );
+        assert!(!is_mounted(&m.mnt));
+    }
+    m.extra_args.push("--nonempty".into());
+    m.mount();
+    assert_eq!(fs::read(m.path("in-vault")).unwrap(), b"v");
+    assert!(!m.path("left-here").exists(), "hidden under the mount");
+    m.unmount();
+    assert_eq!(fs::read(m.mnt.join("left-here")).unwrap(), b"mine");
+}
+
+#[test]
+fn out_of_range_mount_options_are_refused_with_the_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (opt, value, range) in [
+        ("--threads", "0", "1 to 64"),
+        ("--threads", "100000", "1 to 64"),
+        ("--threads", "many", "1 to 64"),
+        ("--linger-us", "1001", "0 to 1000"),
+        ("--linger-us", "-1", "0 to 1000"),
+        ("--attr-timeout", "-0.5", "0 to 3600"),
+        ("--attr-timeout", "NaN", "0 to 3600"),
+        ("--attr-timeout", "86400", "0 to 3600"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("mount")
+            .arg(format!("{opt}={value}"))
+            .arg(tmp.path())
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{opt} {value}: {err}");
+        assert!(
+            err.contains(opt) && err.contains(range),
+            "{opt} {value}: {err}"
+        );
+    }
+    let help = run_ok(Command::new(BIN).args(["mount", "--help"]));
+    for range in ["1 to 64", "0 to 3600", "0 to 1000"] {
+        assert!(help.contains(range), "--help states {range}:\n{help}");
+    }
+}
