@@ -668,7 +668,9 @@ impl VeilFs {
                     return store::stat_fd(&*fd).map_err(errno);
                 }
                 match other {
-                    Ok(_) => Err(Errno::ENOENT),
+                    // Replaced by another file (a sync client's rename):
+                    // the kernel looks the name up again and retries.
+                    Ok(_) => Err(Errno::ESTALE),
                     Err(e) => Err(errno(e)),
                 }
             }
@@ -770,8 +772,24 @@ impl VeilFs {
         let fd = fd.map_err(errno)?;
         let st = store::stat_fd(&fd).map_err(errno)?;
         self.expect_regular(node, &st)?;
+        // The name now leads to another file (a sync client replaced it by
+        // rename) or this one changed in place while the kernel kept its
+        // cached size (writeback cache): ESTALE makes the kernel look the
+        // name up again and retry the open once, on a fresh inode, so the
+        // app reads the new file rather than ENOENT or a stale size.
         if self.fuse_ino(st.st_ino) != node.ino {
-            return Err(Errno::ENOENT);
+            log::debug!(
+                "{}: replaced behind the mount; the kernel looks it up again",
+                self.plain_path(node)
+            );
+            return Err(Errno::ESTALE);
+        }
+        if self.opts.writeback_cache && open.handles == 0 && node.changed_behind(&st) {
+            log::debug!(
+                "{}: changed in place behind the mount; the kernel looks it up again",
+                self.plain_path(node)
+            );
+            return Err(Errno::ESTALE);
         }
         // Back to blocking I/O for what is now known to be a regular file.
         rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(errno)?;
@@ -821,6 +839,7 @@ impl VeilFs {
         let mut file = CryptFile::new(fd, &self.content, data.header);
         let res = file.truncate(size);
         data.header = file.header();
+        data.written = true;
         res.map_err(|e| {
             log_content_error(node, "truncate", &e);
             Errno::from_i32(e.errno())
@@ -1020,7 +1039,11 @@ impl VeilFs {
             }
         }
         let st = self.stat_node(&node)?;
-        node.note_backing(&st);
+        if size.is_some() {
+            node.note_backing(&st);
+        } else {
+            node.note_attr_change(&st);
+        }
         Ok(self.attr(node.ino, &st))
     }
 
@@ -1069,6 +1092,7 @@ impl VeilFs {
         };
         let res = file.write_at(offset, data);
         state.header = file.header();
+        state.written = true;
         match res {
             Ok(()) => {
                 if data.len() >= STREAMING_WRITE {
@@ -1460,6 +1484,24 @@ impl VeilFs {
         Ok((self.new_handle(node, fd, flags), FopenFlags::empty()))
     }
 
+    /// At close(), after the kernel wrote back its cached pages: records
+    /// the backing state the mount's own writes left, while the app still
+    /// waits in close(). Release comes later, asynchronously, and a sync
+    /// client may change the file in between; that change must not be
+    /// taken for the mount's own (see [`Node::seen`]).
+    fn do_flush(&self, fh: FileHandle) {
+        let Ok(handle) = self.handle(fh) else {
+            return;
+        };
+        let _open = handle.node.open.lock().unwrap();
+        let mut data = handle.node.data.write().unwrap();
+        if std::mem::take(&mut data.written)
+            && let Ok(st) = store::stat_fd(&*handle.fd)
+        {
+            handle.node.note_backing(&st);
+        }
+    }
+
     fn do_release(&self, fh: FileHandle) {
         let Some(handle) = self.handles.write().unwrap().remove(&fh.0) else {
             return;
@@ -1467,15 +1509,20 @@ impl VeilFs {
         let mut open = handle.node.open.lock().unwrap();
         open.handles = open.handles.saturating_sub(1);
         if open.handles == 0 {
-            // What the mount itself wrote is not a change behind its back.
-            if let Ok(st) = store::stat_fd(&*handle.fd) {
+            let mut data = handle.node.data.write().unwrap();
+            // What the mount itself wrote is not a change behind its back;
+            // a file it only read is left as the kernel last saw it, so a
+            // change a sync client made meanwhile is still found.
+            if std::mem::take(&mut data.written)
+                && let Ok(st) = store::stat_fd(&*handle.fd)
+            {
                 handle.node.note_backing(&st);
             }
             open.fd = None;
             open.writable = false;
             // The next open reads the header afresh: a sync client may
             // replace the file while nobody has it open.
-            handle.node.data.write().unwrap().header = None;
+            data.header = None;
         }
     }
 
@@ -1849,11 +1896,12 @@ impl Filesystem for VeilFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         // Writes go straight to the backing file; nothing is buffered here.
+        self.do_flush(fh);
         reply.ok();
         self.linger();
     }

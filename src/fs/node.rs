@@ -30,6 +30,10 @@ pub struct FileData {
     /// requested (see `VeilFs::read_ahead`); atomic because reads share
     /// the lock.
     pub read_ahead_to: std::sync::atomic::AtomicU64,
+    /// The mount wrote or truncated the file since it was last opened:
+    /// what the backing file holds at release is then the mount's own
+    /// doing, not a change behind its back.
+    pub written: bool,
 }
 
 /// The backing descriptor shared by all open handles of one file.
@@ -80,8 +84,12 @@ pub struct Node {
     /// FUSE generation: bumped when the backing file changed in place
     /// behind the mount, so the kernel drops its cached size and pages.
     pub generation: AtomicU64,
-    /// Backing (size, mtime s, mtime ns) as of the last change made or
-    /// seen through the mount.
+    /// Backing (size, mtime s, mtime ns) as the kernel's cached view of
+    /// the file has it: set by a lookup that gave the kernel a fresh view
+    /// and by the mount's own changes, never by merely observing a change
+    /// made behind the mount (then the kernel's cached size is stale, and
+    /// only a lookup with a new generation refreshes it). Lock order:
+    /// `open` before `seen`.
     pub seen: Mutex<Option<(i64, i64, i64)>>,
 }
 
@@ -118,19 +126,45 @@ impl Node {
             return 0;
         }
         let now = backing_state(st);
+        let open = self.open.lock().unwrap();
         let mut seen = self.seen.lock().unwrap();
-        if let Some(before) = *seen
-            && before != now
-            && self.open.lock().unwrap().handles == 0
-        {
-            log::debug!(
-                "inode {}: changed behind the mount; new generation",
-                self.ino
-            );
-            self.generation.fetch_add(1, Ordering::Relaxed);
+        match *seen {
+            Some(before) if before != now => {
+                if open.handles == 0 {
+                    log::debug!(
+                        "inode {}: changed behind the mount; new generation",
+                        self.ino
+                    );
+                    self.generation.fetch_add(1, Ordering::Relaxed);
+                    *seen = Some(now);
+                }
+                // Open: the kernel keeps its view until the last close;
+                // `seen` keeps the old state so the first lookup after
+                // that still finds the change.
+            }
+            _ => *seen = Some(now),
         }
-        *seen = Some(now);
         self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Whether the backing file, found in state `st` by an open while no
+    /// handle had it open, differs from the kernel's cached view: a sync
+    /// client changed it in place since the kernel last looked it up.
+    /// The caller must hold `open` (lock order).
+    pub fn changed_behind(&self, st: &rustix::fs::Stat) -> bool {
+        let seen = self.seen.lock().unwrap();
+        seen.is_some_and(|before| before != backing_state(st))
+    }
+
+    /// Records `st` after a change of attributes by the mount (times,
+    /// mode, owner) that kept the size: the kernel's cached size is still
+    /// right unless a change behind the mount had already made it stale,
+    /// and then `seen` must keep saying so.
+    pub fn note_attr_change(&self, st: &rustix::fs::Stat) {
+        let mut seen = self.seen.lock().unwrap();
+        if seen.is_none_or(|(size, _, _)| size == st.st_size) {
+            *seen = Some(backing_state(st));
+        }
     }
 
     pub fn current_generation(&self) -> u64 {
