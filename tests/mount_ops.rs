@@ -944,3 +944,133 @@ fn fifo_swapped_in_after_lookup_cannot_hang_a_read_only_mount() {
 fn fifo_swapped_in_after_lookup_cannot_hang_a_read_write_mount() {
     fifo_swap_after_lookup(false);
 }
+
+/// Symlink targets up to PATH_MAX - 1 bytes, as ext4 takes them: a target
+/// whose sealed form is too long for a backing symlink is kept in a
+/// `<hash>.vlink` record beside it (docs/FORMAT.md §7), which follows the
+/// symlink across a rename and goes with it; fsck checks it and stays
+/// clean; a remount reads it back.
+#[test]
+fn symlink_targets_up_to_path_max_round_trip() {
+    use std::os::unix::fs::symlink;
+    let mut m = TestMount::new();
+    let target = |len: usize| -> String {
+        let mut t = String::new();
+        while t.len() < len {
+            t.push_str(if t.is_empty() { "/" } else { "/d" });
+            t.push_str(&"x".repeat(200.min(len - t.len())));
+        }
+        t.truncate(len);
+        t
+    };
+    let lens = [1usize, 8, 700, 740, 741, 1000, 2000, 3000, 4094, 4095];
+    for len in lens {
+        let t = target(len);
+        assert_eq!(t.len(), len);
+        symlink(&t, m.path(&format!("l{len}"))).unwrap_or_else(|e| panic!("ln -s {len}: {e}"));
+        assert_eq!(
+            fs::read_link(m.path(&format!("l{len}")))
+                .unwrap()
+                .as_os_str()
+                .len(),
+            len
+        );
+        assert_eq!(
+            fs::symlink_metadata(m.path(&format!("l{len}")))
+                .unwrap()
+                .len(),
+            len as u64,
+            "st_size of a {len}-byte target"
+        );
+    }
+    // What ext4 refuses, veilfs refuses.
+    let e = symlink(target(4096), m.path("too-long")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}");
+    // Records are not listed.
+    let mut listed: Vec<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = lens.iter().map(|l| format!("l{l}")).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    let records = |m: &TestMount| {
+        m.backing_files()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".vlink"))
+            .count()
+    };
+    let long = records(&m);
+    assert!(
+        long >= 3,
+        "the longest targets are kept in records ({long})"
+    );
+    // Across directories, and back after a remount.
+    fs::create_dir(m.path("d")).unwrap();
+    fs::rename(m.path("l4095"), m.path("d/l4095")).unwrap();
+    assert_eq!(records(&m), long, "the record moved with the symlink");
+    m.unmount();
+    let o = Command::new(common::BIN)
+        .args(["fsck", "--json", "--key-file"])
+        .arg(&m.keyfile)
+        .arg(&m.cipher)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "fsck: {report}");
+    assert!(
+        report.contains("\"problems\": []"),
+        "fsck is clean: {report}"
+    );
+    assert!(
+        report.contains(&format!("\"symlinks\": {}", lens.len())),
+        "{report}"
+    );
+    // A record without its symlink is an orphan: listed, not damage, and
+    // removed by --repair.
+    let record = m
+        .backing_files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".vlink") && p.parent() != Some(&m.cipher))
+        .expect("the moved symlink's record");
+    let orphan = m.cipher.join(record.file_name().unwrap());
+    fs::copy(&record, &orphan).unwrap();
+    let fsck = |extra: &[&str]| {
+        let o = Command::new(common::BIN)
+            .args(["fsck", "--json"])
+            .args(extra)
+            .arg("--key-file")
+            .arg(&m.keyfile)
+            .arg(&m.cipher)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = fsck(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("long symlink-target record without its symlink"),
+        "{out}"
+    );
+    let (code, out) = fsck(&["--repair"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!orphan.exists(), "--repair removed the orphan: {out}");
+    assert!(fsck(&[]).1.contains("\"problems\": []"));
+    m.mount();
+    assert_eq!(
+        fs::read_link(m.path("d/l4095")).unwrap().as_os_str().len(),
+        4095
+    );
+    // The record goes with the symlink.
+    fs::remove_file(m.path("d/l4095")).unwrap();
+    assert_eq!(records(&m), long - 1);
+    for len in lens.iter().filter(|l| **l != 4095) {
+        fs::remove_file(m.path(&format!("l{len}"))).unwrap();
+    }
+    assert_eq!(records(&m), 0, "no record left behind");
+    fs::remove_dir(m.path("d")).unwrap();
+}

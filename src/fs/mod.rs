@@ -273,6 +273,15 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
     }
 }
 
+/// Whether `st` is a backing symlink with a long target (its record
+/// beside it, docs/FORMAT.md §7) and no other hard link, so that the
+/// record goes when this name goes.
+fn is_long_symlink(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+        && st.st_nlink == 1
+        && st.st_size as usize == crate::names::LONG_TARGET_LINK_LEN
+}
+
 /// Plaintext length of a symlink target stored as base64url of
 /// nonce || ciphertext || tag, computed without decrypting.
 fn symlink_plain_len(stored_len: u64) -> u64 {
@@ -606,6 +615,9 @@ impl VeilFs {
         let kind = kind_of(st);
         let size = match kind {
             FileType::RegularFile => self.content.layout().plain_size(st.st_size as u64),
+            FileType::Symlink if st.st_size as usize == crate::names::LONG_TARGET_LINK_LEN => self
+                .long_symlink_len(ino)
+                .unwrap_or_else(|| symlink_plain_len(st.st_size as u64)),
             FileType::Symlink => symlink_plain_len(st.st_size as u64),
             _ => st.st_size as u64,
         };
@@ -626,6 +638,16 @@ impl VeilFs {
             blksize: 4096,
             flags: 0,
         }
+    }
+
+    /// Plaintext length of a symlink whose target is stored in a record
+    /// (docs/FORMAT.md §7), from the record's size.
+    fn long_symlink_len(&self, ino: u64) -> Option<u64> {
+        let node = self.nodes.get(ino)?;
+        let (pfd, entry) = self.locate(&node).ok()?;
+        let record = store::long_target_record_of(&*pfd, &entry)?;
+        let st = store::lstat_at(&*pfd, &cstr(&record)).ok()?;
+        Some(symlink_plain_len(st.st_size as u64))
     }
 
     /// access(2) and chdir. Without --allow-other the kernel leaves
@@ -859,7 +881,10 @@ impl VeilFs {
             match name.to_bytes() {
                 b"." | b".." | b"veilfs.diriv" => {}
                 raw => match std::str::from_utf8(raw).map(crate::names::classify_entry) {
-                    Ok(crate::names::EntryKind::LongRecord) => leftovers.push(name.to_owned()),
+                    Ok(
+                        crate::names::EntryKind::LongRecord
+                        | crate::names::EntryKind::LongTargetRecord,
+                    ) => leftovers.push(name.to_owned()),
                     _ => return Ok(true),
                 },
             }
@@ -1239,7 +1264,17 @@ impl VeilFs {
             None => store::lstat_at(&*pfd, &entry),
         };
         let st = st.ok();
+        // The record of a long symlink target goes with its last link.
+        let target_record = st
+            .filter(is_long_symlink)
+            .and_then(|_| store::long_target_record_of(&*pfd, &entry));
         rustix::fs::unlinkat(&*pfd, &entry, AtFlags::empty()).map_err(errno)?;
+        if let Some(record) = target_record {
+            match rustix::fs::unlinkat(&*pfd, cstr(&record).as_c_str(), AtFlags::empty()) {
+                Ok(()) | Err(SysErrno::NOENT) => {}
+                Err(e) => log::warn!("could not remove long-target record {record}: {e}"),
+            }
+        }
         match (st, pinned) {
             // A hard-linked inode keeps its other names usable.
             (Some(st), _) if st.st_nlink > 1 => {
@@ -1308,15 +1343,16 @@ impl VeilFs {
         }
         let parent = self.node(parent)?;
         let (pfd, _, b) = self.new_child(&parent, name)?;
-        let enc = self
-            .names
-            .encrypt_symlink_target(target.as_os_str().as_bytes());
-        if enc.len() >= libc::PATH_MAX as usize {
+        let target = target.as_os_str().as_bytes();
+        if target.len() > crate::names::MAX_SYMLINK_TARGET {
             return Err(Errno::ENAMETOOLONG);
         }
+        // A long target goes to a record beside the symlink (FORMAT.md §7).
+        let stored = self.names.store_symlink_target(target);
         store::write_long_record(&*pfd, &b).map_err(errno)?;
+        store::write_long_target_record(&*pfd, &stored).map_err(errno)?;
         let entry = cstr(b.entry());
-        rustix::fs::symlinkat(cstr(&enc).as_c_str(), &*pfd, &entry).map_err(errno)?;
+        rustix::fs::symlinkat(cstr(stored.link()).as_c_str(), &*pfd, &entry).map_err(errno)?;
         self.chown_to_caller(req, &pfd, &entry)?;
         Ok(self.reply_new_entry(&parent, &pfd, b, name)?.0)
     }
@@ -1324,13 +1360,19 @@ impl VeilFs {
     fn do_readlink(&self, ino: INodeNo) -> Res<Vec<u8>> {
         let node = self.node(ino)?;
         let (pfd, entry) = self.locate(&node)?;
-        let stored = rustix::fs::readlinkat(&*pfd, &entry, Vec::new()).map_err(errno)?;
-        self.names
-            .decrypt_symlink_target(stored.as_bytes())
-            .map_err(|e| {
-                log::warn!("{}: symlink target: {e}", self.plain_path(&node));
-                Errno::EIO
-            })
+        let stored = store::read_symlink_sealed(&*pfd, &entry).map_err(|e| {
+            if e == SysErrno::IO {
+                log::warn!(
+                    "{}: the record of its long symlink target is damaged",
+                    self.plain_path(&node)
+                );
+            }
+            errno(e)
+        })?;
+        self.names.decrypt_symlink_target(&stored).map_err(|e| {
+            log::warn!("{}: symlink target: {e}", self.plain_path(&node));
+            Errno::EIO
+        })
     }
 
     fn do_rename(
@@ -1390,6 +1432,29 @@ impl VeilFs {
                 .filter(|st| st.st_nlink > 1 && st.st_ino != src.st_ino)
         };
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
+        // A symlink with a long target finds its record in its new
+        // directory, and its record goes from the old one, as does the
+        // record of a long-target symlink the rename replaces.
+        let moved_record = if parent.ino != newparent.ino
+            && src.st_mode & libc::S_IFMT == libc::S_IFLNK
+            && src.st_size as usize == crate::names::LONG_TARGET_LINK_LEN
+        {
+            store::copy_long_target_record(&*pfd, &old, &*npfd).map_err(errno)?;
+            store::long_target_record_of(&*pfd, &old).filter(|_| !exchange && is_long_symlink(&src))
+        } else {
+            None
+        };
+        if exchange && parent.ino != newparent.ino {
+            store::copy_long_target_record(&*npfd, &new, &*pfd).map_err(errno)?;
+        }
+        let replaced_record = if exchange || noreplace {
+            None
+        } else {
+            store::lstat_at(&*npfd, &new)
+                .ok()
+                .filter(|st| is_long_symlink(st) && st.st_ino != src.st_ino)
+                .and_then(|_| store::long_target_record_of(&*npfd, &new))
+        };
         let mut rflags = rustix::fs::RenameFlags::empty();
         if exchange {
             rflags |= rustix::fs::RenameFlags::EXCHANGE;
@@ -1402,6 +1467,11 @@ impl VeilFs {
                 let _ = store::write_dir_iv(&dfd, &iv);
             }
             return Err(errno(e));
+        }
+        for (dir, record) in [(&pfd, moved_record), (&npfd, replaced_record)] {
+            if let Some(record) = record {
+                let _ = rustix::fs::unlinkat(&**dir, cstr(&record).as_c_str(), AtFlags::empty());
+            }
         }
         if exchange {
             store::write_long_record(&*pfd, &ob).map_err(errno)?;
@@ -1449,6 +1519,7 @@ impl VeilFs {
         let newparent = self.node(newparent)?;
         let (npfd, _, nb) = self.new_child(&newparent, newname)?;
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
+        store::copy_long_target_record(&*opfd, &old, &*npfd).map_err(errno)?;
         rustix::fs::linkat(
             &*opfd,
             &old,
