@@ -581,6 +581,35 @@ mod tests {
     }
 
     #[test]
+    fn long_symlink_targets() {
+        let c = cipher();
+        for len in [1usize, 8, 100, 740] {
+            let stored = c.store_symlink_target(&vec![b'x'; len]);
+            let StoredTarget::Inline(s) = &stored else {
+                panic!("{len}: {stored:?}");
+            };
+            assert_ne!(s.len(), LONG_TARGET_LINK_LEN, "{len}");
+            assert_ne!(s.len() % 4, 1, "no unpadded base64url has this length");
+            assert_eq!(long_target_record(s.as_bytes()), None);
+        }
+        for len in [741usize, 2000, MAX_SYMLINK_TARGET] {
+            let target = vec![b'y'; len];
+            let StoredTarget::Long { link, sealed } = c.store_symlink_target(&target) else {
+                panic!("{len}");
+            };
+            assert_eq!(link.len(), LONG_TARGET_LINK_LEN);
+            assert_eq!(classify_entry(&link), EntryKind::LongTargetRecord);
+            assert_eq!(long_target_record(link.as_bytes()), Some(link.as_str()));
+            assert!(long_target_record_matches(&link, sealed.as_bytes()));
+            assert!(sealed.len() <= MAX_LONG_TARGET_RECORD);
+            assert_eq!(c.decrypt_symlink_target(sealed.as_bytes()).unwrap(), target);
+        }
+        // Not a record: wrong stem length or alphabet.
+        assert_eq!(classify_entry("abc.vlink"), EntryKind::Foreign);
+        assert_eq!(long_target_record(b"abc.vlink"), None);
+    }
+
+    #[test]
     fn dir_iv_depends_on_parent_and_name() {
         let c = cipher();
         let r = c.root_iv();
