@@ -198,3 +198,72 @@ fn outside_changes_show_whatever_the_timing_with_the_write_cache() {
 fn outside_changes_show_whatever_the_timing_without_the_write_cache() {
     sweep(&["--no-writeback-cache"]);
 }
+
+/// The app has the file open and writes to it while the sync client
+/// rewrites it in place. The versions are not merged (as on any file
+/// system), but once the app closes the file the mount must show what
+/// CIPHERDIR holds, as `veilfs cat` reads it, within the deadline: the
+/// kernel must not keep the size it had while the file was open.
+fn written_while_changed(extra: &[&str]) {
+    let m = TestMount::with_args(extra);
+    let backing = write_and_find_backing(&m, "f", b"first version");
+    let other_plain = other_version(0);
+    let other = write_and_find_backing(&m, "other", &other_plain);
+    let other_backing = fs::read(&other).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"APP", 0).unwrap();
+    let mut b = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&backing)
+        .unwrap();
+    b.write_all(&other_backing).unwrap();
+    drop(b);
+    f.flush().unwrap();
+    drop(f);
+    let closed = Instant::now();
+    let truth = || {
+        let o = std::process::Command::new(common::BIN)
+            .args(["cat", "--key-file"])
+            .arg(&m.keyfile)
+            .arg(&m.cipher)
+            .arg("/f")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    loop {
+        let want = truth();
+        let size = fs::metadata(m.path("f")).unwrap().len();
+        let got = fs::read(m.path("f")).unwrap();
+        if size == want.len() as u64 && got == want {
+            break;
+        }
+        assert!(
+            closed.elapsed() < DEADLINE,
+            "{extra:?}: {:?} after the close the mount shows {size} bytes {:?}, CIPHERDIR holds {} bytes {:?}",
+            closed.elapsed(),
+            String::from_utf8_lossy(&got),
+            want.len(),
+            String::from_utf8_lossy(&want)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        fs::read(m.path("f")).unwrap().len(),
+        truth().len(),
+        "and it stays"
+    );
+}
+
+#[test]
+fn a_file_written_while_changed_outside_shows_what_cipherdir_holds_after_close() {
+    written_while_changed(&[]);
+    written_while_changed(&["--no-writeback-cache"]);
+}

@@ -32,7 +32,7 @@ use lru::LruCache;
 use rustix::fs::{Access, AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, openat};
 use rustix::io::Errno as SysErrno;
 
-use crate::content::ContentCipher;
+use crate::content::{ContentCipher, FileHeader};
 use crate::cryptfile::{CryptFile, CryptFileError};
 use crate::names::{BackingName, DirIv, NameCipher};
 use crate::reclaim::Reclaimer;
@@ -273,6 +273,24 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
     }
 }
 
+/// The cached header of an open file if the backing file still starts
+/// with it, else `None` (the file is read afresh). A sync client may
+/// rewrite the file in place while it is open; a chunk written or cut
+/// under the old header would not authenticate under the new one and
+/// would damage the other device's version. One 18-byte pread from the
+/// page cache per write or truncation.
+fn still_on_disk(fd: impl AsFd, cached: Option<FileHeader>) -> Option<FileHeader> {
+    let h = cached?;
+    let mut buf = [0u8; crate::content::HEADER_LEN];
+    match rustix::io::pread(fd, &mut buf, 0) {
+        Ok(n) if n == buf.len() && &buf == h.as_bytes() => Some(h),
+        _ => {
+            log::debug!("a file's header changed behind the mount; reading it again");
+            None
+        }
+    }
+}
+
 /// Whether `st` is a backing symlink with a long target (its record
 /// beside it, docs/FORMAT.md §7) and no other hard link, so that the
 /// record goes when this name goes.
@@ -490,7 +508,8 @@ impl VeilFs {
     /// the kernel revalidates sizes itself and the generation stays 0.
     fn lookup_generation(&self, node: &Node, st: &Stat) -> u64 {
         if self.opts.writeback_cache {
-            node.generation_after_lookup(st)
+            let plain = self.content.layout().plain_size(st.st_size as u64);
+            node.generation_after_lookup(st, plain)
         } else {
             0
         }
@@ -858,10 +877,12 @@ impl VeilFs {
 
     fn truncate_node(&self, node: &Arc<Node>, fd: &OwnedFd, size: u64) -> Res<()> {
         let mut data = node.data.write().unwrap();
-        let mut file = CryptFile::new(fd, &self.content, data.header);
+        let header = still_on_disk(fd, data.header);
+        let mut file = CryptFile::new(fd, &self.content, header);
         let res = file.truncate(size);
         data.header = file.header();
         data.written = true;
+        data.kernel_size = Some(size);
         res.map_err(|e| {
             log_content_error(node, "truncate", &e);
             Errno::from_i32(e.errno())
@@ -1109,7 +1130,8 @@ impl VeilFs {
     fn write_once(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Res<u32> {
         let handle = self.handle(fh)?;
         let mut state = handle.node.data.write().unwrap();
-        let mut file = CryptFile::new(&*handle.fd, &self.content, state.header);
+        let header = still_on_disk(&*handle.fd, state.header);
+        let mut file = CryptFile::new(&*handle.fd, &self.content, header);
         let offset = if handle.append {
             file.plain_size().map_err(Errno::from)?
         } else {
@@ -1118,6 +1140,8 @@ impl VeilFs {
         let res = file.write_at(offset, data);
         state.header = file.header();
         state.written = true;
+        let end = offset.saturating_add(data.len() as u64);
+        state.kernel_size = state.kernel_size.map(|k| k.max(end));
         match res {
             Ok(()) => {
                 if data.len() >= STREAMING_WRITE {
@@ -1188,6 +1212,8 @@ impl VeilFs {
         }
         let fh = self.new_handle(node.clone(), fd, flags);
         node.note_backing(&st);
+        node.data.write().unwrap().kernel_size =
+            Some(self.content.layout().plain_size(st.st_size as u64));
         Ok((self.attr(node.ino, &st), fh))
     }
 
@@ -1566,10 +1592,28 @@ impl VeilFs {
         };
         let _open = handle.node.open.lock().unwrap();
         let mut data = handle.node.data.write().unwrap();
-        if std::mem::take(&mut data.written)
-            && let Ok(st) = store::stat_fd(&*handle.fd)
-        {
-            handle.node.note_backing(&st);
+        self.note_own_writes(&handle, &mut data);
+    }
+
+    /// Records the backing state the mount's own writes left (see
+    /// [`Node::seen`]), unless the backing file's size is not the one the
+    /// kernel holds: then a sync client changed it while it was open, and
+    /// `seen` keeps the old state so the next lookup refreshes the kernel's
+    /// view.
+    fn note_own_writes(&self, handle: &Handle, data: &mut node::FileData) {
+        if !std::mem::take(&mut data.written) {
+            return;
+        }
+        let Ok(st) = store::stat_fd(&*handle.fd) else {
+            return;
+        };
+        let plain = self.content.layout().plain_size(st.st_size as u64);
+        match data.kernel_size {
+            Some(k) if self.opts.writeback_cache && k != plain => log::debug!(
+                "{}: changed behind the mount while open ({plain} bytes, the kernel has {k})",
+                self.plain_path(&handle.node)
+            ),
+            _ => handle.node.note_backing(&st),
         }
     }
 
@@ -1584,11 +1628,7 @@ impl VeilFs {
             // What the mount itself wrote is not a change behind its back;
             // a file it only read is left as the kernel last saw it, so a
             // change a sync client made meanwhile is still found.
-            if std::mem::take(&mut data.written)
-                && let Ok(st) = store::stat_fd(&*handle.fd)
-            {
-                handle.node.note_backing(&st);
-            }
+            self.note_own_writes(&handle, &mut data);
             open.fd = None;
             open.writable = false;
             // The next open reads the header afresh: a sync client may

@@ -34,6 +34,12 @@ pub struct FileData {
     /// what the backing file holds at release is then the mount's own
     /// doing, not a change behind its back.
     pub written: bool,
+    /// The plaintext size the kernel holds for the file under the write
+    /// cache, as far as the daemon can tell: the size a fresh lookup gave
+    /// it, grown by every write and set by every truncation it sent. At
+    /// close, a backing file of another size was changed behind the mount
+    /// while it was open (see `VeilFs::do_flush`).
+    pub kernel_size: Option<u64>,
 }
 
 /// The backing descriptor shared by all open handles of one file.
@@ -121,12 +127,14 @@ impl Node {
     /// drops the cached inode and reads the file afresh. While the file is
     /// open, the change is only recorded (the kernel keeps its view until
     /// the file is closed, as documented).
-    pub fn generation_after_lookup(&self, st: &rustix::fs::Stat) -> u64 {
+    /// `plain_size` is the file's plaintext size in state `st`.
+    pub fn generation_after_lookup(&self, st: &rustix::fs::Stat, plain_size: u64) -> u64 {
         if self.is_dir {
             return 0;
         }
         let now = backing_state(st);
         let open = self.open.lock().unwrap();
+        let mut data = self.data.write().unwrap();
         let mut seen = self.seen.lock().unwrap();
         match *seen {
             Some(before) if before != now => {
@@ -137,12 +145,17 @@ impl Node {
                     );
                     self.generation.fetch_add(1, Ordering::Relaxed);
                     *seen = Some(now);
+                    data.kernel_size = Some(plain_size);
                 }
                 // Open: the kernel keeps its view until the last close;
                 // `seen` keeps the old state so the first lookup after
                 // that still finds the change.
             }
-            _ => *seen = Some(now),
+            Some(_) => {}
+            None => {
+                *seen = Some(now);
+                data.kernel_size = Some(plain_size);
+            }
         }
         self.generation.load(Ordering::Relaxed)
     }
