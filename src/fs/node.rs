@@ -95,7 +95,7 @@ pub struct Node {
     /// and by the mount's own changes, never by merely observing a change
     /// made behind the mount (then the kernel's cached size is stale, and
     /// only a lookup with a new generation refreshes it). Lock order:
-    /// `open` before `seen`.
+    /// `open`, then `data`, then `seen`.
     pub seen: Mutex<Option<(i64, i64, i64)>>,
 }
 
@@ -134,29 +134,32 @@ impl Node {
         }
         let now = backing_state(st);
         let open = self.open.lock().unwrap();
-        let mut data = self.data.write().unwrap();
         let mut seen = self.seen.lock().unwrap();
-        match *seen {
+        let fresh_view = match *seen {
             Some(before) if before != now => {
-                if open.handles == 0 {
-                    log::debug!(
-                        "inode {}: changed behind the mount; new generation",
-                        self.ino
-                    );
-                    self.generation.fetch_add(1, Ordering::Relaxed);
-                    *seen = Some(now);
-                    data.kernel_size = Some(plain_size);
-                }
                 // Open: the kernel keeps its view until the last close;
                 // `seen` keeps the old state so the first lookup after
                 // that still finds the change.
+                open.handles == 0
             }
-            Some(_) => {}
-            None => {
-                *seen = Some(now);
-                data.kernel_size = Some(plain_size);
+            Some(_) => false,
+            None => true,
+        };
+        if fresh_view {
+            if seen.is_some() {
+                log::debug!(
+                    "inode {}: changed behind the mount; new generation",
+                    self.ino
+                );
+                self.generation.fetch_add(1, Ordering::Relaxed);
             }
+            *seen = Some(now);
+            drop(seen);
+            // Not open, so no read or write holds this lock for long; a
+            // lookup of a file being read never waits here.
+            self.data.write().unwrap().kernel_size = Some(plain_size);
         }
+        drop(open);
         self.generation.load(Ordering::Relaxed)
     }
 
