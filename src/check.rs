@@ -650,6 +650,8 @@ impl<'a> Checker<'a> {
         let mut entries: Vec<String> = Vec::new();
         let mut long_entries: HashSet<String> = HashSet::new();
         let mut records: BTreeSet<String> = BTreeSet::new();
+        let mut target_records: BTreeSet<String> = BTreeSet::new();
+        let mut referenced_targets: HashSet<String> = HashSet::new();
         for name in names {
             let name = match String::from_utf8(name) {
                 Ok(name) => name,
@@ -667,6 +669,9 @@ impl<'a> Checker<'a> {
                 }
                 EntryKind::LongRecord => {
                     records.insert(name);
+                }
+                EntryKind::LongTargetRecord => {
+                    target_records.insert(name);
                 }
                 EntryKind::Metadata => {}
                 EntryKind::Foreign => {
@@ -745,9 +750,32 @@ impl<'a> Checker<'a> {
                 }
                 Kind::Symlink => {
                     self.report.stats.symlinks += 1;
-                    self.check_symlink(&fd, &c, &eloc);
+                    if let Some(record) = self.check_symlink(&fd, &c, &eloc) {
+                        referenced_targets.insert(record);
+                    }
                 }
                 _ => self.report.stats.special += 1,
+            }
+        }
+        // Long symlink-target records whose symlink is gone (a rename to
+        // another directory leaves one behind, as for long names).
+        for record in target_records.difference(&referenced_targets.iter().cloned().collect()) {
+            let rloc = loc.child(record, None);
+            let idx = self.problem(
+                ProblemKind::LongNameRecordOrphan,
+                &rloc,
+                format!(
+                    "long symlink-target record without its symlink in {}",
+                    loc.describe_dir()
+                ),
+            );
+            if self.repair {
+                match rustix::fs::unlinkat(&*fd, store::cstr(record).as_c_str(), AtFlags::empty()) {
+                    Ok(()) => self.repaired(idx, "removed the orphan long symlink-target record"),
+                    Err(e) => {
+                        self.report.problems[idx].message += &format!("; could not remove it: {e}");
+                    }
+                }
             }
         }
         // Visited in listing order.
@@ -823,10 +851,29 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_symlink(&mut self, dir: &OwnedFd, c: &std::ffi::CStr, loc: &Loc) {
+    /// Checks one symlink's target; returns the long-target record it
+    /// points to, if any (docs/FORMAT.md §7).
+    fn check_symlink(&mut self, dir: &OwnedFd, c: &std::ffi::CStr, loc: &Loc) -> Option<String> {
         match rustix::fs::readlinkat(dir, c, Vec::new()) {
-            Ok(stored) => {
-                if let Err(e) = self.names.decrypt_symlink_target(stored.as_bytes()) {
+            Ok(link) => {
+                let record = crate::names::long_target_record(link.as_bytes()).map(str::to_string);
+                let stored = match &record {
+                    None => link.into_bytes(),
+                    Some(r) => match store::read_long_target_record(dir, r) {
+                        Ok(sealed) => sealed,
+                        Err(e) => {
+                            self.problem(
+                                ProblemKind::SymlinkTargetInvalid,
+                                loc,
+                                format!(
+                                    "the record {r} of its long target is missing or damaged ({e}); not followed"
+                                ),
+                            );
+                            return record;
+                        }
+                    },
+                };
+                if let Err(e) = self.names.decrypt_symlink_target(&stored) {
                     self.problem(
                         ProblemKind::SymlinkTargetInvalid,
                         loc,
@@ -835,6 +882,7 @@ impl<'a> Checker<'a> {
                         ),
                     );
                 }
+                record
             }
             Err(e) => {
                 self.problem(
@@ -842,6 +890,7 @@ impl<'a> Checker<'a> {
                     loc,
                     format!("cannot read symlink: {e}"),
                 );
+                None
             }
         }
     }

@@ -37,6 +37,22 @@ pub const NAME_PAD: usize = 16;
 pub const DEFAULT_LONG_NAME_THRESHOLD: u32 = 175;
 pub const MIN_LONG_NAME_THRESHOLD: u32 = 64;
 pub const MAX_LONG_NAME_THRESHOLD: u32 = 240;
+/// Suffix of a long symlink target's record, `<hash>.vlink`; the backing
+/// symlink's target is then that record's name (docs/FORMAT.md §7).
+pub const LONG_TARGET_SUFFIX: &str = ".vlink";
+/// Longest sealed symlink target (base64url) stored in the backing symlink
+/// itself; longer ones go to a record. 1024 is the smallest limit of a
+/// common backing file system (XFS); ext4 takes 4095.
+pub const LONG_TARGET_THRESHOLD: usize = 1024;
+/// Length of a long target's backing symlink target `<hash>.vlink`: 49,
+/// a length no unpadded base64url string has, so an lstat tells the two
+/// forms apart.
+pub const LONG_TARGET_LINK_LEN: usize = LONG_NAME_HASH_LEN + LONG_TARGET_SUFFIX.len();
+/// Longest plaintext symlink target, as on Linux (PATH_MAX - 1).
+pub const MAX_SYMLINK_TARGET: usize = 4095;
+/// Largest long-target record a reader accepts: the sealed form of a
+/// [`MAX_SYMLINK_TARGET`]-byte target is 5498 bytes.
+pub const MAX_LONG_TARGET_RECORD: usize = 8192;
 /// Shortest regular encoded name: one padding block plus the tag.
 const MIN_ENCODED_LEN: usize = 43;
 
@@ -144,6 +160,48 @@ pub fn long_entry_name(full_encoded: &str) -> String {
     s
 }
 
+/// How a sealed symlink target is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredTarget {
+    /// The backing symlink's target is the sealed target itself.
+    Inline(String),
+    /// The backing symlink points to `link` (`<hash>.vlink`), a regular
+    /// file beside it that holds `sealed`.
+    Long { link: String, sealed: String },
+}
+
+impl StoredTarget {
+    fn from_sealed(sealed: String) -> Self {
+        if sealed.len() <= LONG_TARGET_THRESHOLD {
+            return StoredTarget::Inline(sealed);
+        }
+        let mut link = B64.encode(Sha256::digest(sealed.as_bytes()));
+        link.push_str(LONG_TARGET_SUFFIX);
+        StoredTarget::Long { link, sealed }
+    }
+
+    /// What the backing symlink points to.
+    pub fn link(&self) -> &str {
+        match self {
+            StoredTarget::Inline(s) => s,
+            StoredTarget::Long { link, .. } => link,
+        }
+    }
+}
+
+/// The record name if a backing symlink's target is the long form
+/// `<hash>.vlink`.
+pub fn long_target_record(link: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(link).ok()?;
+    let hash = s.strip_suffix(LONG_TARGET_SUFFIX)?;
+    (hash.len() == LONG_NAME_HASH_LEN && is_b64url(hash)).then_some(s)
+}
+
+/// Checks a long target record's content against its name's hash.
+pub fn long_target_record_matches(record: &str, sealed: &[u8]) -> bool {
+    record.strip_suffix(LONG_TARGET_SUFFIX) == Some(&B64.encode(Sha256::digest(sealed))[..])
+}
+
 /// What a name found in a backing directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind<'a> {
@@ -153,6 +211,8 @@ pub enum EntryKind<'a> {
     Long(&'a str),
     /// A long-name side record (`<hash>.vln.name`): not listed itself.
     LongRecord,
+    /// A long symlink target's record (`<hash>.vlink`): not listed itself.
+    LongTargetRecord,
     /// veilfs's own metadata: `veilfs.conf`, its backup, dir IV files.
     Metadata,
     /// Anything else: a sync client's files, conflict copies, foreign
@@ -175,6 +235,9 @@ pub fn classify_entry(name: &str) -> EntryKind<'_> {
             return EntryKind::LongRecord;
         }
         return EntryKind::Foreign;
+    }
+    if long_target_record(name.as_bytes()).is_some() {
+        return EntryKind::LongTargetRecord;
     }
     if let Some(hash) = name.strip_suffix(LONG_NAME_SUFFIX) {
         if hash.len() == LONG_NAME_HASH_LEN && is_b64url(hash) {
@@ -357,6 +420,36 @@ impl NameCipher {
     /// Seals a symlink target; the result is the backing symlink's target.
     pub fn encrypt_symlink_target(&self, target: &[u8]) -> String {
         B64.encode(self.seal_metadata(SYMLINK_AD, target))
+    }
+
+    /// Seals a symlink target and decides how it is stored: in the
+    /// backing symlink, or, when longer than [`LONG_TARGET_THRESHOLD`], in
+    /// a `<hash>.vlink` record the backing symlink points to.
+    pub fn store_symlink_target(&self, target: &[u8]) -> StoredTarget {
+        StoredTarget::from_sealed(self.encrypt_symlink_target(target))
+    }
+
+    /// [`Self::store_symlink_target`] with a caller-chosen nonce: test
+    /// vectors only.
+    #[doc(hidden)]
+    pub fn store_symlink_target_with_nonce(
+        &self,
+        target: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> StoredTarget {
+        let mut out = Vec::with_capacity(NONCE_LEN + target.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(target);
+        let tag = self
+            .metadata
+            .encrypt_inout_detached(
+                &as_nonce(&nonce),
+                SYMLINK_AD,
+                out[NONCE_LEN..].as_mut().into(),
+            )
+            .expect("targets are small");
+        out.extend_from_slice(&tag);
+        StoredTarget::from_sealed(B64.encode(out))
     }
 
     pub fn decrypt_symlink_target(&self, stored: &[u8]) -> Result<Vec<u8>, NameError> {
@@ -563,6 +656,35 @@ mod tests {
         }
         assert_eq!(classify_entry("veilfs.conf"), EntryKind::Metadata);
         assert_eq!(classify_entry(DIR_IV_FILE), EntryKind::Metadata);
+    }
+
+    #[test]
+    fn long_symlink_targets() {
+        let c = cipher();
+        for len in [1usize, 8, 100, 740] {
+            let stored = c.store_symlink_target(&vec![b'x'; len]);
+            let StoredTarget::Inline(s) = &stored else {
+                panic!("{len}: {stored:?}");
+            };
+            assert_ne!(s.len(), LONG_TARGET_LINK_LEN, "{len}");
+            assert_ne!(s.len() % 4, 1, "no unpadded base64url has this length");
+            assert_eq!(long_target_record(s.as_bytes()), None);
+        }
+        for len in [741usize, 2000, MAX_SYMLINK_TARGET] {
+            let target = vec![b'y'; len];
+            let StoredTarget::Long { link, sealed } = c.store_symlink_target(&target) else {
+                panic!("{len}");
+            };
+            assert_eq!(link.len(), LONG_TARGET_LINK_LEN);
+            assert_eq!(classify_entry(&link), EntryKind::LongTargetRecord);
+            assert_eq!(long_target_record(link.as_bytes()), Some(link.as_str()));
+            assert!(long_target_record_matches(&link, sealed.as_bytes()));
+            assert!(sealed.len() <= MAX_LONG_TARGET_RECORD);
+            assert_eq!(c.decrypt_symlink_target(sealed.as_bytes()).unwrap(), target);
+        }
+        // Not a record: wrong stem length or alphabet.
+        assert_eq!(classify_entry("abc.vlink"), EntryKind::Foreign);
+        assert_eq!(long_target_record(b"abc.vlink"), None);
     }
 
     #[test]

@@ -527,11 +527,11 @@ impl<'a> Offline<'a> {
         let size = match kind {
             Kind::File => self.content.layout().plain_size(st.st_size as u64),
             Kind::Symlink => {
-                let t = rustix::fs::readlinkat(dir, &c, Vec::new())
+                let t = store::read_symlink_sealed(dir, &c)
                     .map_err(|e| e.to_string())
                     .and_then(|stored| {
                         self.names
-                            .decrypt_symlink_target(stored.as_bytes())
+                            .decrypt_symlink_target(&stored)
                             .map_err(|e| format!("symlink target does not decrypt: {e}"))
                     });
                 let n = t.as_ref().map_or(0, |t| t.len() as u64);

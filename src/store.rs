@@ -110,9 +110,19 @@ pub fn write_long_record<Fd: AsFd>(dir: Fd, name: &BackingName) -> Result<(), Er
     let fd = openat(
         dir,
         cstr(&record).as_c_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::TRUNC
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NONBLOCK,
         Mode::from_raw_mode(0o400),
     )?;
+    // A FIFO planted under the record's name must not take the write.
+    if stat_fd(&fd)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        log::warn!("long-name record {record} is not a regular file");
+        return Err(Errno::IO);
+    }
     let n = rustix::io::write(&fd, full.as_bytes())?;
     if n != full.len() {
         return Err(Errno::IO);
@@ -149,6 +159,109 @@ pub fn read_long_record<Fd: AsFd>(dir: Fd, entry: &str) -> Result<String, Errno>
         return Err(Errno::IO);
     }
     Ok(full)
+}
+
+/// The sealed target of the backing symlink `entry` in `dir`: what the
+/// symlink holds, or for a long target (docs/FORMAT.md §7) the content of
+/// the record it names, checked against the record's hash (EIO when it
+/// does not match).
+pub fn read_symlink_sealed<Fd: AsFd>(dir: Fd, entry: &CStr) -> Result<Vec<u8>, Errno> {
+    let link = rustix::fs::readlinkat(&dir, entry, Vec::new())?.into_bytes();
+    let Some(record) = crate::names::long_target_record(&link) else {
+        return Ok(link);
+    };
+    read_long_target_record(dir, record)
+}
+
+/// Reads and checks a long target record (`<hash>.vlink`).
+pub fn read_long_target_record<Fd: AsFd>(dir: Fd, record: &str) -> Result<Vec<u8>, Errno> {
+    let fd = openat(
+        dir,
+        cstr(record).as_c_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )?;
+    if stat_fd(&fd)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Errno::IO);
+    }
+    let mut buf = vec![0u8; crate::names::MAX_LONG_TARGET_RECORD + 1];
+    let mut n = 0;
+    while n < buf.len() {
+        match rustix::io::read(&fd, &mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    buf.truncate(n);
+    if n > crate::names::MAX_LONG_TARGET_RECORD
+        || !crate::names::long_target_record_matches(record, &buf)
+    {
+        return Err(Errno::IO);
+    }
+    Ok(buf)
+}
+
+/// Writes the record of a long symlink target (idempotent: its name is
+/// the hash of its content). Nothing to do for an inline target.
+pub fn write_long_target_record<Fd: AsFd>(
+    dir: Fd,
+    target: &crate::names::StoredTarget,
+) -> Result<(), Errno> {
+    let crate::names::StoredTarget::Long { link, sealed } = target else {
+        return Ok(());
+    };
+    write_record_file(dir, link, sealed.as_bytes())
+}
+
+/// Writes `content` to a new or truncated regular file `name` (mode 0400),
+/// refusing to write into anything else.
+fn write_record_file<Fd: AsFd>(dir: Fd, name: &str, content: &[u8]) -> Result<(), Errno> {
+    let fd = openat(
+        dir,
+        cstr(name).as_c_str(),
+        OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::TRUNC
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NONBLOCK,
+        Mode::from_raw_mode(0o400),
+    )?;
+    if stat_fd(&fd)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        log::warn!("record {name} is not a regular file");
+        return Err(Errno::IO);
+    }
+    let mut done = 0;
+    while done < content.len() {
+        done += rustix::io::write(&fd, &content[done..])?;
+    }
+    Ok(())
+}
+
+/// Copies a long target's record from `from` to `to` when the backing
+/// symlink `entry` (in `from`) has one: a symlink moved or linked into
+/// another directory must find its record there.
+pub fn copy_long_target_record<Fd: AsFd, To: AsFd>(
+    from: Fd,
+    entry: &CStr,
+    to: To,
+) -> Result<(), Errno> {
+    let link = match rustix::fs::readlinkat(&from, entry, Vec::new()) {
+        Ok(l) => l.into_bytes(),
+        Err(Errno::INVAL) => return Ok(()), // not a symlink
+        Err(e) => return Err(e),
+    };
+    let Some(record) = crate::names::long_target_record(&link) else {
+        return Ok(());
+    };
+    let sealed = read_long_target_record(&from, record)?;
+    write_record_file(to, record, &sealed)
+}
+
+/// The record name of the backing symlink `entry` if it has a long target.
+pub fn long_target_record_of<Fd: AsFd>(dir: Fd, entry: &CStr) -> Option<String> {
+    let link = rustix::fs::readlinkat(dir, entry, Vec::new()).ok()?;
+    crate::names::long_target_record(link.as_bytes()).map(str::to_string)
 }
 
 /// One listed entry of a backing directory.
@@ -200,7 +313,7 @@ pub fn list_dir(dir: BorrowedFd<'_>, iv: &DirIv, names: &NameCipher) -> Result<L
                 Ok(full) => names.decrypt_name(iv, &full).map_err(|e| e.to_string()),
                 Err(e) => Err(format!("long-name record missing or damaged: {e}")),
             },
-            EntryKind::LongRecord | EntryKind::Metadata => continue,
+            EntryKind::LongRecord | EntryKind::LongTargetRecord | EntryKind::Metadata => continue,
             EntryKind::Foreign => {
                 log::debug!("ignoring foreign backing entry {name:?}");
                 listing.foreign.push(name.to_string());

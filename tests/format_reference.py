@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent implementation of docs/FORMAT.md (sections 2 to 6), used to
+"""An independent implementation of docs/FORMAT.md (sections 2 to 7), used to
 cross-check the test vectors pinned in tests/vectors.rs.
 
 It is written from the spec alone, not from the Rust code: if both agree,
@@ -86,6 +86,24 @@ ROOT = SUB["root_iv"]
 wa_iv = child_iv(ROOT, b"WhatsApp")
 long_full = enc_name(ROOT, b"a" * 200)
 long_entry = b64(hashlib.sha256(long_full.encode()).digest()) + ".vln"
+# --- §7 symlink targets -----------------------------------------------------
+SYMLINK_NONCE = bytes(range(0x40, 0x4C))
+
+
+def stored_target(target: bytes, nonce: bytes):
+    """(backing symlink target, record content or None)."""
+    sealed = b64(nonce + AESGCMSIV(SUB["metadata"]).encrypt(nonce, target, b"veilfs v1 symlink"))
+    if len(sealed) <= 1024:
+        return sealed, None
+    return b64(hashlib.sha256(sealed.encode()).digest()) + ".vlink", sealed
+
+
+short_target, _ = stored_target(b"../media/IMG-0001.jpg", SYMLINK_NONCE)
+long_link, long_sealed = stored_target(b"a" * 4095, SYMLINK_NONCE)
+assert len(long_link) == 49 and len(long_sealed) == 5498
+assert stored_target(b"a" * 740, SYMLINK_NONCE)[1] is None
+assert stored_target(b"a" * 741, SYMLINK_NONCE)[1] is not None
+
 xattr = "user." + b64(
     AESGCMSIV(SUB["names"]).encrypt(bytes(12), b"comment", b"veilfs v1 xattr name")
 )
@@ -153,6 +171,11 @@ def vectors():
     yield "200 x 'a', full encoded name", long_full
     yield "200 x 'a', long-name entry", long_entry
     yield "xattr name 'comment'", xattr
+    yield "symlink target '../media/IMG-0001.jpg', inline", short_target
+    yield "4095 x 'a' symlink target, record name", long_link
+    yield "4095 x 'a' symlink target, sha256 of the record", hashlib.sha256(
+        long_sealed.encode()
+    ).hexdigest()
     yield "password config", config("2026-01-01T00:00:00Z", PASSWORD_SLOT)
     yield "key-only config", config("2026-01-01T00:00:00Z", None)
 

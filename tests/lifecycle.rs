@@ -78,8 +78,22 @@ fn daemon_mode_returns_when_ready_and_veilfs_unmount_works() {
     let m = TestMount::new();
     let mnt2 = m.tmp.path().join("mnt2");
     fs::create_dir(&mnt2).unwrap();
-    // The first mount stays; mount the same vault read-only elsewhere in
-    // daemon mode and use it on the very next line.
+    fs::write(m.path("seen"), b"through both").unwrap();
+    // One live mount per vault: a second one, in daemon mode too, is
+    // refused and names the first.
+    let out = Command::new(BIN)
+        .args(["mount", "--ro", "--key-file"])
+        .arg(&m.keyfile)
+        .arg(&m.cipher)
+        .arg(&mnt2)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(!is_mounted(&mnt2));
+    let mut m = m;
+    m.unmount();
+    // Mount read-only elsewhere in daemon mode and use it on the very
+    // next line.
     run_ok(
         Command::new(BIN)
             .args(["mount", "--ro", "--key-file"])
@@ -97,12 +111,7 @@ fn daemon_mode_returns_when_ready_and_veilfs_unmount_works() {
     }
     let _g = Guard(mnt2.clone());
     assert!(is_mounted(&mnt2), "mounted when the command returns");
-    fs::write(m.path("seen"), b"through both").unwrap();
-    assert!(wait_until(Duration::from_secs(5), || fs::read(
-        mnt2.join("seen")
-    )
-    .map(|d| d == b"through both")
-    .unwrap_or(false)));
+    assert_eq!(fs::read(mnt2.join("seen")).unwrap(), b"through both");
     run_ok(Command::new(BIN).arg("unmount").arg(&mnt2));
     assert!(wait_until(Duration::from_secs(5), || !is_mounted(&mnt2)));
     let out = Command::new(BIN)
@@ -115,7 +124,8 @@ fn daemon_mode_returns_when_ready_and_veilfs_unmount_works() {
 
 #[test]
 fn wrong_key_does_not_mount() {
-    let m = TestMount::new();
+    let mut m = TestMount::new();
+    m.unmount();
     let bad = m.tmp.path().join("badkey");
     fs::write(&bad, "1111".repeat(16)).unwrap();
     let mnt2 = m.tmp.path().join("mnt3");
@@ -130,4 +140,224 @@ fn wrong_key_does_not_mount() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong key"));
     assert!(!is_mounted(&mnt2));
+}
+
+/// The error of a command refused because the vault is mounted: exit 5,
+/// naming the mount point.
+fn assert_refused_as_mounted(out: &std::process::Output, mnt: &std::path::Path) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "exit code; stderr: {err}");
+    let want = format!("is mounted on {}", mnt.canonicalize().unwrap().display());
+    assert!(err.contains(&want), "stderr names the mount point: {err}");
+    assert!(err.contains("veilfs unmount"), "says what to do: {err}");
+}
+
+#[test]
+fn a_vault_has_one_live_mount_by_any_path() {
+    let m = TestMount::new();
+    fs::write(m.path("f"), b"one").unwrap();
+    let second = m.tmp.path().join("second");
+    fs::create_dir(&second).unwrap();
+    let link = m.tmp.path().join("link-to-cipher");
+    std::os::unix::fs::symlink(&m.cipher, &link).unwrap();
+    let bind = m.tmp.path().join("bind-of-cipher");
+    fs::create_dir(&bind).unwrap();
+    run_ok(
+        Command::new("mount")
+            .arg("--bind")
+            .arg(&m.cipher)
+            .arg(&bind),
+    );
+    struct Unbind(std::path::PathBuf);
+    impl Drop for Unbind {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unbind = Unbind(bind.clone());
+    for dir in [&m.cipher, &link, &bind] {
+        for fg in [true, false] {
+            let mut cmd = Command::new(BIN);
+            cmd.arg("mount");
+            if fg {
+                cmd.arg("--foreground");
+            }
+            let out = cmd
+                .arg("--key-file")
+                .arg(&m.keyfile)
+                .arg(dir)
+                .arg(&second)
+                .output()
+                .unwrap();
+            assert_refused_as_mounted(&out, &m.mnt);
+            assert!(!is_mounted(&second), "{} mounted twice", dir.display());
+        }
+    }
+    // A copy is another vault and mounts.
+    let copy = m.tmp.path().join("copy");
+    run_ok(Command::new("cp").arg("-a").arg(&m.cipher).arg(&copy));
+    run_ok(
+        Command::new(BIN)
+            .args(["mount", "--key-file"])
+            .arg(&m.keyfile)
+            .arg(&copy)
+            .arg(&second),
+    );
+    let copy_mounted = scopeguard_unmount(second.clone());
+    assert_eq!(fs::read(second.join("f")).unwrap(), b"one");
+    drop(copy_mounted);
+}
+
+/// Unmounts `mnt` when dropped, so a failing test leaves no mount.
+fn scopeguard_unmount(mnt: std::path::PathBuf) -> impl Drop {
+    struct G(std::path::PathBuf);
+    impl Drop for G {
+        fn drop(&mut self) {
+            common::unmount_and_reap(&self.0, None, Duration::from_secs(5));
+        }
+    }
+    G(mnt)
+}
+
+#[test]
+fn offline_commands_refuse_a_mounted_vault_and_run_after_unmount() {
+    let mut m = TestMount::new();
+    fs::write(m.path("f"), vec![7u8; 100_000]).unwrap();
+    let key = m.keyfile.clone();
+    let newpw = m.tmp.path().join("newpw");
+    fs::write(&newpw, "a new password\n").unwrap();
+    let cmds: Vec<Vec<std::ffi::OsString>> = vec![
+        vec!["fsck".into()],
+        vec!["fsck".into(), "--json".into()],
+        vec!["fsck".into(), "--repair".into()],
+        vec![
+            "passwd".into(),
+            "--new-passfile".into(),
+            newpw.clone().into(),
+        ],
+        vec!["recover-config".into(), "--force".into()],
+    ];
+    let conf_before = fs::read(m.cipher.join("veilfs.conf")).unwrap();
+    for args in &cmds {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--key-file")
+            .arg(&key)
+            .arg(&m.cipher)
+            .output()
+            .unwrap();
+        assert_refused_as_mounted(&out, &m.mnt);
+        assert!(out.stdout.is_empty(), "{args:?} printed a report");
+    }
+    assert_eq!(
+        fs::read(m.cipher.join("veilfs.conf")).unwrap(),
+        conf_before,
+        "nothing rewrote the config behind the mount"
+    );
+    let names: Vec<_> = fs::read_dir(&m.cipher)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("veilfs.conf.")),
+        "no backup config written: {names:?}"
+    );
+    // The lock is the daemon's: once it is gone every command runs.
+    m.unmount();
+    for args in &cmds {
+        run_ok(
+            Command::new(BIN)
+                .args(args)
+                .arg("--key-file")
+                .arg(&key)
+                .arg(&m.cipher),
+        );
+    }
+}
+
+#[test]
+fn a_killed_daemon_leaves_no_lock_behind() {
+    let mut m = TestMount::new();
+    fs::write(m.path("f"), b"x").unwrap();
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    m.wait_child(Duration::from_secs(10));
+    let mnt = m.mnt.clone();
+    assert!(wait_until(Duration::from_secs(10), || !is_mounted(&mnt)));
+    run_ok(
+        Command::new(BIN)
+            .args(["fsck", "--key-file"])
+            .arg(&m.keyfile)
+            .arg(&m.cipher),
+    );
+    m.mount();
+}
+
+#[test]
+fn a_non_empty_mount_point_is_refused_unless_nonempty() {
+    let mut m = TestMount::new();
+    fs::write(m.path("in-vault"), b"v").unwrap();
+    m.unmount();
+    fs::write(m.mnt.join("left-here"), b"mine").unwrap();
+    for fg in [true, false] {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("mount");
+        if fg {
+            cmd.arg("--foreground");
+        }
+        let out = cmd
+            .arg("--key-file")
+            .arg(&m.keyfile)
+            .arg(&m.cipher)
+            .arg(&m.mnt)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("is not empty") && err.contains("left-here") && err.contains("--nonempty"),
+            "{err}"
+        );
+        assert!(!is_mounted(&m.mnt));
+    }
+    m.extra_args.push("--nonempty".into());
+    m.mount();
+    assert_eq!(fs::read(m.path("in-vault")).unwrap(), b"v");
+    assert!(!m.path("left-here").exists(), "hidden under the mount");
+    m.unmount();
+    assert_eq!(fs::read(m.mnt.join("left-here")).unwrap(), b"mine");
+}
+
+#[test]
+fn out_of_range_mount_options_are_refused_with_the_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (opt, value, range) in [
+        ("--threads", "0", "1 to 64"),
+        ("--threads", "100000", "1 to 64"),
+        ("--threads", "many", "1 to 64"),
+        ("--linger-us", "1001", "0 to 1000"),
+        ("--linger-us", "-1", "0 to 1000"),
+        ("--attr-timeout", "-0.5", "0 to 3600"),
+        ("--attr-timeout", "NaN", "0 to 3600"),
+        ("--attr-timeout", "86400", "0 to 3600"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("mount")
+            .arg(format!("{opt}={value}"))
+            .arg(tmp.path())
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{opt} {value}: {err}");
+        assert!(
+            err.contains(opt) && err.contains(range),
+            "{opt} {value}: {err}"
+        );
+    }
+    let help = run_ok(Command::new(BIN).args(["mount", "--help"]));
+    for range in ["1 to 64", "0 to 3600", "0 to 1000"] {
+        assert!(help.contains(range), "--help states {range}:\n{help}");
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -867,4 +867,216 @@ fn directory_of_100k_entries_lists_every_name_once() {
     }
     fs::remove_dir_all(&dir).unwrap();
     assert!(!dir.exists());
+}
+
+/// Swaps a FIFO in for the backing file of `f` after the kernel looked it
+/// up, then opens `f` through the mount: the open must fail with EIO at
+/// once (not wait for a writer on the FIFO), and the mount must go on
+/// answering other requests. On a hang the FIFO is given a writer, so
+/// even the old code's stuck thread comes free and the mount unmounts.
+fn fifo_swap_after_lookup(ro: bool) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let mut m = TestMount::with_args(&["--attr-timeout", "60"]);
+    fs::write(m.path("other"), b"still here").unwrap();
+    let before = m.backing_files();
+    fs::write(m.path("f"), b"the real file").unwrap();
+    let backing_f = m
+        .backing_files()
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .expect("f has a backing file");
+    m.unmount();
+    if ro {
+        m.extra_args.push("--ro".into());
+    }
+    m.mount();
+    // Lookups: the kernel now caches both as regular files for 60 s.
+    assert!(fs::metadata(m.path("f")).unwrap().is_file());
+    assert!(fs::metadata(m.path("other")).unwrap().is_file());
+    fs::remove_file(&backing_f).unwrap();
+    let c = std::ffi::CString::new(backing_f.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+
+    let (tx, rx) = mpsc::channel();
+    let path = m.path("f");
+    std::thread::spawn(move || {
+        let r = OpenOptions::new().read(true).write(!ro).open(&path);
+        let _ = tx.send(r.map(|_| ()));
+    });
+    let res = match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(r) => r,
+        Err(_) => {
+            // Free the daemon thread stuck in open(), then fail.
+            let _w = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&backing_f);
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            panic!("open of a file swapped for a FIFO hung the mount (ro: {ro})");
+        }
+    };
+    let e = res.expect_err("a FIFO in place of a file must not open");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    // The mount still answers, at once.
+    let (tx, rx) = mpsc::channel();
+    let (other, mnt) = (m.path("other"), m.mnt.clone());
+    std::thread::spawn(move || {
+        let r = fs::read(&other).map(|d| (d, fs::read_dir(&mnt).map(|d| d.count())));
+        let _ = tx.send(r);
+    });
+    let (data, listed) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the mount answers after the FIFO open")
+        .unwrap();
+    assert_eq!(data, b"still here");
+    assert_eq!(listed.unwrap(), 2);
+    let log = m.log_text();
+    assert!(
+        log.contains("not a regular file"),
+        "the refusal is logged:\n{log}"
+    );
+    // Put the FIFO away so nothing else trips on it at unmount.
+    fs::remove_file(&backing_f).unwrap();
+}
+
+#[test]
+fn fifo_swapped_in_after_lookup_cannot_hang_a_read_only_mount() {
+    fifo_swap_after_lookup(true);
+}
+
+#[test]
+fn fifo_swapped_in_after_lookup_cannot_hang_a_read_write_mount() {
+    fifo_swap_after_lookup(false);
+}
+
+/// Symlink targets up to PATH_MAX - 1 bytes, as ext4 takes them: a target
+/// whose sealed form is too long for a backing symlink is kept in a
+/// `<hash>.vlink` record beside it (docs/FORMAT.md §7), which follows the
+/// symlink across a rename and goes with it; fsck checks it and stays
+/// clean; a remount reads it back.
+#[test]
+fn symlink_targets_up_to_path_max_round_trip() {
+    use std::os::unix::fs::symlink;
+    let mut m = TestMount::new();
+    let target = |len: usize| -> String {
+        let mut t = String::new();
+        while t.len() < len {
+            t.push_str(if t.is_empty() { "/" } else { "/d" });
+            t.push_str(&"x".repeat(200.min(len - t.len())));
+        }
+        t.truncate(len);
+        t
+    };
+    let lens = [1usize, 8, 700, 740, 741, 1000, 2000, 3000, 4094, 4095];
+    for len in lens {
+        let t = target(len);
+        assert_eq!(t.len(), len);
+        symlink(&t, m.path(&format!("l{len}"))).unwrap_or_else(|e| panic!("ln -s {len}: {e}"));
+        assert_eq!(
+            fs::read_link(m.path(&format!("l{len}")))
+                .unwrap()
+                .as_os_str()
+                .len(),
+            len
+        );
+        assert_eq!(
+            fs::symlink_metadata(m.path(&format!("l{len}")))
+                .unwrap()
+                .len(),
+            len as u64,
+            "st_size of a {len}-byte target"
+        );
+    }
+    // What ext4 refuses, veilfs refuses.
+    let e = symlink(target(4096), m.path("too-long")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}");
+    // Records are not listed.
+    let mut listed: Vec<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = lens.iter().map(|l| format!("l{l}")).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    let records = |m: &TestMount| {
+        m.backing_files()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".vlink"))
+            .count()
+    };
+    let long = records(&m);
+    assert!(
+        long >= 3,
+        "the longest targets are kept in records ({long})"
+    );
+    // Across directories, and back after a remount.
+    fs::create_dir(m.path("d")).unwrap();
+    fs::rename(m.path("l4095"), m.path("d/l4095")).unwrap();
+    assert_eq!(records(&m), long, "the record moved with the symlink");
+    m.unmount();
+    let o = Command::new(common::BIN)
+        .args(["fsck", "--json", "--key-file"])
+        .arg(&m.keyfile)
+        .arg(&m.cipher)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "fsck: {report}");
+    assert!(
+        report.contains("\"problems\": []"),
+        "fsck is clean: {report}"
+    );
+    assert!(
+        report.contains(&format!("\"symlinks\": {}", lens.len())),
+        "{report}"
+    );
+    // A record without its symlink is an orphan: listed, not damage, and
+    // removed by --repair.
+    let record = m
+        .backing_files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".vlink") && p.parent() != Some(&m.cipher))
+        .expect("the moved symlink's record");
+    let orphan = m.cipher.join(record.file_name().unwrap());
+    fs::copy(&record, &orphan).unwrap();
+    let fsck = |extra: &[&str]| {
+        let o = Command::new(common::BIN)
+            .args(["fsck", "--json"])
+            .args(extra)
+            .arg("--key-file")
+            .arg(&m.keyfile)
+            .arg(&m.cipher)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = fsck(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("long symlink-target record without its symlink"),
+        "{out}"
+    );
+    let (code, out) = fsck(&["--repair"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!orphan.exists(), "--repair removed the orphan: {out}");
+    assert!(fsck(&[]).1.contains("\"problems\": []"));
+    m.mount();
+    assert_eq!(
+        fs::read_link(m.path("d/l4095")).unwrap().as_os_str().len(),
+        4095
+    );
+    // The record goes with the symlink.
+    fs::remove_file(m.path("d/l4095")).unwrap();
+    assert_eq!(records(&m), long - 1);
+    for len in lens.iter().filter(|l| **l != 4095) {
+        fs::remove_file(m.path(&format!("l{len}"))).unwrap();
+    }
+    assert_eq!(records(&m), 0, "no record left behind");
+    fs::remove_dir(m.path("d")).unwrap();
 }

@@ -96,7 +96,7 @@ fn assert_all_proper(dir: &Path, names: &NameCipher, iv: &DirIv) {
                 let full = fs::read_to_string(dir.join(format!("{name}.name"))).unwrap();
                 names.decrypt_name(iv, &full).unwrap();
             }
-            EntryKind::LongRecord | EntryKind::Metadata => {}
+            EntryKind::LongRecord | EntryKind::LongTargetRecord | EntryKind::Metadata => {}
             EntryKind::Foreign => panic!("foreign entry {name:?} left in {dir:?}"),
         }
     }
@@ -562,6 +562,7 @@ fn names_of_255_bytes_round_trip_and_cipherdir_names_stay_short() {
                 assert_eq!(name.len(), 43 + 4);
             }
             EntryKind::LongRecord => assert_eq!(name.len(), 43 + 9),
+            EntryKind::LongTargetRecord => assert_eq!(name.len(), 43 + 6),
             EntryKind::Metadata => {}
             EntryKind::Foreign => panic!("unexpected {name}"),
         }

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use veilfs::content::{CHUNK_OVERHEAD, ChunkError, ChunkLayout, ContentCipher, FileHeader, Opened};
 use veilfs::keys::MasterKey;
 use veilfs::names::{
-    BackingName, DEFAULT_LONG_NAME_THRESHOLD, DirIv, NameCipher, NameError, long_entry_name,
+    BackingName, DEFAULT_LONG_NAME_THRESHOLD, DirIv, LONG_TARGET_LINK_LEN, NameCipher, NameError,
+    StoredTarget, long_entry_name, long_target_record, long_target_record_matches,
 };
 use veilfs::vault::{self, FixedSlot, KdfParams, VaultError};
 
@@ -227,6 +228,56 @@ fn long_name_entry_and_record() {
         other => panic!("expected a long name, got {other:?}"),
     }
     assert_eq!(n.decrypt_name(&root, LONG_FULL).unwrap(), name);
+}
+
+// --- §7 symlink targets -------------------------------------------------------
+
+const SYMLINK_NONCE_START: u8 = 0x40;
+
+#[test]
+fn short_symlink_target_is_inline() {
+    let n = names();
+    let stored =
+        n.store_symlink_target_with_nonce(b"../media/IMG-0001.jpg", seq(SYMLINK_NONCE_START));
+    let StoredTarget::Inline(s) = &stored else {
+        panic!("expected an inline target, got {stored:?}");
+    };
+    assert_eq!(
+        s,
+        "QEFCQ0RFRkdISUpL_GHOLhX1H9OYYhPGDpXOTcEvTbJXCQmKqEofjsbhDesgv1GsNw"
+    );
+    assert_eq!(
+        n.decrypt_symlink_target(s.as_bytes()).unwrap(),
+        b"../media/IMG-0001.jpg"
+    );
+}
+
+#[test]
+fn path_max_symlink_target_is_kept_in_a_record() {
+    let n = names();
+    let target = [b'a'; 4095];
+    let stored = n.store_symlink_target_with_nonce(&target, seq(SYMLINK_NONCE_START));
+    let StoredTarget::Long { link, sealed } = &stored else {
+        panic!("expected a long target, got {stored:?}");
+    };
+    assert_eq!(link, "ANEMOt_04y9mB4wHGnAHIVox7yBHxi_rQaZsPo2cnRo.vlink");
+    assert_eq!(link.len(), LONG_TARGET_LINK_LEN);
+    assert_eq!(sealed.len(), 5498);
+    assert_eq!(
+        hex::encode(Sha256::digest(sealed.as_bytes())),
+        "00d10c3adff4e32f66078c071a7007215a31ef2047c62feb41a66c3e8d9c9d1a"
+    );
+    assert_eq!(long_target_record(link.as_bytes()), Some(link.as_str()));
+    assert!(long_target_record_matches(link, sealed.as_bytes()));
+    assert!(!long_target_record_matches(link, &sealed.as_bytes()[1..]));
+    assert_eq!(n.decrypt_symlink_target(sealed.as_bytes()).unwrap(), target);
+    // The longest inline target and the shortest record.
+    let inline = n.store_symlink_target(&[b'a'; 740]);
+    assert!(matches!(&inline, StoredTarget::Inline(s) if s.len() == 1024));
+    assert!(matches!(
+        n.store_symlink_target(&[b'a'; 741]),
+        StoredTarget::Long { .. }
+    ));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::keys::KeyParseError;
-use crate::vault::VaultError;
+use crate::vault::{LockError, VaultError};
 
 /// Success.
 pub const EXIT_OK: i32 = 0;
@@ -15,6 +15,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_WRONG_SECRET: i32 = 3;
 /// The config is corrupt, tampered with, weakened, or from a newer veilfs.
 pub const EXIT_BAD_CONFIG: i32 = 4;
+/// The vault is mounted, or another veilfs command is using it.
+pub const EXIT_IN_USE: i32 = 5;
 
 #[derive(Debug)]
 pub enum CliError {
@@ -30,6 +32,12 @@ pub enum CliError {
     Secret(String),
     /// A combination of options that cannot work.
     Usage(String),
+    /// The vault is locked by a mount or another command; `why` says why
+    /// this command refuses and what to do.
+    InUse {
+        error: LockError,
+        why: String,
+    },
     Other(String),
 }
 
@@ -43,6 +51,7 @@ impl CliError {
             CliError::BadKey { .. } => EXIT_WRONG_SECRET,
             CliError::Secret(_) | CliError::Other(_) => EXIT_ERROR,
             CliError::Usage(_) => EXIT_USAGE,
+            CliError::InUse { .. } => EXIT_IN_USE,
         }
     }
 }
@@ -58,6 +67,16 @@ impl fmt::Display for CliError {
                 )
             }
             CliError::Secret(msg) | CliError::Usage(msg) | CliError::Other(msg) => f.write_str(msg),
+            CliError::InUse { error, why } => {
+                write!(f, "{error}: {why}; ")?;
+                match error {
+                    LockError::InUse {
+                        mountpoint: Some(mp),
+                        ..
+                    } => write!(f, "unmount it first (veilfs unmount {})", mp.display()),
+                    _ => f.write_str("wait until that process has finished, then try again"),
+                }
+            }
         }
     }
 }
@@ -67,6 +86,7 @@ impl std::error::Error for CliError {
         match self {
             CliError::Vault(e) => Some(e),
             CliError::BadKey { error, .. } => Some(error),
+            CliError::InUse { error, .. } => Some(error),
             _ => None,
         }
     }

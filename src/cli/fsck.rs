@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::ls::printable;
 use super::{CliError, UnlockArgs};
 use crate::check::{self, FsckOptions, Progress, Report};
+use crate::vault::LockKind;
 
 /// Exit code of `fsck`, `ls` and `cat` when the vault is damaged.
 pub const EXIT_CORRUPT: i32 = 6;
@@ -172,6 +173,22 @@ fn report_text(cipherdir: &str, r: &Report) -> String {
 }
 
 pub fn run(args: FsckArgs) -> Result<(), CliError> {
+    // Held until the check is over. Plain fsck shares the vault with other
+    // checks but not with a mount, whose writes in flight it would report
+    // as damage; --repair writes and so needs the vault to itself.
+    let _lock = if args.repair {
+        super::lock_vault(
+            &args.cipherdir,
+            LockKind::Exclusive,
+            "fsck --repair never rewrites files behind a live mount",
+        )?
+    } else {
+        super::lock_vault(
+            &args.cipherdir,
+            LockKind::Shared,
+            "fsck would read files while the mount writes them and report false damage",
+        )?
+    };
     let vault = args.unlock.unlock(&args.cipherdir)?;
     let content = vault.content_cipher();
     let names = vault.name_cipher();

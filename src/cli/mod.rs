@@ -18,7 +18,9 @@ mod unlock;
 
 use clap::{Parser, Subcommand};
 
-pub use error::{CliError, EXIT_BAD_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, EXIT_WRONG_SECRET};
+pub use error::{
+    CliError, EXIT_BAD_CONFIG, EXIT_ERROR, EXIT_IN_USE, EXIT_OK, EXIT_USAGE, EXIT_WRONG_SECRET,
+};
 pub use info::InfoArgs;
 pub use init::InitArgs;
 pub use mount::{MountArgs, UnmountArgs};
@@ -97,6 +99,28 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fsck(args) => fsck::run(args),
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
+    }
+}
+
+/// Locks the vault in `dir` for a command (see [`crate::vault::lock`]).
+/// A conflicting lock is an error whose text adds `why` (why this command
+/// refuses) and what to do. A directory that cannot be opened gives
+/// `None`: the command's own checks then report it in their words.
+pub(crate) fn lock_vault(
+    dir: &std::path::Path,
+    kind: crate::vault::LockKind,
+    why: &str,
+) -> Result<Option<crate::vault::VaultLock>, CliError> {
+    match crate::vault::VaultLock::acquire(dir, kind) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e @ crate::vault::LockError::InUse { .. }) => Err(CliError::InUse {
+            error: e,
+            why: why.to_string(),
+        }),
+        Err(e) => {
+            log::debug!("not locking: {e}");
+            Ok(None)
+        }
     }
 }
 

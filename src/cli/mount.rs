@@ -1,6 +1,7 @@
 //! `veilfs mount` and `veilfs unmount`.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -9,7 +10,7 @@ use super::{CliError, UnlockArgs};
 use crate::fs::FsOptions;
 use crate::fs::daemon;
 use crate::fs::mount::{self, MountConfig};
-use crate::vault::{self, UnlockedVault};
+use crate::vault::{self, LockKind, UnlockedVault, VaultLock};
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
@@ -25,15 +26,16 @@ pub struct MountArgs {
     /// Let other users access the mount (the kernel checks file modes).
     #[arg(long)]
     pub allow_other: bool,
-    /// Threads serving FUSE requests. One is fastest for the usual one or
-    /// two apps on a small machine (no hand-off between threads; fsync runs
-    /// on helper threads so it never holds other requests up); more help
-    /// many apps doing cold reads in parallel on a machine with many cores.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// Threads serving FUSE requests, 1 to 64. One is fastest for the
+    /// usual one or two apps on a small machine (no hand-off between
+    /// threads; fsync runs on helper threads so it never holds other
+    /// requests up); more help many apps doing cold reads in parallel on a
+    /// machine with many cores.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_threads)]
     pub threads: usize,
-    /// Seconds the kernel may cache names and attributes. Keep it short when
-    /// a sync client changes CIPHERDIR while it is mounted.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    /// Seconds the kernel may cache names and attributes, 0 to 3600. Keep
+    /// it short when a sync client changes CIPHERDIR while it is mounted.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = parse_attr_timeout)]
     pub attr_timeout: f64,
     /// Send every write straight to the daemon instead of letting the
     /// kernel cache and batch them. Slower small writes; write errors such
@@ -44,12 +46,16 @@ pub struct MountArgs {
     pub no_writeback_cache: bool,
     /// Microseconds the serving thread stays awake after answering a
     /// request, watching for the next one, instead of going to sleep at
-    /// once. Saves a wake-up per request for programs that send them one
-    /// after another (ls -l, rm -rf, tar, SQLite), for at most this much
-    /// CPU time per request. 0 turns it off; only with --threads 1 and
-    /// more than one CPU.
-    #[arg(long, default_value_t = 50, value_name = "MICROSECONDS")]
+    /// once, 0 to 1000. Saves a wake-up per request for programs that send
+    /// them one after another (ls -l, rm -rf, tar, SQLite), for at most
+    /// this much CPU time per request. 0 turns it off; only with --threads
+    /// 1 and more than one CPU.
+    #[arg(long, default_value_t = 50, value_name = "MICROSECONDS", value_parser = parse_linger_us)]
     pub linger_us: u64,
+    /// Mount even on a directory that is not empty. Its files are hidden
+    /// (not deleted) until the vault is unmounted.
+    #[arg(long)]
+    pub nonempty: bool,
     /// Internal: this process is the background daemon; the key arrives on
     /// fd 3 and readiness is reported on fd 4.
     #[arg(long, hide = true)]
@@ -59,6 +65,45 @@ pub struct MountArgs {
     /// Where the plaintext view appears.
     pub mountpoint: PathBuf,
 }
+
+/// Parses a number and checks it is within `lo..=hi`, naming the range
+/// in the error (clap prints it with the option's name, exit code 2).
+fn in_range<T>(s: &str, lo: T, hi: T, unit: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let v: T = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number; the allowed range is {lo} to {hi}{unit}"))?;
+    // `!(a <= b)` rather than `a > b`: NaN is outside every range.
+    if !(lo <= v && v <= hi) {
+        return Err(format!(
+            "{v} is outside the allowed range {lo} to {hi}{unit}"
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    in_range(s, 1, MAX_THREADS, " threads")
+}
+
+fn parse_attr_timeout(s: &str) -> Result<f64, String> {
+    in_range(s, 0.0, MAX_ATTR_TIMEOUT_SECS, " seconds")
+}
+
+fn parse_linger_us(s: &str) -> Result<u64, String> {
+    in_range(s, 0, MAX_LINGER_US, " microseconds")
+}
+
+/// Most FUSE worker threads `--threads` accepts.
+pub const MAX_THREADS: usize = 64;
+/// Longest `--attr-timeout`, in seconds.
+pub const MAX_ATTR_TIMEOUT_SECS: f64 = 3600.0;
+/// Longest `--linger-us`: beyond a millisecond the thread burns CPU for
+/// requests that are not coming.
+pub const MAX_LINGER_US: u64 = 1000;
 
 fn canonical(path: &Path, what: &str) -> Result<PathBuf, CliError> {
     path.canonicalize()
@@ -72,13 +117,13 @@ impl MountArgs {
             journal_dir: None,
             mountpoint,
             allow_other: self.allow_other,
-            threads: self.threads.clamp(1, 64),
+            threads: self.threads,
             fs: FsOptions {
                 read_only: self.ro,
-                ttl: std::time::Duration::from_secs_f64(self.attr_timeout.clamp(0.0, 3600.0)),
+                ttl: std::time::Duration::from_secs_f64(self.attr_timeout),
                 writeback_cache: !self.no_writeback_cache,
                 kernel_checks_permissions: self.allow_other,
-                linger: std::time::Duration::from_micros(self.linger_us.min(10_000)),
+                linger: std::time::Duration::from_micros(self.linger_us),
                 ..FsOptions::default()
             },
         }
@@ -98,6 +143,9 @@ impl MountArgs {
         }
         if self.no_writeback_cache {
             a.push("--no-writeback-cache".into());
+        }
+        if self.nonempty {
+            a.push("--nonempty".into());
         }
         a.push(cipherdir.into());
         a.push(mountpoint.into());
@@ -136,6 +184,16 @@ fn serve(
         .map_err(|e| CliError::Other(format!("mounting on {}: {e}", cfg.mountpoint.display())))
 }
 
+/// The vault's exclusive lock, held for the life of the mount: one live
+/// mount per vault, and no fsck or passwd behind its back.
+fn lock_for_mount(cipherdir: &Path) -> Result<Option<VaultLock>, CliError> {
+    super::lock_vault(
+        cipherdir,
+        LockKind::Exclusive,
+        "a vault has one live mount at a time (two would overwrite each other's changes)",
+    )
+}
+
 pub fn run(args: MountArgs) -> Result<(), CliError> {
     // Before any key is read or derived: no core dump may hold it.
     if let Err(e) = daemon::forbid_core_dumps() {
@@ -147,11 +205,22 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
         let key = daemon::read_key_from_fd().map_err(|e| {
             CliError::Other(format!("daemon: reading the key from the parent: {e}"))
         })?;
+        let ready = daemon::ready_fd();
+        // The parent checked the lock; another mount may have taken it
+        // since. The parent prints what is written to the pipe.
+        let _lock = match lock_for_mount(&cipherdir) {
+            Ok(lock) => lock,
+            Err(e) => {
+                let mut r = std::fs::File::from(ready);
+                let _ = writeln!(r, "{e}");
+                return Err(e);
+            }
+        };
         let vault = vault::unlock_with_key(&cipherdir, &key)?;
         return serve(
             &args.config(cipherdir, mountpoint.clone()),
             &vault,
-            Some(daemon::ready_fd()),
+            Some(ready),
         );
     }
     if !mountpoint.is_dir() {
@@ -167,6 +236,20 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
             mountpoint.display()
         )));
     }
+    if !args.nonempty
+        && let Some(entry) = std::fs::read_dir(&mountpoint)
+            .map_err(|e| CliError::Other(format!("mount point {}: {e}", mountpoint.display())))?
+            .next()
+    {
+        let name = entry
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Err(CliError::Other(format!(
+            "mount point {} is not empty (it holds {name:?}, for one): the mount would hide \
+             its files; choose an empty directory, or pass --nonempty to mount over them anyway",
+            mountpoint.display()
+        )));
+    }
     if mountpoint.starts_with(&cipherdir) {
         return Err(CliError::Usage(format!(
             "the mount point {} is inside the vault directory {}: choose a directory outside it",
@@ -174,10 +257,14 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
             cipherdir.display()
         )));
     }
+    // Before the password prompt; a foreground mount holds it until it
+    // exits, a background one hands over to the daemon, which takes it.
+    let lock = lock_for_mount(&cipherdir)?;
     let vault = args.unlock.unlock(&cipherdir)?;
     if args.foreground {
         return serve(&args.config(cipherdir, mountpoint), &vault, None);
     }
+    drop(lock);
     daemon::spawn_daemon(&vault.master, &args.daemon_args(&cipherdir, &mountpoint)).map_err(
         |e| {
             CliError::Other(format!(

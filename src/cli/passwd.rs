@@ -28,6 +28,11 @@ pub struct PasswdArgs {
 
 pub fn run(args: PasswdArgs) -> Result<(), CliError> {
     let dir = &args.cipherdir;
+    let _lock = super::lock_vault(
+        dir,
+        vault::LockKind::Exclusive,
+        "passwd rewrites veilfs.conf only while no mount or other command uses the vault",
+    )?;
     let vault = args.unlock.unlock(dir)?;
     let base = vault
         .config

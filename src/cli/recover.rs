@@ -29,6 +29,11 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
         // Fail before asking for the key.
         return Err(vault::VaultError::AlreadyExists(config_path).into());
     }
+    let _lock = super::lock_vault(
+        dir,
+        vault::LockKind::Exclusive,
+        "recover-config rewrites veilfs.conf only while no mount or other command uses the vault",
+    )?;
     let key = args.key.read_key(dir)?;
     let recovery = vault::recover_config_with(dir, &key, &RecoverOptions { force: args.force })?;
     for w in &recovery.warnings {

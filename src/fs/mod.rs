@@ -32,7 +32,7 @@ use lru::LruCache;
 use rustix::fs::{Access, AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, openat};
 use rustix::io::Errno as SysErrno;
 
-use crate::content::ContentCipher;
+use crate::content::{ContentCipher, FileHeader};
 use crate::cryptfile::{CryptFile, CryptFileError};
 use crate::journal::Journal;
 use crate::names::{self, BackingName, DirIv, NameCipher};
@@ -343,6 +343,33 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
     }
 }
 
+/// The cached header of an open file if the backing file still starts
+/// with it, else `None` (the file is read afresh). A sync client may
+/// rewrite the file in place while it is open; a chunk written or cut
+/// under the old header would not authenticate under the new one and
+/// would damage the other device's version. One 18-byte pread from the
+/// page cache per write or truncation.
+fn still_on_disk(fd: impl AsFd, cached: Option<FileHeader>) -> Option<FileHeader> {
+    let h = cached?;
+    let mut buf = [0u8; crate::content::HEADER_LEN];
+    match rustix::io::pread(fd, &mut buf, 0) {
+        Ok(n) if n == buf.len() && &buf == h.as_bytes() => Some(h),
+        _ => {
+            log::debug!("a file's header changed behind the mount; reading it again");
+            None
+        }
+    }
+}
+
+/// Whether `st` is a backing symlink with a long target (its record
+/// beside it, docs/FORMAT.md §7) and no other hard link, so that the
+/// record goes when this name goes.
+fn is_long_symlink(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+        && st.st_nlink == 1
+        && st.st_size as usize == crate::names::LONG_TARGET_LINK_LEN
+}
+
 /// Plaintext length of a symlink target stored as base64url of
 /// nonce || ciphertext || tag, computed without decrypting.
 fn symlink_plain_len(stored_len: u64) -> u64 {
@@ -556,7 +583,8 @@ impl VeilFs {
     /// the kernel revalidates sizes itself and the generation stays 0.
     fn lookup_generation(&self, node: &Node, st: &Stat) -> u64 {
         if self.opts.writeback_cache {
-            node.generation_after_lookup(st)
+            let plain = self.content.layout().plain_size(st.st_size as u64);
+            node.generation_after_lookup(st, plain)
         } else {
             0
         }
@@ -681,6 +709,9 @@ impl VeilFs {
         let kind = kind_of(st);
         let size = match kind {
             FileType::RegularFile => self.content.layout().plain_size(st.st_size as u64),
+            FileType::Symlink if st.st_size as usize == crate::names::LONG_TARGET_LINK_LEN => self
+                .long_symlink_len(ino)
+                .unwrap_or_else(|| symlink_plain_len(st.st_size as u64)),
             FileType::Symlink => symlink_plain_len(st.st_size as u64),
             _ => st.st_size as u64,
         };
@@ -701,6 +732,16 @@ impl VeilFs {
             blksize: 4096,
             flags: 0,
         }
+    }
+
+    /// Plaintext length of a symlink whose target is stored in a record
+    /// (docs/FORMAT.md §7), from the record's size.
+    fn long_symlink_len(&self, ino: u64) -> Option<u64> {
+        let node = self.nodes.get(ino)?;
+        let (pfd, entry) = self.locate(&node).ok()?;
+        let record = store::long_target_record_of(&*pfd, &entry)?;
+        let st = store::lstat_at(&*pfd, &cstr(&record)).ok()?;
+        Some(symlink_plain_len(st.st_size as u64))
     }
 
     /// access(2) and chdir. Without --allow-other the kernel leaves
@@ -743,7 +784,9 @@ impl VeilFs {
                     return store::stat_fd(&*fd).map_err(errno);
                 }
                 match other {
-                    Ok(_) => Err(Errno::ENOENT),
+                    // Replaced by another file (a sync client's rename):
+                    // the kernel looks the name up again and retries.
+                    Ok(_) => Err(Errno::ESTALE),
                     Err(e) => Err(errno(e)),
                 }
             }
@@ -878,7 +921,10 @@ impl VeilFs {
             return Ok(fd.clone());
         }
         let (pfd, entry) = self.locate(node)?;
-        let base = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // O_NONBLOCK: a FIFO swapped in for the file (by a hostile or
+        // buggy sync client) must not stop this thread in open() waiting
+        // for a writer; the fstat below then turns it away.
+        let base = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         let (fd, writable) = if self.opts.read_only {
             (
                 openat(&*pfd, &entry, base | OFlags::RDONLY, Mode::empty()),
@@ -893,14 +939,49 @@ impl VeilFs {
                 other => (other, true),
             }
         };
-        let fd = Arc::new(fd.map_err(errno)?);
-        let st = store::stat_fd(&*fd).map_err(errno)?;
+        let fd = fd.map_err(errno)?;
+        let st = store::stat_fd(&fd).map_err(errno)?;
+        self.expect_regular(node, &st)?;
+        // The name now leads to another file (a sync client replaced it by
+        // rename) or this one changed in place while the kernel kept its
+        // cached size (writeback cache): ESTALE makes the kernel look the
+        // name up again and retry the open once, on a fresh inode, so the
+        // app reads the new file rather than ENOENT or a stale size.
         if self.fuse_ino(st.st_ino) != node.ino {
-            return Err(Errno::ENOENT);
+            log::debug!(
+                "{}: replaced behind the mount; the kernel looks it up again",
+                self.log_name(node)
+            );
+            return Err(Errno::ESTALE);
         }
+        if self.opts.writeback_cache && open.handles == 0 && node.changed_behind(&st) {
+            log::debug!(
+                "{}: changed in place behind the mount; the kernel looks it up again",
+                self.log_name(node)
+            );
+            return Err(Errno::ESTALE);
+        }
+        // Back to blocking I/O for what is now known to be a regular file.
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(errno)?;
+        let fd = Arc::new(fd);
         open.fd = Some(fd.clone());
         open.writable = writable;
         Ok(fd)
+    }
+
+    /// EIO, logged, when a backing entry opened as a file is anything
+    /// else (a FIFO, a device, a socket a sync client put there).
+    fn expect_regular(&self, node: &Node, st: &Stat) -> Res<()> {
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFREG {
+            return Ok(());
+        }
+        log::warn!(
+            "{}: the backing entry is not a regular file (mode {:o}): refusing to open it",
+            self.log_name(node),
+            kind
+        );
+        Err(Errno::EIO)
     }
 
     fn new_handle(&self, node: Arc<Node>, fd: Arc<OwnedFd>, flags: i32) -> u64 {
@@ -926,13 +1007,19 @@ impl VeilFs {
     fn truncate_node(&self, node: &Arc<Node>, fd: &OwnedFd, size: u64) -> Res<()> {
         let path = backing_path(node);
         let mut data = node.data.write().unwrap();
-        let mut file =
-            CryptFile::new(fd, &self.content, data.header).with_journal(&self.journal, &path);
+        let header = still_on_disk(fd, data.header);
+        if header.is_none() {
+            // Read afresh (or changed on disk): authenticate it again.
+            data.header_checked = false;
+        }
+        let mut file = CryptFile::new(fd, &self.content, header).with_journal(&self.journal, &path);
         if size > 0 {
             authenticate_once(node, &mut data, &mut file)?;
         }
         let res = file.truncate(size);
         data.header = file.header();
+        data.written = true;
+        data.kernel_size = Some(size);
         res.map_err(|e| {
             log_content_error(node, "truncate", &e);
             Errno::from_i32(e.errno())
@@ -952,7 +1039,10 @@ impl VeilFs {
             match name.to_bytes() {
                 b"." | b".." | b"veilfs.diriv" => {}
                 raw => match std::str::from_utf8(raw).map(crate::names::classify_entry) {
-                    Ok(crate::names::EntryKind::LongRecord) => leftovers.push(name.to_owned()),
+                    Ok(
+                        crate::names::EntryKind::LongRecord
+                        | crate::names::EntryKind::LongTargetRecord,
+                    ) => leftovers.push(name.to_owned()),
                     _ => return Ok(true),
                 },
             }
@@ -1132,7 +1222,11 @@ impl VeilFs {
             }
         }
         let st = self.stat_node(&node)?;
-        node.note_backing(&st);
+        if size.is_some() {
+            node.note_backing(&st);
+        } else {
+            node.note_attr_change(&st);
+        }
         Ok(self.attr(node.ino, &st))
     }
 
@@ -1176,8 +1270,12 @@ impl VeilFs {
         // follows them).
         let path = backing_path(&handle.node);
         let mut state = handle.node.data.write().unwrap();
-        let mut file = CryptFile::new(&*handle.fd, &self.content, state.header)
-            .with_journal(&self.journal, &path);
+        let header = still_on_disk(&*handle.fd, state.header);
+        if header.is_none() {
+            state.header_checked = false;
+        }
+        let mut file =
+            CryptFile::new(&*handle.fd, &self.content, header).with_journal(&self.journal, &path);
         authenticate_once(&handle.node, &mut state, &mut file)?;
         let offset = if handle.append {
             file.plain_size().map_err(Errno::from)?
@@ -1186,6 +1284,9 @@ impl VeilFs {
         };
         let res = file.write_at(offset, data);
         state.header = file.header();
+        state.written = true;
+        let end = offset.saturating_add(data.len() as u64);
+        state.kernel_size = state.kernel_size.map(|k| k.max(end));
         match res {
             Ok(()) => {
                 if data.len() >= STREAMING_WRITE {
@@ -1219,7 +1320,8 @@ impl VeilFs {
         let (pfd, _, b) = self.new_child(&parent, name)?;
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         let entry = cstr(b.entry());
-        let mut oflags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut oflags =
+            OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         if flags & libc::O_EXCL != 0 {
             oflags |= OFlags::EXCL;
         }
@@ -1227,6 +1329,15 @@ impl VeilFs {
             openat(&*pfd, &entry, oflags, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
         self.chown_to_caller(req, &pfd, &entry)?;
         let mut st = store::stat_fd(&fd).map_err(errno)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            log::warn!(
+                "create {:?}: the backing entry is not a regular file (mode {:o})",
+                name,
+                st.st_mode & libc::S_IFMT
+            );
+            return Err(Errno::EIO);
+        }
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(errno)?;
         let node = self.remember(&parent, &st, b, name.as_bytes());
         if st.st_nlink > 1 {
             // O_CREAT on an existing file opens it for writing.
@@ -1250,6 +1361,8 @@ impl VeilFs {
         }
         let fh = self.new_handle(node.clone(), fd, flags);
         node.note_backing(&st);
+        node.data.write().unwrap().kernel_size =
+            Some(self.content.layout().plain_size(st.st_size as u64));
         Ok((self.attr(node.ino, &st), fh))
     }
 
@@ -1326,11 +1439,21 @@ impl VeilFs {
             None => store::lstat_at(&*pfd, &entry),
         };
         let st = st.ok();
+        // The record of a long symlink target goes with its last link.
+        let target_record = st
+            .filter(is_long_symlink)
+            .and_then(|_| store::long_target_record_of(&*pfd, &entry));
         rustix::fs::unlinkat(&*pfd, &entry, AtFlags::empty()).map_err(errno)?;
         if self.journal.is_on() && st.as_ref().is_some_and(|st| st.st_nlink <= 1) {
             let path = child_backing_path(&parent, b.entry());
             if let Err(e) = self.journal.note(&path, &crate::journal::NameOp::Unlink) {
                 log::debug!("journal: cannot record an unlink: {e}");
+            }
+        }
+        if let Some(record) = target_record {
+            match rustix::fs::unlinkat(&*pfd, cstr(&record).as_c_str(), AtFlags::empty()) {
+                Ok(()) | Err(SysErrno::NOENT) => {}
+                Err(e) => log::warn!("could not remove long-target record {record}: {e}"),
             }
         }
         match (st, pinned) {
@@ -1401,15 +1524,16 @@ impl VeilFs {
         }
         let parent = self.node(parent)?;
         let (pfd, _, b) = self.new_child(&parent, name)?;
-        let enc = self
-            .names
-            .encrypt_symlink_target(target.as_os_str().as_bytes());
-        if enc.len() >= libc::PATH_MAX as usize {
+        let target = target.as_os_str().as_bytes();
+        if target.len() > crate::names::MAX_SYMLINK_TARGET {
             return Err(Errno::ENAMETOOLONG);
         }
+        // A long target goes to a record beside the symlink (FORMAT.md §7).
+        let stored = self.names.store_symlink_target(target);
         store::write_long_record(&*pfd, &b).map_err(errno)?;
+        store::write_long_target_record(&*pfd, &stored).map_err(errno)?;
         let entry = cstr(b.entry());
-        rustix::fs::symlinkat(cstr(&enc).as_c_str(), &*pfd, &entry).map_err(errno)?;
+        rustix::fs::symlinkat(cstr(stored.link()).as_c_str(), &*pfd, &entry).map_err(errno)?;
         self.chown_to_caller(req, &pfd, &entry)?;
         Ok(self.reply_new_entry(&parent, &pfd, b, name)?.0)
     }
@@ -1417,13 +1541,19 @@ impl VeilFs {
     fn do_readlink(&self, ino: INodeNo) -> Res<Vec<u8>> {
         let node = self.node(ino)?;
         let (pfd, entry) = self.locate(&node)?;
-        let stored = rustix::fs::readlinkat(&*pfd, &entry, Vec::new()).map_err(errno)?;
-        self.names
-            .decrypt_symlink_target(stored.as_bytes())
-            .map_err(|e| {
-                log::warn!("{}: symlink target: {e}", self.log_name(&node));
-                Errno::EIO
-            })
+        let stored = store::read_symlink_sealed(&*pfd, &entry).map_err(|e| {
+            if e == SysErrno::IO {
+                log::warn!(
+                    "{}: the record of its long symlink target is damaged",
+                    self.log_name(&node)
+                );
+            }
+            errno(e)
+        })?;
+        self.names.decrypt_symlink_target(&stored).map_err(|e| {
+            log::warn!("{}: symlink target: {e}", self.log_name(&node));
+            Errno::EIO
+        })
     }
 
     fn do_rename(
@@ -1483,6 +1613,29 @@ impl VeilFs {
                 .filter(|st| st.st_nlink > 1 && st.st_ino != src.st_ino)
         };
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
+        // A symlink with a long target finds its record in its new
+        // directory, and its record goes from the old one, as does the
+        // record of a long-target symlink the rename replaces.
+        let moved_record = if parent.ino != newparent.ino
+            && src.st_mode & libc::S_IFMT == libc::S_IFLNK
+            && src.st_size as usize == crate::names::LONG_TARGET_LINK_LEN
+        {
+            store::copy_long_target_record(&*pfd, &old, &*npfd).map_err(errno)?;
+            store::long_target_record_of(&*pfd, &old).filter(|_| !exchange && is_long_symlink(&src))
+        } else {
+            None
+        };
+        if exchange && parent.ino != newparent.ino {
+            store::copy_long_target_record(&*npfd, &new, &*pfd).map_err(errno)?;
+        }
+        let replaced_record = if exchange || noreplace {
+            None
+        } else {
+            store::lstat_at(&*npfd, &new)
+                .ok()
+                .filter(|st| is_long_symlink(st) && st.st_ino != src.st_ino)
+                .and_then(|_| store::long_target_record_of(&*npfd, &new))
+        };
         let mut rflags = rustix::fs::RenameFlags::empty();
         if exchange {
             rflags |= rustix::fs::RenameFlags::EXCHANGE;
@@ -1506,6 +1659,11 @@ impl VeilFs {
             };
             if let Err(e) = self.journal.note(&from, &op) {
                 log::warn!("journal: cannot record a rename: {e}");
+            }
+        }
+        for (dir, record) in [(&pfd, moved_record), (&npfd, replaced_record)] {
+            if let Some(record) = record {
+                let _ = rustix::fs::unlinkat(&**dir, cstr(&record).as_c_str(), AtFlags::empty());
             }
         }
         if exchange {
@@ -1563,6 +1721,7 @@ impl VeilFs {
             )
         })?;
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
+        store::copy_long_target_record(&*opfd, &old, &*npfd).map_err(errno)?;
         let new = cstr(nb.entry());
         rustix::fs::linkat(&*opfd, &old, &*npfd, new.as_c_str(), AtFlags::empty())
             .map_err(errno)?;
@@ -1634,6 +1793,42 @@ impl VeilFs {
         Ok((self.new_handle(node, fd, flags), FopenFlags::empty()))
     }
 
+    /// At close(), after the kernel wrote back its cached pages: records
+    /// the backing state the mount's own writes left, while the app still
+    /// waits in close(). Release comes later, asynchronously, and a sync
+    /// client may change the file in between; that change must not be
+    /// taken for the mount's own (see [`Node::seen`]).
+    fn do_flush(&self, fh: FileHandle) {
+        let Ok(handle) = self.handle(fh) else {
+            return;
+        };
+        let _open = handle.node.open.lock().unwrap();
+        let mut data = handle.node.data.write().unwrap();
+        self.note_own_writes(&handle, &mut data);
+    }
+
+    /// Records the backing state the mount's own writes left (see
+    /// [`Node::seen`]), unless the backing file's size is not the one the
+    /// kernel holds: then a sync client changed it while it was open, and
+    /// `seen` keeps the old state so the next lookup refreshes the kernel's
+    /// view.
+    fn note_own_writes(&self, handle: &Handle, data: &mut node::FileData) {
+        if !std::mem::take(&mut data.written) {
+            return;
+        }
+        let Ok(st) = store::stat_fd(&*handle.fd) else {
+            return;
+        };
+        let plain = self.content.layout().plain_size(st.st_size as u64);
+        match data.kernel_size {
+            Some(k) if self.opts.writeback_cache && k != plain => log::debug!(
+                "{}: changed behind the mount while open ({plain} bytes, the kernel has {k})",
+                self.log_name(&handle.node)
+            ),
+            _ => handle.node.note_backing(&st),
+        }
+    }
+
     fn do_release(&self, fh: FileHandle) {
         let Some(handle) = self.handles.write().unwrap().remove(&fh.0) else {
             return;
@@ -1641,15 +1836,15 @@ impl VeilFs {
         let mut open = handle.node.open.lock().unwrap();
         open.handles = open.handles.saturating_sub(1);
         if open.handles == 0 {
-            // What the mount itself wrote is not a change behind its back.
-            if let Ok(st) = store::stat_fd(&*handle.fd) {
-                handle.node.note_backing(&st);
-            }
+            let mut data = handle.node.data.write().unwrap();
+            // What the mount itself wrote is not a change behind its back;
+            // a file it only read is left as the kernel last saw it, so a
+            // change a sync client made meanwhile is still found.
+            self.note_own_writes(&handle, &mut data);
             open.fd = None;
             open.writable = false;
             // The next open reads the header afresh: a sync client may
             // replace the file while nobody has it open.
-            let mut data = handle.node.data.write().unwrap();
             data.header = None;
             data.header_checked = false;
         }
@@ -2023,11 +2218,12 @@ impl Filesystem for VeilFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         // Writes go straight to the backing file; nothing is buffered here.
+        self.do_flush(fh);
         reply.ok();
         self.linger();
     }

@@ -35,6 +35,16 @@ pub struct FileData {
     /// requested (see `VeilFs::read_ahead`); atomic because reads share
     /// the lock.
     pub read_ahead_to: std::sync::atomic::AtomicU64,
+    /// The mount wrote or truncated the file since it was last opened:
+    /// what the backing file holds at release is then the mount's own
+    /// doing, not a change behind its back.
+    pub written: bool,
+    /// The plaintext size the kernel holds for the file under the write
+    /// cache, as far as the daemon can tell: the size a fresh lookup gave
+    /// it, grown by every write and set by every truncation it sent. At
+    /// close, a backing file of another size was changed behind the mount
+    /// while it was open (see `VeilFs::do_flush`).
+    pub kernel_size: Option<u64>,
 }
 
 /// The backing descriptor shared by all open handles of one file.
@@ -85,8 +95,12 @@ pub struct Node {
     /// FUSE generation: bumped when the backing file changed in place
     /// behind the mount, so the kernel drops its cached size and pages.
     pub generation: AtomicU64,
-    /// Backing (size, mtime s, mtime ns) as of the last change made or
-    /// seen through the mount.
+    /// Backing (size, mtime s, mtime ns) as the kernel's cached view of
+    /// the file has it: set by a lookup that gave the kernel a fresh view
+    /// and by the mount's own changes, never by merely observing a change
+    /// made behind the mount (then the kernel's cached size is stale, and
+    /// only a lookup with a new generation refreshes it). Lock order:
+    /// `open`, then `data`, then `seen`.
     pub seen: Mutex<Option<(i64, i64, i64)>>,
 }
 
@@ -118,24 +132,60 @@ impl Node {
     /// drops the cached inode and reads the file afresh. While the file is
     /// open, the change is only recorded (the kernel keeps its view until
     /// the file is closed, as documented).
-    pub fn generation_after_lookup(&self, st: &rustix::fs::Stat) -> u64 {
+    /// `plain_size` is the file's plaintext size in state `st`.
+    pub fn generation_after_lookup(&self, st: &rustix::fs::Stat, plain_size: u64) -> u64 {
         if self.is_dir {
             return 0;
         }
         let now = backing_state(st);
+        let open = self.open.lock().unwrap();
         let mut seen = self.seen.lock().unwrap();
-        if let Some(before) = *seen
-            && before != now
-            && self.open.lock().unwrap().handles == 0
-        {
-            log::debug!(
-                "inode {}: changed behind the mount; new generation",
-                self.ino
-            );
-            self.generation.fetch_add(1, Ordering::Relaxed);
+        let fresh_view = match *seen {
+            Some(before) if before != now => {
+                // Open: the kernel keeps its view until the last close;
+                // `seen` keeps the old state so the first lookup after
+                // that still finds the change.
+                open.handles == 0
+            }
+            Some(_) => false,
+            None => true,
+        };
+        if fresh_view {
+            if seen.is_some() {
+                log::debug!(
+                    "inode {}: changed behind the mount; new generation",
+                    self.ino
+                );
+                self.generation.fetch_add(1, Ordering::Relaxed);
+            }
+            *seen = Some(now);
+            drop(seen);
+            // Not open, so no read or write holds this lock for long; a
+            // lookup of a file being read never waits here.
+            self.data.write().unwrap().kernel_size = Some(plain_size);
         }
-        *seen = Some(now);
+        drop(open);
         self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Whether the backing file, found in state `st` by an open while no
+    /// handle had it open, differs from the kernel's cached view: a sync
+    /// client changed it in place since the kernel last looked it up.
+    /// The caller must hold `open` (lock order).
+    pub fn changed_behind(&self, st: &rustix::fs::Stat) -> bool {
+        let seen = self.seen.lock().unwrap();
+        seen.is_some_and(|before| before != backing_state(st))
+    }
+
+    /// Records `st` after a change of attributes by the mount (times,
+    /// mode, owner) that kept the size: the kernel's cached size is still
+    /// right unless a change behind the mount had already made it stale,
+    /// and then `seen` must keep saying so.
+    pub fn note_attr_change(&self, st: &rustix::fs::Stat) {
+        let mut seen = self.seen.lock().unwrap();
+        if seen.is_none_or(|(size, _, _)| size == st.st_size) {
+            *seen = Some(backing_state(st));
+        }
     }
 
     pub fn current_generation(&self) -> u64 {

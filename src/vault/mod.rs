@@ -8,6 +8,7 @@
 mod config;
 mod error;
 mod fsio;
+pub mod lock;
 mod recover;
 
 use std::io;
@@ -21,6 +22,7 @@ pub use config::{
 };
 pub use error::VaultError;
 pub use fsio::{CONFIG_MODE, is_sync_client_file};
+pub use lock::{LockError, LockKind, VaultLock};
 pub use recover::{
     ChunkSizeSource, RecoverOptions, Recovery, ThresholdSource, recover_config, recover_config_with,
 };

@@ -217,7 +217,10 @@ impl Walker {
                     ok
                 }
                 EntryKind::Long(entry_name) => self.check_long(&dir, entry_name, &iv),
-                EntryKind::LongRecord | EntryKind::Metadata | EntryKind::Foreign => continue,
+                EntryKind::LongRecord
+                | EntryKind::LongTargetRecord
+                | EntryKind::Metadata
+                | EntryKind::Foreign => continue,
             };
             if !authentic {
                 self.names_bad += 1;
