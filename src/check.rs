@@ -957,7 +957,7 @@ impl<'a> Checker<'a> {
                         let end = layout.chunk_cipher_start(index) + len as u64;
                         diags.push((
                             index,
-                            if last && end % TORN_WRITE_ALIGN == 0 {
+                            if last && end.is_multiple_of(TORN_WRITE_ALIGN) {
                                 ChunkDiag::TornTail
                             } else {
                                 ChunkDiag::BadLength(len)
@@ -1054,7 +1054,7 @@ impl<'a> Checker<'a> {
             }
         }
         let end = layout.chunk_cipher_start(index) + stored.len() as u64;
-        if last && !full && end % TORN_WRITE_ALIGN == 0 {
+        if last && !full && end.is_multiple_of(TORN_WRITE_ALIGN) {
             return ChunkDiag::TornTail;
         }
         ChunkDiag::Unauthentic
@@ -1188,7 +1188,7 @@ impl<'a> Checker<'a> {
         let rw = self.reopen_for_repair(target)?;
         let cut = layout.chunk_cipher_start(index);
         let st = store::stat_fd(&rw)?;
-        if (st.st_size as u64) < cut || (st.st_size as u64) % TORN_WRITE_ALIGN != 0 {
+        if (st.st_size as u64) < cut || !(st.st_size as u64).is_multiple_of(TORN_WRITE_ALIGN) {
             return Err(io::Error::other("the file changed during the check"));
         }
         if index > 0 {

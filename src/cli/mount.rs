@@ -160,7 +160,7 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
             ))
         },
     )?;
-    println!(
+    super::say!(
         "veilfs: {} mounted on {}",
         cipherdir.display(),
         mountpoint.display()

@@ -1306,24 +1306,26 @@ impl VeilFs {
         // A directory renamed over an empty directory: the target still
         // holds its IV file, which must go first.
         let mut restore_iv: Option<(OwnedFd, DirIv)> = None;
-        if !exchange && !noreplace && src.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            if let Ok(dst) = store::lstat_at(&*npfd, &new) {
-                if dst.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    return Err(Errno::ENOTDIR);
-                }
-                if dst.st_ino == src.st_ino {
-                    return Ok(());
-                }
-                let dfd = store::open_dir_path(&*npfd, &new).map_err(errno)?;
-                if self.dir_has_entries(&dfd)? {
-                    return Err(Errno::ENOTEMPTY);
-                }
-                if let Ok(iv) = store::read_dir_iv(&dfd) {
-                    rustix::fs::unlinkat(&dfd, c"veilfs.diriv", AtFlags::empty()).map_err(errno)?;
-                    restore_iv = Some((dfd, iv));
-                }
-                self.dir_fds.lock().unwrap().pop(&self.fuse_ino(dst.st_ino));
+        if !exchange
+            && !noreplace
+            && src.st_mode & libc::S_IFMT == libc::S_IFDIR
+            && let Ok(dst) = store::lstat_at(&*npfd, &new)
+        {
+            if dst.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return Err(Errno::ENOTDIR);
             }
+            if dst.st_ino == src.st_ino {
+                return Ok(());
+            }
+            let dfd = store::open_dir_path(&*npfd, &new).map_err(errno)?;
+            if self.dir_has_entries(&dfd)? {
+                return Err(Errno::ENOTEMPTY);
+            }
+            if let Ok(iv) = store::read_dir_iv(&dfd) {
+                rustix::fs::unlinkat(&dfd, c"veilfs.diriv", AtFlags::empty()).map_err(errno)?;
+                restore_iv = Some((dfd, iv));
+            }
+            self.dir_fds.lock().unwrap().pop(&self.fuse_ino(dst.st_ino));
         }
         // A replaced hard-linked file keeps its other names usable.
         let replaced = if exchange || noreplace {

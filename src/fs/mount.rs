@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use fuser::{Config, MountOption, Session, SessionACL};
@@ -71,6 +72,23 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     c
 }
 
+/// The error of a mount that failed with and without auto_unmount. The
+/// first attempt went through fusermount3, whose own message says what is
+/// wrong ("failed to open /dev/fuse: Permission denied", "user has no
+/// write access to mountpoint"); the retry without it may try mount(2)
+/// directly and fail with a bare errno. Keep fusermount3's words.
+fn both_attempts(first: &std::io::Error, second: std::io::Error) -> std::io::Error {
+    let said = first.to_string();
+    let said = said.trim();
+    if said.is_empty() || said == second.to_string().trim() {
+        return second;
+    }
+    std::io::Error::new(
+        second.kind(),
+        format!("{said} (then, without auto_unmount: {second})"),
+    )
+}
+
 /// Mounts and serves until unmounted (by `fusermount3 -u`, SIGINT or
 /// SIGTERM). `ready` is written "ok\n" once the mount is usable, or the
 /// error text if mounting failed.
@@ -101,7 +119,9 @@ pub fn serve(
                 log::warn!("mount with auto_unmount failed ({e}); retrying without it");
                 let fs = VeilFs::new(&cfg.cipherdir, content, names, cfg.fs.clone())?;
                 let slot = fs.fuse_device_slot();
-                Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false)).map(|s| (s, slot))
+                Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false))
+                    .map(|s| (s, slot))
+                    .map_err(|e2| both_attempts(&e, e2))
             }
         }
     })();
@@ -178,16 +198,16 @@ fn raise_read_ahead(mountpoint: &Path) {
 /// /proc/self/mountinfo (a stat of the mount point could wait on this very
 /// daemon).
 fn mount_device(mountpoint: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mountpoint.to_string_lossy();
-    info.lines()
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let want = mountpoint.as_os_str().as_bytes();
+    info.split(|&b| b == b'\n')
         .rev()
-        .filter(|l| l.contains(" - fuse.veilfs "))
+        .filter(|l| l.windows(14).any(|w| w == b" - fuse.veilfs"))
         .filter_map(|l| {
-            let mut f = l.split(' ');
+            let mut f = l.split(|&b| b == b' ');
             let dev = f.nth(2)?;
             let mp = f.nth(1)?;
-            (unescape_mountinfo(mp) == want).then(|| dev.to_string())
+            (unescape_mountinfo(mp) == want).then(|| String::from_utf8_lossy(dev).into_owned())
         })
         .next()
 }
@@ -219,28 +239,55 @@ pub fn is_mounted(path: &Path) -> bool {
     let Ok(canon) = path.canonicalize() else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
         return false;
     };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == canon.as_os_str().to_string_lossy())
+    let want = canon.as_os_str().as_bytes();
+    info.split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want)
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    let mut out = String::new();
-    let b = s.as_bytes();
+/// Undoes the kernel's escaping of a mountinfo field: space, tab, newline
+/// and backslash appear as `\ooo` octal escapes; every other byte,
+/// including the bytes of a UTF-8 name, appears as is. Works on bytes, as
+/// Linux paths are bytes.
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
+    while i < s.len() {
+        if s[i] == b'\\'
+            && let Some(digits) = s.get(i + 1..i + 4)
+            && digits.iter().all(|d| (b'0'..=b'7').contains(d))
+        {
+            let v = digits
+                .iter()
+                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
                 i += 4;
                 continue;
             }
         }
-        out.push(b[i] as char);
+        out.push(s[i]);
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_mountinfo;
+
+    #[test]
+    fn mountinfo_unescape_keeps_utf8_and_decodes_octal() {
+        assert_eq!(
+            unescape_mountinfo("/home/a/Chats/Müller".as_bytes()),
+            "/home/a/Chats/Müller".as_bytes()
+        );
+        assert_eq!(unescape_mountinfo(br"/a\040b\011c\134d"), b"/a b\tc\\d");
+        // An escape cut short at the end stays as is.
+        assert_eq!(unescape_mountinfo(br"/a\04"), br"/a\04");
+        assert_eq!(unescape_mountinfo(br"/a\999"), br"/a\999");
+    }
 }
