@@ -366,3 +366,337 @@ fn completions_for_bash_zsh_and_fish() {
     }
     veilfs(&["completions", "tcsh"]).fails(2, "invalid value");
 }
+
+// ---- mount(8) and fstab ---------------------------------------------------
+
+/// Runs `script` with sh in a private mount namespace, where a directory
+/// holding a `veilfs` symlink to the built binary is bound over
+/// /usr/local/sbin. mount(8) starts mount.fuse3 with PATH removed from the
+/// environment, so its `sh -c veilfs ...` searches only the default PATH
+/// (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin): a temp
+/// directory put first on the test's PATH is never seen. The namespace
+/// keeps the bind (and every mount the script makes) away from the rest of
+/// the machine; the script's EXIT trap unmounts what it mounted.
+fn in_mount_namespace(dir: &Path, script: &str) -> Run {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("veilfs");
+    if !link.exists() {
+        std::os::unix::fs::symlink(BIN, &link).unwrap();
+    }
+    let full = format!(
+        "set -eu\nmount --bind {} /usr/local/sbin\n{script}",
+        s(&bin)
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &full])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn can_test_mount8() -> bool {
+    let ok = common::have("mount.fuse3") && common::have("unshare") && common::have("mount");
+    if ok && !Path::new("/usr/local/sbin").is_dir() {
+        eprintln!("SKIPPED: /usr/local/sbin does not exist, nowhere to put veilfs for mount(8)");
+        return false;
+    }
+    ok
+}
+
+#[test]
+fn fstab_line_mounts_with_mount_and_umount_unmounts() {
+    if !can_test_mount8() {
+        return;
+    }
+    let t = tmp();
+    let cipher = password_vault(t.path());
+    let pw = t.path().join("pw");
+    fs::write(&pw, "pw\n").unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let fstab = t.path().join("fstab");
+    fs::write(
+        &fstab,
+        format!(
+            "# a test fstab\n{} {} fuse.veilfs passfile={},nofail,x-systemd.automount,x-systemd.idle-timeout=5min,_netdev,allow_other,idle=1h 0 0\n",
+            s(&cipher),
+            s(&mnt),
+            s(&pw)
+        ),
+    )
+    .unwrap();
+    let m = s(&mnt);
+    let run = in_mount_namespace(
+        t.path(),
+        &format!(
+            "trap 'umount {m} 2>/dev/null || true' EXIT\n\
+             mount -T {fstab} {m}\n\
+             grep ' {m} ' /proc/self/mountinfo\n\
+             echo 'hello from fstab' > {m}/hello.txt\n\
+             cat {m}/hello.txt\n\
+             umount {m}\n\
+             if grep -q ' {m} ' /proc/self/mountinfo; then echo STILL-MOUNTED; exit 1; fi\n\
+             echo UNMOUNTED\n",
+            fstab = s(&fstab),
+        ),
+    );
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let mountinfo_line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!(" {} ", s(&mnt))))
+        .expect("the mountinfo line");
+    assert!(mountinfo_line.contains("fuse.veilfs"), "{mountinfo_line}");
+    assert!(mountinfo_line.contains("allow_other"), "{mountinfo_line}");
+    assert!(run.stdout.contains("hello from fstab"));
+    assert!(run.stdout.contains("UNMOUNTED"));
+    // Written through the mount: encrypted in CIPHERDIR, readable offline.
+    assert!(
+        !fs::read_dir(&cipher)
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "hello.txt")
+    );
+    let cat = veilfs_in(
+        &["cat", "--passfile", "-", s(&cipher), "/hello.txt"],
+        Some(b"pw\n"),
+    )
+    .ok();
+    assert_eq!(cat.stdout, "hello from fstab\n");
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn mount_t_fuse_veilfs_with_options_and_unknown_ones() {
+    if !can_test_mount8() {
+        return;
+    }
+    let t = tmp();
+    let (cipher, key) = key_vault(t.path());
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let (c, m, k) = (s(&cipher), s(&mnt), s(&key));
+    let run = in_mount_namespace(
+        t.path(),
+        &format!(
+            "trap 'umount {m} 2>/dev/null || true' EXIT\n\
+             mount -t fuse.veilfs {c} {m} -o keyfile={k},ro,nosuid,nodev\n\
+             grep ' {m} ' /proc/self/mountinfo\n\
+             if touch {m}/x 2>/dev/null; then echo WRITABLE; exit 1; fi\n\
+             umount {m}\n\
+             if mount -t fuse.veilfs {c} {m} -o keyfile={k},frobnicate,uid=7 2>err; then echo ACCEPTED; exit 1; fi\n\
+             cat err >&2\n",
+        ),
+    );
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!(" {m} ")))
+        .expect("the mountinfo line");
+    assert!(
+        line.contains(" ro,") && line.contains("nosuid") && line.contains("nodev"),
+        "{line}"
+    );
+    assert!(
+        run.stderr
+            .contains("unknown mount options frobnicate, uid=7"),
+        "{}",
+        run.stderr
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn mount_helper_form_runs_without_mount8() {
+    // What mount.fuse3 runs, typed by hand: the same code path.
+    let t = tmp();
+    let (cipher, key) = key_vault(t.path());
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let _guard = Unmount(mnt.clone());
+    let opts = format!("rw,keyfile={},dev,suid,nofail", s(&key));
+    veilfs(&[s(&cipher), s(&mnt), "-o", &opts]).ok();
+    assert!(is_mounted(&mnt));
+    veilfs(&["unmount", s(&mnt)]).ok();
+    veilfs(&[s(&cipher), s(&mnt), "-o", "keyfile=/k,bogus"]).fails(2, "unknown mount option bogus");
+    assert!(!is_mounted(&mnt));
+}
+
+// ---- --idle -----------------------------------------------------------------
+
+#[test]
+fn idle_unmounts_after_the_idle_time_and_not_before() {
+    let mut m = common::TestMount::with_args(&["--idle", "2s"]);
+    fs::write(m.path("f"), "x").unwrap();
+    // Busy for longer than the idle time: a listing every 300 ms (readdir
+    // always reaches the daemon).
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert!(is_mounted(&m.mnt), "unmounted while in use");
+        assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 1);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let quiet_since = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || !is_mounted(&m.mnt)),
+        "still mounted 15 s after the last request; log:\n{}",
+        m.log_text()
+    );
+    let idle = quiet_since.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1500),
+        "unmounted after only {idle:?}"
+    );
+    let status = m
+        .wait_child(Duration::from_secs(10))
+        .expect("the daemon exits");
+    assert!(status.success(), "{status:?}; log:\n{}", m.log_text());
+    assert!(
+        m.log_text().contains("idle for 2s; unmounting"),
+        "{}",
+        m.log_text()
+    );
+}
+
+/// Asserts `mnt` stays mounted for `d`, checking every 100 ms.
+fn stays_mounted(mnt: &Path, d: Duration, why: &str) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        assert!(is_mounted(mnt), "unmounted although {why}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn idle_never_unmounts_while_a_file_or_directory_is_open() {
+    let mut m = common::TestMount::with_args(&["--idle", "1s"]);
+    fs::create_dir(m.path("d")).unwrap();
+    let file = fs::File::create(m.path("open.txt")).unwrap();
+    stays_mounted(&m.mnt, Duration::from_secs(3), "a file is open");
+    drop(file);
+    let dir = fs::File::open(m.path("d")).unwrap(); // opendir
+    stays_mounted(&m.mnt, Duration::from_secs(3), "a directory is open");
+    drop(dir);
+    // A working directory inside holds nothing open, but the kernel says
+    // busy: the unmount is refused, never done lazily.
+    let mut sleeper = Command::new("sleep")
+        .arg("60")
+        .current_dir(m.path("d"))
+        .spawn()
+        .unwrap();
+    stays_mounted(&m.mnt, Duration::from_secs(3), "a process works inside");
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || !is_mounted(&m.mnt)),
+        "not unmounted once unused; log:\n{}",
+        m.log_text()
+    );
+    assert!(m.wait_child(Duration::from_secs(10)).unwrap().success());
+    assert!(m.log_text().contains("busy"), "{}", m.log_text());
+}
+
+#[test]
+fn idle_as_a_mount_option() {
+    let t = tmp();
+    let (cipher, key) = key_vault(t.path());
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let _guard = Unmount(mnt.clone());
+    let opts = format!("keyfile={},idle=1s", s(&key));
+    veilfs(&["mount", "-o", &opts, s(&cipher), s(&mnt)]).ok();
+    assert!(is_mounted(&mnt));
+    assert!(wait_until(Duration::from_secs(15), || !is_mounted(&mnt)));
+}
+
+// ---- systemd ----------------------------------------------------------------
+
+#[test]
+fn foreground_mount_tells_systemd_when_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let t = tmp();
+    let (cipher, key) = key_vault(t.path());
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let sock_path = t.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "mount",
+            "--foreground",
+            "--key-file",
+            s(&key),
+            s(&cipher),
+            s(&mnt),
+        ])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Reap(PathBuf, Option<std::process::Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            common::unmount_and_reap(&self.0, self.1.take(), Duration::from_secs(5));
+        }
+    }
+    let mut guard = Reap(mnt.clone(), Some(child));
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("a notification within 20 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    // Ready means usable: the mount is there when systemd hears it.
+    assert!(is_mounted(&mnt));
+    fs::write(mnt.join("x"), "y").unwrap();
+    common::run_ok(Command::new("fusermount3").arg("-u").arg(&mnt));
+    let n = sock.recv(&mut buf).expect("STOPPING=1 on unmount");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    let mut child = guard.1.take().unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn background_mount_sends_nothing_to_systemd() {
+    // Only the process systemd started may notify (NotifyAccess=main):
+    // the background daemon must not claim readiness for a unit.
+    use std::os::unix::net::UnixDatagram;
+    let t = tmp();
+    let (cipher, key) = key_vault(t.path());
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let _guard = Unmount(mnt.clone());
+    let sock_path = t.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let out = Command::new(BIN)
+        .args(["mount", "--key-file", s(&key), s(&cipher), s(&mnt)])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(is_mounted(&mnt));
+    let mut buf = [0u8; 512];
+    let notified = wait_until(Duration::from_millis(500), || sock.recv(&mut buf).is_ok());
+    assert!(!notified, "the daemon notified");
+}

@@ -12,6 +12,7 @@ mod info;
 mod init;
 mod ls;
 mod mount;
+mod mount_opts;
 mod passwd;
 mod recover;
 mod secret;
@@ -42,6 +43,7 @@ pub use error::{CliError, EXIT_BAD_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, EXIT
 pub use info::InfoArgs;
 pub use init::InitArgs;
 pub use mount::{MountArgs, UnmountArgs};
+pub use mount_opts::mount_helper_args;
 pub use passwd::PasswdArgs;
 pub use recover::RecoverArgs;
 pub use secret::{KdfArgs, KeyArgs, Secret};

@@ -10,6 +10,7 @@
 
 mod conflicts;
 pub mod daemon;
+pub mod idle;
 pub mod mount;
 pub mod node;
 
@@ -336,6 +337,8 @@ pub struct VeilFs {
     /// The session's /dev/fuse descriptor, set once the session exists and
     /// only when one thread serves it (see `linger`).
     fuse_device: Arc<OnceLock<OwnedFd>>,
+    /// Requests and open handles, for `--idle`.
+    activity: Arc<idle::Activity>,
 }
 
 type Res<T> = Result<T, Errno>;
@@ -416,6 +419,7 @@ impl VeilFs {
             readers: Helpers::new("read", 2),
             reclaimer: Reclaimer::new(),
             fuse_device: Arc::new(OnceLock::new()),
+            activity: Arc::default(),
             opts,
         })
     }
@@ -424,6 +428,11 @@ impl VeilFs {
     /// session is created (the session owns this `VeilFs` by then).
     pub fn fuse_device_slot(&self) -> Arc<OnceLock<OwnedFd>> {
         self.fuse_device.clone()
+    }
+
+    /// The request and open-handle counters `--idle` watches.
+    pub fn activity(&self) -> Arc<idle::Activity> {
+        self.activity.clone()
     }
 
     /// Keeps the serving thread awake for up to `opts.linger` after a
@@ -435,7 +444,10 @@ impl VeilFs {
     /// (PERFORMANCE.md).
     /// Not after reads and writes of streams: their helper threads need
     /// the CPU, and the kernel keeps several of those in flight anyway.
+    /// Also counts the request for `--idle` (every request that does not
+    /// linger counts itself).
     fn linger(&self) {
+        self.activity.touch();
         let Some(dev) = self.fuse_device.get() else {
             return;
         };
@@ -776,6 +788,7 @@ impl VeilFs {
 
     fn new_handle(&self, node: Arc<Node>, fd: Arc<OwnedFd>, flags: i32) -> u64 {
         node.open.lock().unwrap().handles += 1;
+        self.activity.opened();
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let append = flags & libc::O_APPEND != 0 && !self.opts.writeback_cache;
         self.handles
@@ -1434,6 +1447,7 @@ impl VeilFs {
         let Some(handle) = self.handles.write().unwrap().remove(&fh.0) else {
             return;
         };
+        self.activity.closed();
         let mut open = handle.node.open.lock().unwrap();
         open.handles = open.handles.saturating_sub(1);
         if open.handles == 0 {
@@ -1787,6 +1801,8 @@ impl Filesystem for VeilFs {
         self.do_read(fh, offset, size, reply);
         if (size as usize) < STREAMING_WRITE {
             self.linger();
+        } else {
+            self.activity.touch();
         }
     }
 
@@ -1802,6 +1818,7 @@ impl Filesystem for VeilFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.activity.touch();
         let res = self.do_write(fh, offset, data).and_then(|n| {
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
                 let handle = self.handle(fh)?;
@@ -1851,6 +1868,7 @@ impl Filesystem for VeilFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.activity.touch();
         let fd = match self.handle(fh) {
             Ok(h) => h.fd.clone(),
             Err(e) => return reply.error(e),
@@ -1886,6 +1904,7 @@ impl Filesystem for VeilFs {
             }) {
             Ok(_) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.activity.opened();
                 self.dir_handles.lock().unwrap().insert(
                     fh,
                     DirHandle {
@@ -2045,7 +2064,9 @@ impl Filesystem for VeilFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dir_handles.lock().unwrap().remove(&fh.0);
+        if self.dir_handles.lock().unwrap().remove(&fh.0).is_some() {
+            self.activity.closed();
+        }
         reply.ok();
         self.linger();
     }
@@ -2058,6 +2079,7 @@ impl Filesystem for VeilFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.activity.touch();
         let fd = self
             .node(ino)
             .and_then(|n| self.dir_fd(&n))
@@ -2178,6 +2200,7 @@ impl Filesystem for VeilFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.activity.touch();
         if self.opts.read_only {
             return reply.error(Errno::EROFS);
         }

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use fuser::{Config, MountOption, Session, SessionACL};
+use sd_notify::NotifyState;
 
 use super::{FsOptions, VeilFs};
 use crate::content::ContentCipher;
@@ -20,6 +21,16 @@ pub struct MountConfig {
     pub allow_other: bool,
     pub threads: usize,
     pub fs: FsOptions,
+    /// Unmount after this long without a request and with nothing open.
+    pub idle: Option<std::time::Duration>,
+    /// Tell systemd (`Type=notify`, `$NOTIFY_SOCKET`) once the mount is
+    /// usable. For the foreground mount: the background daemon is not the
+    /// process systemd started.
+    pub notify_systemd: bool,
+    /// The `nodev`, `nosuid` and `noexec` mount options.
+    pub no_dev: bool,
+    pub no_suid: bool,
+    pub no_exec: bool,
 }
 
 /// Raises the open-file limit to its hard maximum: the daemon keeps a
@@ -56,6 +67,15 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     }
     if cfg.fs.read_only {
         c.mount_options.push(MountOption::RO);
+    }
+    for (set, opt) in [
+        (cfg.no_dev, MountOption::NoDev),
+        (cfg.no_suid, MountOption::NoSuid),
+        (cfg.no_exec, MountOption::NoExec),
+    ] {
+        if set {
+            c.mount_options.push(opt);
+        }
     }
     if auto_unmount {
         c.mount_options.push(MountOption::AutoUnmount);
@@ -110,22 +130,24 @@ pub fn serve(
             cfg.fs.clone(),
         )?;
         let slot = fs.fuse_device_slot();
+        let activity = fs.activity();
         // AutoUnmount (fusermount3 watches us and unmounts if we die) needs
         // allow_root or allow_other, which unprivileged users may not be
         // granted; fall back to a plain mount then.
         match Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, true)) {
-            Ok(s) => Ok((s, slot)),
+            Ok(s) => Ok((s, slot, activity)),
             Err(e) => {
                 log::warn!("mount with auto_unmount failed ({e}); retrying without it");
                 let fs = VeilFs::new(&cfg.cipherdir, content, names, cfg.fs.clone())?;
                 let slot = fs.fuse_device_slot();
+                let activity = fs.activity();
                 Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false))
-                    .map(|s| (s, slot))
+                    .map(|s| (s, slot, activity))
                     .map_err(|e2| both_attempts(&e, e2))
             }
         }
     })();
-    let (session, device_slot) = match result {
+    let (session, device_slot, activity) = match result {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = ready.as_mut() {
@@ -169,7 +191,25 @@ pub fn serve(
         cfg.cipherdir.display(),
         cfg.mountpoint.display()
     );
+    if cfg.notify_systemd {
+        let status = format!("Mounted {}", cfg.mountpoint.display());
+        if let Err(e) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]) {
+            log::warn!("cannot tell systemd the mount is ready: {e}");
+        }
+    }
+    if let Some(limit) = cfg.idle {
+        super::idle::watch(
+            activity.clone(),
+            limit,
+            cfg.mountpoint.clone(),
+            unmount_if_unused,
+        );
+    }
     let res = session.run();
+    activity.stop();
+    if cfg.notify_systemd {
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    }
     signal_handle.close();
     log::info!("unmounted {}", cfg.mountpoint.display());
     res
@@ -232,6 +272,32 @@ pub fn unmount(mountpoint: &Path) -> bool {
     }
     log::warn!("{} is busy; detaching it lazily", mountpoint.display());
     run(&["-uz"])
+}
+
+/// Unmounts only if nothing uses the mount: `fusermount3 -u`, never `-z`.
+/// The kernel refuses (EBUSY) while a file is open or a process has its
+/// working directory inside. Returns whether the mount is gone.
+pub fn unmount_if_unused(mountpoint: &Path) -> bool {
+    match std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .stderr(std::process::Stdio::piped())
+        .output()
+    {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            log::debug!(
+                "fusermount3 -u {}: {}",
+                mountpoint.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            log::warn!("cannot run fusermount3: {e}");
+            false
+        }
+    }
 }
 
 /// Whether `path` is currently a mount point (by /proc/self/mountinfo).
