@@ -700,3 +700,161 @@ fn background_mount_sends_nothing_to_systemd() {
     let notified = wait_until(Duration::from_millis(500), || sock.recv(&mut buf).is_ok());
     assert!(!notified, "the daemon notified");
 }
+
+#[test]
+fn unprivileged_mount_failure_shows_fusermount3s_message() {
+    // A non-root user whose /dev/fuse is unusable: fusermount3 says why,
+    // the retry without auto_unmount only "Permission denied".
+    if !(common::have("setpriv") && common::have("unshare") && common::have("fusermount3")) {
+        return;
+    }
+    let t = tmp();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (cipher, key) = key_vault(t.path());
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let fake = t.path().join("fake-fuse");
+    fs::write(&fake, "").unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o600)).unwrap();
+    let chown = |p: &Path| {
+        common::run_ok(Command::new("chown").args(["-R", "65534:65534"]).arg(p));
+    };
+    chown(&cipher);
+    chown(&mnt);
+    chown(&key);
+    let _guard = Unmount(mnt.clone());
+    let script = format!(
+        "mount --bind {} /dev/fuse && exec setpriv --reuid=65534 --regid=65534 --clear-groups {BIN} mount --key-file {} {} {}",
+        s(&fake),
+        s(&key),
+        s(&cipher),
+        s(&mnt)
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("fusermount3: failed to open /dev/fuse: Permission denied"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("crw-rw-rw-"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// `systemd-analyze verify` with the veilfs man page installed in a
+/// temporary MANPATH (verify runs man for `Documentation=man:veilfs(1)`,
+/// unless `check_man` is false). Fails
+/// on any complaint, not only on errors: unknown keys are warnings only.
+fn systemd_verify(dir: &Path, user: bool, check_man: bool, units: &[PathBuf]) {
+    let man1 = dir.join("man").join("man1");
+    fs::create_dir_all(&man1).unwrap();
+    fs::write(man1.join("veilfs.1"), veilfs(&["man"]).ok().stdout).unwrap();
+    let run_dir = dir.join("run");
+    fs::create_dir_all(&run_dir).unwrap();
+    fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let mut cmd = Command::new("systemd-analyze");
+    cmd.arg("verify");
+    if user {
+        cmd.arg("--user");
+    }
+    if !check_man {
+        cmd.arg("--man=no");
+    }
+    let out = cmd
+        .args(units)
+        .env("MANPATH", dir.join("man"))
+        .env("XDG_RUNTIME_DIR", &run_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify {units:?}: {}\n{stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn contrib_systemd_units_verify() {
+    if !common::have("systemd-analyze") {
+        return;
+    }
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let t = tmp();
+    // The user template, as an instance. ExecStart names the installed
+    // binary (/usr/local/bin/veilfs), which verify requires to exist: point
+    // it at the binary under test.
+    let unit = fs::read_to_string(contrib.join("veilfs@.service")).unwrap();
+    assert!(unit.contains("Type=notify"));
+    assert!(unit.contains("ExecStart=/usr/local/bin/veilfs mount --foreground"));
+    let units = t.path().join("units");
+    fs::create_dir(&units).unwrap();
+    fs::write(
+        units.join("veilfs@.service"),
+        unit.replace("/usr/local/bin/veilfs", BIN),
+    )
+    .unwrap();
+    systemd_verify(t.path(), true, true, &[units.join("veilfs@chats.service")]);
+    systemd_verify(t.path(), false, true, &[units.join("veilfs@chats.service")]);
+
+    // The fstab example, through systemd's own fstab generator.
+    let generator = [
+        "/usr/lib/systemd/system-generators/systemd-fstab-generator",
+        "/lib/systemd/system-generators/systemd-fstab-generator",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists());
+    let Some(generator) = generator else {
+        eprintln!("SKIPPED (fstab part): systemd-fstab-generator is not installed");
+        return;
+    };
+    let out_dir = t.path().join("generated");
+    fs::create_dir(&out_dir).unwrap();
+    let fstab = contrib.join("fstab.example");
+    common::run_ok(
+        Command::new(&generator)
+            .args([&out_dir, &out_dir, &out_dir])
+            .env("SYSTEMD_FSTAB", &fstab),
+    );
+    let automount = out_dir.join("home-alice-chats.automount");
+    let auto_text = fs::read_to_string(&automount).expect("an automount unit");
+    assert!(auto_text.contains("TimeoutIdleSec=15min"), "{auto_text}");
+    let mount = fs::read_to_string(out_dir.join("home-alice-chats.mount")).unwrap();
+    assert!(mount.contains("Type=fuse.veilfs"), "{mount}");
+    // Every option the example gives is one veilfs accepts.
+    let opts = mount
+        .lines()
+        .find_map(|l| l.strip_prefix("Options="))
+        .unwrap()
+        .to_string();
+    let parsed = veilfs(&[
+        "mount",
+        "-o",
+        &opts,
+        "/nonexistent-vault",
+        "/nonexistent-mnt",
+    ]);
+    assert!(
+        !parsed.stderr.contains("unknown mount option"),
+        "{}",
+        parsed.stderr
+    );
+    // Their Documentation= names systemd's own man pages, which a machine
+    // without the man-db pages lacks: only the units are checked.
+    systemd_verify(
+        t.path(),
+        false,
+        false,
+        &[
+            automount,
+            out_dir.join("home-alice-chats.mount"),
+            out_dir.join("srv-chats.mount"),
+        ],
+    );
+}

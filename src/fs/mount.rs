@@ -103,9 +103,15 @@ fn both_attempts(first: &std::io::Error, second: std::io::Error) -> std::io::Err
     if said.is_empty() || said == second.to_string().trim() {
         return second;
     }
+    let hint = if said.contains("/dev/fuse") {
+        "; /dev/fuse must be readable and writable by you (crw-rw-rw-), \
+         and a container needs it passed in (docker run --device /dev/fuse)"
+    } else {
+        ""
+    };
     std::io::Error::new(
         second.kind(),
-        format!("{said} (then, without auto_unmount: {second})"),
+        format!("{said} (then, without auto_unmount: {second}){hint}"),
     )
 }
 
@@ -137,7 +143,10 @@ pub fn serve(
         match Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, true)) {
             Ok(s) => Ok((s, slot, activity)),
             Err(e) => {
-                log::warn!("mount with auto_unmount failed ({e}); retrying without it");
+                log::warn!(
+                    "mount with auto_unmount failed ({}); retrying without it",
+                    e.to_string().trim()
+                );
                 let fs = VeilFs::new(&cfg.cipherdir, content, names, cfg.fs.clone())?;
                 let slot = fs.fuse_device_slot();
                 let activity = fs.activity();
