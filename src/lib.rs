@@ -10,6 +10,7 @@ pub mod fs;
 pub mod keys;
 pub mod names;
 pub mod offline;
+pub mod pathmap;
 pub mod reclaim;
 pub mod store;
 pub mod vault;

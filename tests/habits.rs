@@ -858,3 +858,89 @@ fn contrib_systemd_units_verify() {
         ],
     );
 }
+
+// ---- path encrypt / decrypt -------------------------------------------------
+
+#[test]
+fn path_encrypt_and_decrypt_both_ways_offline() {
+    let mut m = common::TestMount::new();
+    let long = "L".repeat(200);
+    fs::create_dir_all(m.path("Chats/Müller")).unwrap();
+    fs::write(m.path("Chats/Müller/msgstore.db"), "db").unwrap();
+    fs::create_dir(m.path(&long)).unwrap();
+    fs::write(m.path(&format!("{long}/x")), "x").unwrap();
+    m.unmount();
+    let c = m.cipher.clone();
+    let k = s(&m.keyfile).to_string();
+    let enc = |p: &str| {
+        veilfs(&["path", "encrypt", "--key-file", &k, s(&c), p])
+            .ok()
+            .stdout
+            .trim_end()
+            .to_string()
+    };
+    let dec = |p: &str| {
+        veilfs(&["path", "decrypt", "--key-file", &k, s(&c), p])
+            .ok()
+            .stdout
+            .trim_end()
+            .to_string()
+    };
+    let backing = enc("/Chats/Müller/msgstore.db");
+    assert_eq!(backing.split('/').count(), 3, "{backing}");
+    assert!(c.join(&backing).is_file(), "{backing} is not in CIPHERDIR");
+    assert!(!backing.contains("Chats") && !backing.contains("msgstore"));
+    assert_eq!(dec(&backing), "/Chats/Müller/msgstore.db");
+    // Absolute, inside CIPHERDIR.
+    assert_eq!(dec(s(&c.join(&backing))), "/Chats/Müller/msgstore.db");
+    // A long name: the hashed entry, and its record.
+    let lb = enc(&format!("/{long}/x"));
+    let first = lb.split('/').next().unwrap();
+    assert!(first.ends_with(".vln"), "{lb}");
+    assert!(c.join(&lb).is_file());
+    assert_eq!(dec(&lb), format!("/{long}/x"));
+    let rec = veilfs(&[
+        "path",
+        "decrypt",
+        "--key-file",
+        &k,
+        s(&c),
+        &format!("{first}.name"),
+    ])
+    .ok();
+    assert_eq!(rec.stdout.trim_end(), format!("/{long}"));
+    assert!(rec.stderr.contains("long-name record"));
+    // The directory IV file.
+    let dir = enc("/Chats");
+    let iv = veilfs(&[
+        "path",
+        "decrypt",
+        "--key-file",
+        &k,
+        s(&c),
+        &format!("{dir}/veilfs.diriv"),
+    ])
+    .ok();
+    assert_eq!(iv.stdout.trim_end(), "/Chats");
+    // A path that does not exist yet: the name it will get.
+    let predicted = enc("/Chats/New/later.txt");
+    assert!(!c.join(&predicted).exists());
+    assert_eq!(dec(&predicted), "/Chats/New/later.txt");
+    m.mount();
+    fs::create_dir(m.path("Chats/New")).unwrap();
+    fs::write(m.path("Chats/New/later.txt"), "now").unwrap();
+    m.unmount();
+    assert!(
+        c.join(&predicted).is_file(),
+        "mkdir gave another name than predicted"
+    );
+    // Foreign names and `..` are refused; the root is ".".
+    veilfs(&["path", "decrypt", "--key-file", &k, s(&c), "desktop.ini"])
+        .fails(1, "not a veilfs name");
+    veilfs(&["path", "decrypt", "--key-file", &k, s(&c), "../x"]).fails(1, "..");
+    assert_eq!(enc("/"), ".");
+    // Offline: the unlock options are the usual ones (a wrong key fails).
+    let wrong = m.tmp.path().join("wrong");
+    fs::write(&wrong, "0".repeat(64)).unwrap();
+    veilfs(&["path", "encrypt", "--key-file", s(&wrong), s(&c), "/Chats"]).fails(3, "");
+}

@@ -83,6 +83,9 @@ pub fn man_page() -> Result<Vec<u8>, std::io::Error> {
         if sub.get_arguments().any(|a| !a.is_hide_set()) {
             sub_man.render_options_section(&mut body)?;
         }
+        if sub.has_subcommands() {
+            sub_man.render_subcommands_section(&mut body)?;
+        }
         // Sections of the subcommand become subsections of its section.
         for line in String::from_utf8_lossy(&body).lines() {
             match line.strip_prefix(".SH ") {

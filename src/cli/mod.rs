@@ -14,6 +14,7 @@ mod ls;
 mod mount;
 mod mount_opts;
 mod passwd;
+mod path;
 mod recover;
 mod secret;
 mod unlock;
@@ -82,6 +83,8 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Write a file's plaintext to stdout without mounting.
     Cat(cat::CatArgs),
+    /// Translate a path between the plaintext view and CIPHERDIR, offline.
+    Path(path::PathArgs),
     /// Print the man page (roff): `veilfs man | man -l -`.
     Man(docs::ManArgs),
     /// Print a shell completion script (bash, zsh or fish).
@@ -137,6 +140,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fsck(args) => fsck::run(args),
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
+        Command::Path(args) => path::run(args),
         Command::Man(args) => docs::run_man(args),
         Command::Completions(args) => docs::run_completions(args),
     }
