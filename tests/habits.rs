@@ -944,3 +944,239 @@ fn path_encrypt_and_decrypt_both_ways_offline() {
     fs::write(&wrong, "0".repeat(64)).unwrap();
     veilfs(&["path", "encrypt", "--key-file", s(&wrong), s(&c), "/Chats"]).fails(3, "");
 }
+
+// ---- export -----------------------------------------------------------------
+
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    buf.truncate(r as usize);
+    Some(buf)
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a value buffer of the given length.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn mtime(p: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(p).unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// A vault with a bit of everything, unmounted; returns the mount guard
+/// (for its key and CIPHERDIR) and the big file's contents.
+fn export_fixture() -> (common::TestMount, Vec<u8>) {
+    let mut m = common::TestMount::new();
+    let long = "N".repeat(200);
+    fs::create_dir_all(m.path("a/b")).unwrap();
+    fs::create_dir(m.path("empty")).unwrap();
+    fs::write(m.path("a/f.txt"), "hello\n").unwrap();
+    fs::set_permissions(m.path("a/f.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    fs::write(m.path("a/b/big.bin"), &big).unwrap();
+    fs::write(m.path("run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(m.path("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(m.path("Müller.txt"), "ü").unwrap();
+    fs::write(m.path(&long), "long").unwrap();
+    std::os::unix::fs::symlink("a/f.txt", m.path("link")).unwrap();
+    std::os::unix::fs::symlink("nowhere", m.path("dangling")).unwrap();
+    set_xattr(&m.path("a/f.txt"), "user.color", b"blue");
+    set_xattr(&m.path("a"), "user.dir", b"yes");
+    let fifo = std::ffi::CString::new(s(&m.path("pipe"))).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    fs::set_permissions(m.path("a/b"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o750)).unwrap();
+    // Times last: contents change a directory's mtime.
+    for p in ["a/f.txt", "a"] {
+        common::run_ok(
+            Command::new("touch")
+                .args(["-h", "-m", "-d", "2001-02-03 04:05:06.123456789"])
+                .arg(m.path(p)),
+        );
+    }
+    m.unmount();
+    (m, big)
+}
+
+#[test]
+fn export_keeps_contents_modes_times_symlinks_and_xattrs() {
+    let (m, big) = export_fixture();
+    let t = tmp();
+    let out = t.path().join("out");
+    let run = veilfs(&["export", "--key-file", s(&m.keyfile), s(&m.cipher), s(&out)]).ok();
+    assert!(run.stdout.contains("Exported"), "{}", run.stdout);
+    assert_eq!(fs::read_to_string(out.join("a/f.txt")).unwrap(), "hello\n");
+    assert_eq!(fs::read(out.join("a/b/big.bin")).unwrap(), big);
+    assert_eq!(fs::read_to_string(out.join("Müller.txt")).unwrap(), "ü");
+    assert_eq!(
+        fs::read_to_string(out.join("N".repeat(200))).unwrap(),
+        "long"
+    );
+    assert_eq!(mode(&out.join("a/f.txt")), 0o640);
+    assert_eq!(mode(&out.join("run.sh")), 0o755);
+    assert_eq!(mode(&out.join("a")), 0o750);
+    assert_eq!(mode(&out.join("a/b")), 0o700);
+    assert!(out.join("empty").is_dir());
+    assert_eq!(mtime(&out.join("a/f.txt")), (981173106, 123456789));
+    assert_eq!(mtime(&out.join("a")), (981173106, 123456789));
+    assert_eq!(
+        fs::read_link(out.join("link")).unwrap(),
+        Path::new("a/f.txt")
+    );
+    assert_eq!(
+        fs::read_link(out.join("dangling")).unwrap(),
+        Path::new("nowhere")
+    );
+    assert_eq!(
+        get_xattr(&out.join("a/f.txt"), "user.color").as_deref(),
+        Some(&b"blue"[..])
+    );
+    assert_eq!(
+        get_xattr(&out.join("a"), "user.dir").as_deref(),
+        Some(&b"yes"[..])
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(out.join("pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    // Nothing of the backing format leaks into the copy.
+    assert!(!out.join("veilfs.conf").exists());
+
+    // A subtree, with -q: nothing printed.
+    let sub = t.path().join("sub");
+    let run = veilfs(&[
+        "export",
+        "-q",
+        "--path",
+        "/a",
+        "--key-file",
+        s(&m.keyfile),
+        s(&m.cipher),
+        s(&sub),
+    ])
+    .ok();
+    assert_eq!(run.stdout, "");
+    assert_eq!(fs::read_to_string(sub.join("f.txt")).unwrap(), "hello\n");
+    assert_eq!(fs::read(sub.join("b/big.bin")).unwrap(), big);
+    assert!(!sub.join("run.sh").exists());
+    assert_eq!(mode(&sub), 0o750);
+
+    // Never into a non-empty directory, never into CIPHERDIR.
+    veilfs(&["export", "--key-file", s(&m.keyfile), s(&m.cipher), s(&out)]).fails(1, "not empty");
+    veilfs(&[
+        "export",
+        "--key-file",
+        s(&m.keyfile),
+        s(&m.cipher),
+        s(&m.cipher.join("x")),
+    ])
+    .fails(2, "inside the vault directory");
+    veilfs(&[
+        "export",
+        "--path",
+        "/nope",
+        "--key-file",
+        s(&m.keyfile),
+        s(&m.cipher),
+        s(&t.path().join("n")),
+    ])
+    .fails(1, "/nope: no such file");
+}
+
+#[test]
+fn export_stops_at_damage_and_salvage_goes_on() {
+    let (m, big) = export_fixture();
+    let k = s(&m.keyfile).to_string();
+    let backing = veilfs(&[
+        "path",
+        "encrypt",
+        "--key-file",
+        &k,
+        s(&m.cipher),
+        "/a/b/big.bin",
+    ])
+    .ok()
+    .stdout
+    .trim_end()
+    .to_string();
+    let file = m.cipher.join(&backing);
+    let mut bytes = fs::read(&file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    fs::write(&file, &bytes).unwrap();
+    let t = tmp();
+    veilfs(&[
+        "export",
+        "--key-file",
+        &k,
+        s(&m.cipher),
+        s(&t.path().join("out")),
+    ])
+    .fails(6, "/a/b/big.bin")
+    .fails(6, "--salvage");
+    let out = t.path().join("salvaged");
+    let run = veilfs(&[
+        "export",
+        "--salvage",
+        "--key-file",
+        &k,
+        s(&m.cipher),
+        s(&out),
+    ]);
+    let run = run.fails(6, "damaged");
+    assert!(
+        run.stderr.contains("/a/b/big.bin: bytes "),
+        "{}",
+        run.stderr
+    );
+    // Everything else is there, and the damaged file keeps its size with
+    // zeros where the bad chunk was.
+    assert_eq!(fs::read_to_string(out.join("a/f.txt")).unwrap(), "hello\n");
+    let got = fs::read(out.join("a/b/big.bin")).unwrap();
+    assert_eq!(got.len(), big.len());
+    let differing: Vec<usize> = (0..big.len()).filter(|&i| got[i] != big[i]).collect();
+    assert!(!differing.is_empty());
+    let (first, last) = (differing[0], *differing.last().unwrap());
+    assert!(
+        last - first < 4096,
+        "more than one chunk lost: {first}..{last}"
+    );
+    assert!(got[first..=last].iter().all(|&b| b == 0));
+}

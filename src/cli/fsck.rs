@@ -1,10 +1,10 @@
 //! `veilfs fsck`: check a whole vault without mounting it.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::HumanBytes;
 use serde::Serialize;
 
 use super::ls::printable;
@@ -43,38 +43,6 @@ struct JsonReport<'a> {
     clean: bool,
     #[serde(flatten)]
     report: &'a Report,
-}
-
-fn progress_bar() -> Option<ProgressBar> {
-    if super::quiet() || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} checking [{bar:30}] {bytes}/{total_bytes} {msg}")
-            .expect("the template is valid")
-            .progress_chars("=> "),
-    );
-    Some(bar)
-}
-
-/// The time left, once it means something: after at least 3 seconds and
-/// 2% of the bytes. Before that the rate is mostly start-up (unlock, the
-/// first directory listings, a cold cache) and the estimate is off by
-/// hours ("18h left" for a vault checked in a minute).
-pub(crate) fn eta_text(elapsed: std::time::Duration, done: u64, total: u64) -> Option<String> {
-    if total == 0 || done >= total || elapsed.as_secs_f64() < 3.0 || done * 50 < total {
-        return None;
-    }
-    let left = elapsed.as_secs_f64() * (total - done) as f64 / done as f64;
-    let secs = left.round() as u64;
-    Some(if secs >= 3600 {
-        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
-    } else if secs >= 60 {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{secs}s")
-    })
 }
 
 /// `n thing` or `n things`.
@@ -166,22 +134,15 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
     let shown = args.cipherdir.display().to_string();
     let mut opts = FsckOptions::new(&args.cipherdir, &content, &names);
     opts.repair = args.repair;
-    let bar = progress_bar();
+    let bar = super::progress::Progress::new("checking");
     if let Some(bar) = bar.clone() {
-        let start = std::time::Instant::now();
         opts.progress = Some(Box::new(move |p: &Progress| {
-            let total = p.bytes_total.max(p.bytes_done);
-            bar.set_length(total);
-            bar.set_position(p.bytes_done);
-            let eta = eta_text(start.elapsed(), p.bytes_done, total)
-                .map(|t| format!(" ({t} left)"))
-                .unwrap_or_default();
-            bar.set_message(format!("{}/{} files{eta}", p.files_done, p.files_total));
+            bar.update(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
         }));
     }
     let report = check::fsck(opts).map_err(|e| CliError::Other(format!("{shown}: {e}")))?;
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        bar.finish();
     }
     if args.json {
         let out = JsonReport {
@@ -203,26 +164,4 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::eta_text;
-    use std::time::Duration;
-
-    #[test]
-    fn eta_waits_until_it_means_something() {
-        let s = Duration::from_secs;
-        // Too early, or too little done: no estimate at all.
-        assert_eq!(eta_text(s(1), 500, 1000), None);
-        assert_eq!(eta_text(s(60), 1, 1000), None);
-        assert_eq!(eta_text(s(10), 0, 1000), None);
-        // Done or nothing to do.
-        assert_eq!(eta_text(s(10), 1000, 1000), None);
-        assert_eq!(eta_text(s(10), 0, 0), None);
-        // Half done in 10 s: 10 s left.
-        assert_eq!(eta_text(s(10), 500, 1000).as_deref(), Some("10s"));
-        assert_eq!(eta_text(s(90), 500, 1000).as_deref(), Some("1m30s"));
-        assert_eq!(eta_text(s(3600), 100, 300).as_deref(), Some("2h00m"));
-    }
 }

@@ -7,6 +7,7 @@
 mod cat;
 mod docs;
 mod error;
+mod export;
 mod fsck;
 mod info;
 mod init;
@@ -15,6 +16,7 @@ mod mount;
 mod mount_opts;
 mod passwd;
 mod path;
+mod progress;
 mod recover;
 mod secret;
 mod unlock;
@@ -83,6 +85,9 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Write a file's plaintext to stdout without mounting.
     Cat(cat::CatArgs),
+    /// Decrypt a whole vault, or a subtree, into a plain directory without
+    /// FUSE, keeping modes, times, symlinks and extended attributes.
+    Export(export::ExportArgs),
     /// Translate a path between the plaintext view and CIPHERDIR, offline.
     Path(path::PathArgs),
     /// Print the man page (roff): `veilfs man | man -l -`.
@@ -140,6 +145,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fsck(args) => fsck::run(args),
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
+        Command::Export(args) => export::run(args),
         Command::Path(args) => path::run(args),
         Command::Man(args) => docs::run_man(args),
         Command::Completions(args) => docs::run_completions(args),

@@ -877,7 +877,9 @@ impl VeilFs {
     fn xattr_path(&self, node: &Arc<Node>) -> Res<(Arc<OwnedFd>, CString)> {
         if node.is_dir {
             let fd = self.dir_fd(node)?;
-            let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            // `/.`: the l*xattr calls do not follow a last component, and
+            // `/proc/self/fd/N` itself is a (magic) symlink: EPERM.
+            let p = format!("/proc/self/fd/{}/.", fd.as_raw_fd());
             Ok((fd, cstr(&p)))
         } else {
             let (pfd, entry) = self.locate(node)?;
