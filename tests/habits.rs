@@ -1180,3 +1180,120 @@ fn export_stops_at_damage_and_salvage_goes_on() {
     );
     assert!(got[first..=last].iter().all(|&b| b == 0));
 }
+
+// ---- README ---------------------------------------------------------------
+
+/// The shell code blocks of README.md's "## Install" section.
+fn readme_install_blocks() -> Vec<String> {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("\n## Install\n")
+        .expect("README.md has an Install section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut blocks = Vec::new();
+    let mut lines = section.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "```sh" {
+            let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            blocks.push(block.join("\n"));
+        }
+    }
+    blocks
+}
+
+#[test]
+fn readme_install_section_word_for_word() {
+    let blocks = readme_install_blocks();
+    let all = blocks.join("\n");
+    for needle in [
+        "build-essential",
+        "fuse3",
+        "sh.rustup.rs",
+        "cargo install --locked --path .",
+        "veilfs man >",
+        "veilfs completions bash >",
+        "sudo install -m 755 ~/.cargo/bin/veilfs /usr/local/bin/veilfs",
+    ] {
+        assert!(all.contains(needle), "the Install section lacks {needle:?}");
+    }
+    // The rust-version it states is Cargo.toml's.
+    let toml = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let msrv = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .unwrap()
+        .trim_matches('"');
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("Rust {msrv} or newer")),
+        "README does not say Rust {msrv}"
+    );
+
+    // Run the man page and completion block as written, as a user whose
+    // ~/.cargo/bin holds veilfs (what `cargo install` does), skipping the
+    // lines that need root or a terminal.
+    let block = blocks
+        .iter()
+        .find(|b| b.contains("veilfs man >"))
+        .expect("a block installs the man page");
+    let t = tmp();
+    let home = t.path().join("home");
+    let bin = home.join(".cargo/bin");
+    fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(BIN, bin.join("veilfs")).unwrap();
+    let script: Vec<&str> = block
+        .lines()
+        .filter(|l| !l.starts_with("sudo ") && l.trim() != "man veilfs")
+        .collect();
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script.join("\n")])
+        .env("HOME", &home)
+        .env("PATH", &path)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("MANPATH")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = home.join(".cargo/share/man/man1/veilfs.1");
+    assert!(fs::read_to_string(&page).unwrap().contains(".TH veilfs 1"));
+    if common::have("man") {
+        let found = Command::new("man")
+            .args(["-w", "veilfs"])
+            .env("HOME", &home)
+            .env("PATH", &path)
+            .env_remove("MANPATH")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&found.stdout).trim(),
+            s(&page),
+            "man does not find the page where README puts it"
+        );
+    }
+    let completion = home.join(".local/share/bash-completion/completions/veilfs");
+    assert!(fs::read_to_string(&completion).unwrap().contains("_veilfs"));
+    let loader = Path::new("/usr/share/bash-completion/bash_completion");
+    if !loader.exists() {
+        eprintln!("SKIPPED (loading the completion): the bash-completion package is not installed");
+        return;
+    }
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            ". /usr/share/bash-completion/bash_completion; __load_completion veilfs; \
+             COMP_WORDS=(veilfs expo); COMP_CWORD=1; _veilfs veilfs expo veilfs; echo \"${COMPREPLY[@]}\"",
+        ])
+        .env("HOME", &home)
+        .env("PATH", &path)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("BASH_COMPLETION_USER_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "export");
+}
