@@ -553,6 +553,18 @@ fn idle_unmounts_after_the_idle_time_and_not_before() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let quiet_since = std::time::Instant::now();
+    // statfs (df, desktop disk monitors) is no use of the mount: it does
+    // not keep it mounted.
+    let mnt = m.mnt.clone();
+    let df = std::thread::spawn(move || {
+        while is_mounted(&mnt) {
+            let _ = Command::new("stat")
+                .args(["-f", "-c", "%b"])
+                .arg(&mnt)
+                .output();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
     assert!(
         wait_until(Duration::from_secs(15), || !is_mounted(&m.mnt)),
         "still mounted 15 s after the last request; log:\n{}",
@@ -563,6 +575,7 @@ fn idle_unmounts_after_the_idle_time_and_not_before() {
         idle >= Duration::from_millis(1500),
         "unmounted after only {idle:?}"
     );
+    df.join().unwrap();
     let status = m
         .wait_child(Duration::from_secs(10))
         .expect("the daemon exits");

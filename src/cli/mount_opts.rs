@@ -18,7 +18,10 @@ pub fn mount_helper_args(args: Vec<OsString>) -> Vec<OsString> {
     let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
         return args;
     };
-    if args.len() < 3 || first.starts_with('-') || is_subcommand(first) {
+    // A mistyped subcommand (`veilfs moutn ...`) is not a vault: only a
+    // path (with a `/`, or one that exists) is taken for one.
+    let looks_like_path = first.contains('/') || std::path::Path::new(first).exists();
+    if args.len() < 3 || first.starts_with('-') || is_subcommand(first) || !looks_like_path {
         return args;
     }
     let mut out = Vec::with_capacity(args.len() + 2);
@@ -192,6 +195,7 @@ mod tests {
             &["veilfs", "-q", "info", "/v"],
             &["veilfs", "help", "mount"],
             &["veilfs", "/v"],
+            &["veilfs", "moutn", "/v", "/m"],
         ] {
             assert_eq!(mount_helper_args(os(unchanged)), os(unchanged));
         }

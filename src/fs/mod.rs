@@ -448,6 +448,13 @@ impl VeilFs {
     /// linger counts itself).
     fn linger(&self) {
         self.activity.touch();
+        self.linger_uncounted();
+    }
+
+    /// [`VeilFs::linger`] for a request that is no use of the mount:
+    /// statfs, which `df` and desktop disk monitors send to every mount
+    /// every few seconds and which must not keep `--idle` from unmounting.
+    fn linger_uncounted(&self) {
         let Some(dev) = self.fuse_device.get() else {
             return;
         };
@@ -2113,7 +2120,7 @@ impl Filesystem for VeilFs {
             ),
             Err(e) => reply.error(errno(e)),
         }
-        self.linger();
+        self.linger_uncounted();
     }
 
     fn setxattr(
