@@ -1028,6 +1028,8 @@ fn export_fixture() -> (common::TestMount, Vec<u8>) {
     std::os::unix::fs::symlink("nowhere", m.path("dangling")).unwrap();
     set_xattr(&m.path("a/f.txt"), "user.color", b"blue");
     set_xattr(&m.path("a"), "user.dir", b"yes");
+    // Through the mount, on a directory too (this used to be EPERM).
+    assert_eq!(get_xattr(&m.path("a"), "user.dir").as_deref(), Some(&b"yes"[..]));
     let fifo = std::ffi::CString::new(s(&m.path("pipe"))).unwrap();
     // SAFETY: a valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
