@@ -319,6 +319,11 @@ fn man_page_names_every_subcommand() {
         );
     }
     assert!(man.stdout.contains("EXIT STATUS"));
+    // Nested subcommands get their own sections, not references to pages
+    // that do not exist.
+    assert!(man.stdout.contains(".SH \"VEILFS PATH ENCRYPT\""));
+    assert!(man.stdout.contains(".SH \"VEILFS PATH DECRYPT\""));
+    assert!(!man.stdout.contains("veilfs\\-path\\-encrypt(1)"));
     // man(1) renders it without warnings, where man is installed.
     if common::have("man") {
         let t = tmp();
@@ -1029,7 +1034,10 @@ fn export_fixture() -> (common::TestMount, Vec<u8>) {
     set_xattr(&m.path("a/f.txt"), "user.color", b"blue");
     set_xattr(&m.path("a"), "user.dir", b"yes");
     // Through the mount, on a directory too (this used to be EPERM).
-    assert_eq!(get_xattr(&m.path("a"), "user.dir").as_deref(), Some(&b"yes"[..]));
+    assert_eq!(
+        get_xattr(&m.path("a"), "user.dir").as_deref(),
+        Some(&b"yes"[..])
+    );
     let fifo = std::ffi::CString::new(s(&m.path("pipe"))).unwrap();
     // SAFETY: a valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);

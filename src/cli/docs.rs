@@ -70,33 +70,45 @@ pub fn man_page() -> Result<Vec<u8>, std::io::Error> {
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
     man.render_subcommands_section(&mut out)?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = sub.get_name();
-        if name == "help" {
-            continue;
-        }
-        writeln!(out, ".SH \"VEILFS {}\"", name.to_uppercase())?;
-        let sub_man = clap_mangen::Man::new(sub.clone());
-        let mut body = Vec::new();
-        sub_man.render_synopsis_section(&mut body)?;
-        sub_man.render_description_section(&mut body)?;
-        if sub.get_arguments().any(|a| !a.is_hide_set()) {
-            sub_man.render_options_section(&mut body)?;
-        }
-        if sub.has_subcommands() {
-            sub_man.render_subcommands_section(&mut body)?;
-        }
-        // Sections of the subcommand become subsections of its section.
-        for line in String::from_utf8_lossy(&body).lines() {
-            match line.strip_prefix(".SH ") {
-                Some(title) => writeln!(out, ".SS {}", title.trim_matches('"'))?,
-                None => writeln!(out, "{line}")?,
-            }
-        }
+    for sub in cmd.get_subcommands() {
+        render_subcommand(&mut out, sub, "VEILFS")?;
     }
     out.extend_from_slice(EXTRA.as_bytes());
     man.render_version_section(&mut out)?;
     Ok(out)
+}
+
+/// One section per subcommand, and one per nested subcommand (`veilfs
+/// path encrypt`), each with its synopsis, description and options; the
+/// subcommands' own sections become subsections.
+fn render_subcommand(
+    out: &mut Vec<u8>,
+    sub: &clap::Command,
+    prefix: &str,
+) -> Result<(), std::io::Error> {
+    let name = sub.get_name();
+    if name == "help" || sub.is_hide_set() {
+        return Ok(());
+    }
+    let title = format!("{prefix} {}", name.to_uppercase());
+    writeln!(out, ".SH \"{title}\"")?;
+    let sub_man = clap_mangen::Man::new(sub.clone());
+    let mut body = Vec::new();
+    sub_man.render_synopsis_section(&mut body)?;
+    sub_man.render_description_section(&mut body)?;
+    if sub.get_arguments().any(|a| !a.is_hide_set()) {
+        sub_man.render_options_section(&mut body)?;
+    }
+    for line in String::from_utf8_lossy(&body).lines() {
+        match line.strip_prefix(".SH ") {
+            Some(t) => writeln!(out, ".SS {}", t.trim_matches('"'))?,
+            None => writeln!(out, "{line}")?,
+        }
+    }
+    for nested in sub.get_subcommands() {
+        render_subcommand(out, nested, &title)?;
+    }
+    Ok(())
 }
 
 pub fn run_man(_args: ManArgs) -> Result<(), CliError> {
