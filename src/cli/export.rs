@@ -83,13 +83,14 @@ pub fn run(args: ExportArgs) -> Result<(), CliError> {
     for d in &report.damaged {
         eprintln!("veilfs: damaged: {}", printable(d));
     }
+    let count = super::fsck::count;
     super::say!(
-        "Exported {} directories, {} files ({} bytes), {} symlinks, {} special files to {}.",
-        report.dirs,
-        report.files,
+        "Exported {}, {} ({} bytes), {}, {} to {}.",
+        count(report.dirs, "directory").replace("directorys", "directories"),
+        count(report.files, "file"),
         report.bytes,
-        report.symlinks,
-        report.special,
+        count(report.symlinks, "symlink"),
+        count(report.special, "special file"),
         args.destdir.display()
     );
     if !report.is_clean() {
