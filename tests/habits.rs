@@ -395,6 +395,7 @@ fn in_mount_namespace(dir: &Path, script: &str) -> Run {
     );
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &full])
+        .current_dir(dir)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()
@@ -500,8 +501,9 @@ fn mount_t_fuse_veilfs_with_options_and_unknown_ones() {
              grep ' {m} ' /proc/self/mountinfo\n\
              if touch {m}/x 2>/dev/null; then echo WRITABLE; exit 1; fi\n\
              umount {m}\n\
-             if mount -t fuse.veilfs {c} {m} -o keyfile={k},frobnicate,uid=7 2>err; then echo ACCEPTED; exit 1; fi\n\
-             cat err >&2\n",
+             if mount -t fuse.veilfs {c} {m} -o keyfile={k},frobnicate,uid=7 2>{e}; then echo ACCEPTED; exit 1; fi\n\
+             cat {e} >&2\n",
+            e = s(&t.path().join("mount.err")),
         ),
     );
     assert_eq!(
