@@ -407,7 +407,20 @@ fn in_mount_namespace(dir: &Path, script: &str) -> Run {
     }
 }
 
+/// Whether the tests run as root (mount namespaces, bind mounts, chown).
+fn root(what: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if !is_root {
+        eprintln!("SKIPPED: {what} needs root (a private mount namespace with bind mounts)");
+    }
+    is_root
+}
+
 fn can_test_mount8() -> bool {
+    if !root("mount(8) through mount.fuse3") {
+        return false;
+    }
     let ok = common::have("mount.fuse3") && common::have("unshare") && common::have("mount");
     if ok && !Path::new("/usr/local/sbin").is_dir() {
         eprintln!("SKIPPED: /usr/local/sbin does not exist, nowhere to put veilfs for mount(8)");
@@ -722,7 +735,11 @@ fn background_mount_sends_nothing_to_systemd() {
 fn unprivileged_mount_failure_shows_fusermount3s_message() {
     // A non-root user whose /dev/fuse is unusable: fusermount3 says why,
     // the retry without auto_unmount only "Permission denied".
-    if !(common::have("setpriv") && common::have("unshare") && common::have("fusermount3")) {
+    if !(root("replacing /dev/fuse for an unprivileged user")
+        && common::have("setpriv")
+        && common::have("unshare")
+        && common::have("fusermount3"))
+    {
         return;
     }
     let t = tmp();
