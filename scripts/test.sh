@@ -21,12 +21,20 @@ APT_NEEDS=(
   # clients; they fail, never skip, when these are missing.
   "syncthing:syncthing"
   "rclone:rclone"
+  # The man page, the mount(8)/fstab helper and the systemd units
+  # (tests/habits.rs).
+  "man:man-db"
+  "mount.fuse3:fuse3"
+  "systemd-analyze:systemd"
+  "unshare:util-linux"
 )
 
 missing=()
 for pair in "${APT_NEEDS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# A completion the README's install section loads (tests/habits.rs).
+[[ -f /usr/share/bash-completion/bash_completion ]] || missing+=(bash-completion)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   sudo=""

@@ -844,7 +844,7 @@ pub fn diagnose_chunk(
         Ok(Opened::Hole) => return ChunkVerdict::Hole,
         Err(ChunkError::BadLength(len)) => {
             let end = layout.chunk_cipher_start(index) + len as u64;
-            return if last && end % TORN_WRITE_ALIGN == 0 {
+            return if last && end.is_multiple_of(TORN_WRITE_ALIGN) {
                 ChunkVerdict::TornTail
             } else {
                 ChunkVerdict::BadLength(len)
@@ -889,7 +889,7 @@ pub fn diagnose_chunk(
         }
     }
     let end = layout.chunk_cipher_start(index) + stored.len() as u64;
-    if last && !full && end % TORN_WRITE_ALIGN == 0 {
+    if last && !full && end.is_multiple_of(TORN_WRITE_ALIGN) {
         return ChunkVerdict::TornTail;
     }
     ChunkVerdict::Unauthentic

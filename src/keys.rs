@@ -132,7 +132,11 @@ impl MasterKey {
                 other => return Err(KeyParseError::InvalidCharacter(other)),
             };
             if digits < 2 * KEY_LEN {
-                bytes[digits / 2] |= if digits % 2 == 0 { value << 4 } else { value };
+                bytes[digits / 2] |= if digits.is_multiple_of(2) {
+                    value << 4
+                } else {
+                    value
+                };
             }
             digits += 1;
         }

@@ -4,7 +4,9 @@
 use clap::Parser;
 
 fn main() {
-    let cli = veilfs::cli::Cli::parse();
+    // mount(8) runs `veilfs CIPHERDIR MOUNTPOINT -o OPTS` (mount.fuse3).
+    let args = veilfs::cli::mount_helper_args(std::env::args_os().collect());
+    let cli = veilfs::cli::Cli::parse_from(args);
     veilfs::cli::init_logging(&cli);
     if let Err(e) = veilfs::cli::run(cli) {
         eprintln!("veilfs: error: {e}");

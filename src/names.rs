@@ -394,7 +394,7 @@ impl NameCipher {
         let mut buf = B64
             .decode(encoded.trim_end().as_bytes())
             .map_err(|_| NameError::BadEncoding)?;
-        if buf.len() < NAME_PAD + TAG_LEN || (buf.len() - TAG_LEN) % NAME_PAD != 0 {
+        if buf.len() < NAME_PAD + TAG_LEN || !(buf.len() - TAG_LEN).is_multiple_of(NAME_PAD) {
             return Err(NameError::BadEncoding);
         }
         let body_len = buf.len() - TAG_LEN;

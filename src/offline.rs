@@ -7,7 +7,7 @@
 //! CIPHERDIR is reported, never followed. Nothing here writes to
 //! CIPHERDIR.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io::{self, Write};
 use std::ops::Range;
@@ -190,7 +190,7 @@ impl OfflineError {
         )
     }
 
-    fn io(path: &str, error: impl Into<io::Error>) -> Self {
+    pub fn io(path: &str, error: impl Into<io::Error>) -> Self {
         OfflineError::Io {
             path: path.to_string(),
             error: error.into(),
@@ -256,7 +256,8 @@ impl Resolved {
         Kind::from_stat(&self.stat)
     }
 
-    fn entry_cstr(&self) -> CString {
+    /// The entry's name in `parent` (`.` for the root).
+    pub fn entry_cstr(&self) -> CString {
         store::cstr(self.entry.as_ref().map_or(".", |e| e.entry()))
     }
 }
@@ -373,6 +374,35 @@ impl<'a> Offline<'a> {
 
     pub fn cipherdir(&self) -> &Path {
         &self.cipherdir
+    }
+
+    pub fn names(&self) -> &NameCipher {
+        self.names
+    }
+
+    pub fn content(&self) -> &ContentCipher {
+        self.content
+    }
+
+    /// The IV of the directory open at `fd`, whose plaintext path is
+    /// `plain` (the root's IV is derived, not stored).
+    pub fn dir_iv_of(&self, fd: &OwnedFd, plain: &str, is_root: bool) -> Result<DirIv> {
+        self.dir_iv(fd, plain, is_root)
+    }
+
+    /// Writes the plaintext of the regular file `name` in the backing
+    /// directory `parent` (plaintext path `plain`) to `out`; see
+    /// [`Offline::cat`].
+    pub fn cat_at(
+        &self,
+        parent: &OwnedFd,
+        name: &CStr,
+        plain: &str,
+        out: &mut impl Write,
+        salvage: bool,
+    ) -> Result<CatReport> {
+        let fd = self.open_file_at(parent, name, plain)?;
+        self.cat_fd(plain, &fd, out, salvage)
     }
 
     fn dup_root(&self) -> Result<OwnedFd> {
@@ -562,26 +592,30 @@ impl<'a> Offline<'a> {
                 kind,
             });
         }
+        self.open_file_at(&r.parent, &r.entry_cstr(), &r.plain_path)
+    }
+
+    fn open_file_at(&self, parent: &OwnedFd, name: &CStr, plain: &str) -> Result<OwnedFd> {
         let fd = openat(
-            &r.parent,
-            r.entry_cstr(),
+            parent,
+            name,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| match e {
             Errno::LOOP => OfflineError::NotAFile {
-                path: r.plain_path.clone(),
+                path: plain.to_string(),
                 kind: Kind::Symlink,
             },
             Errno::NOENT => OfflineError::NotFound {
-                path: r.plain_path.clone(),
+                path: plain.to_string(),
             },
-            e => OfflineError::io(&r.plain_path, e),
+            e => OfflineError::io(plain, e),
         })?;
-        let st = store::stat_fd(&fd).map_err(|e| OfflineError::io(&r.plain_path, e))?;
+        let st = store::stat_fd(&fd).map_err(|e| OfflineError::io(plain, e))?;
         if Kind::from_stat(&st) != Kind::File {
             return Err(OfflineError::NotAFile {
-                path: r.plain_path.clone(),
+                path: plain.to_string(),
                 kind: Kind::from_stat(&st),
             });
         }

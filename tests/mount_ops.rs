@@ -845,7 +845,7 @@ fn directory_of_100k_entries_lists_every_name_once() {
     fs::create_dir(&dir).unwrap();
     let name = |i: usize| {
         // Every tenth name is too long to encrypt into one backing name.
-        let long = if i % 10 == 0 {
+        let long = if i.is_multiple_of(10) {
             "-".repeat(200)
         } else {
             String::new()

@@ -1536,7 +1536,7 @@ fn daemon_killed_during_appends_fsck_repairs_and_fsynced_data_survives() {
                     return;
                 }
                 a.written.extend_from_slice(&piece);
-                if k % 3 == 0 {
+                if k.is_multiple_of(3) {
                     if f.sync_all().is_err() {
                         return;
                     }

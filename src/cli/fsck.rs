@@ -1,10 +1,10 @@
 //! `veilfs fsck`: check a whole vault without mounting it.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::HumanBytes;
 use serde::Serialize;
 
 use super::ls::printable;
@@ -53,21 +53,6 @@ struct JsonReport<'a> {
     clean: bool,
     #[serde(flatten)]
     report: &'a Report,
-}
-
-fn progress_bar() -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} checking [{bar:30}] {bytes}/{total_bytes} {msg} ({eta} left)",
-        )
-        .expect("the template is valid")
-        .progress_chars("=> "),
-    );
-    Some(bar)
 }
 
 /// `n thing` or `n things`.
@@ -218,17 +203,15 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
     }
     let replayed_unplaced = args.repair && !opts.journal.is_empty();
     opts.keep_zero_tail = args.keep_zero_tail;
-    let bar = progress_bar();
+    let bar = super::progress::Progress::new("checking");
     if let Some(bar) = bar.clone() {
         opts.progress = Some(Box::new(move |p: &Progress| {
-            bar.set_length(p.bytes_total.max(p.bytes_done));
-            bar.set_position(p.bytes_done);
-            bar.set_message(format!("{}/{} files", p.files_done, p.files_total));
+            bar.update(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
         }));
     }
     let report = check::fsck(opts).map_err(|e| CliError::Other(format!("{shown}: {e}")))?;
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        bar.finish();
     }
     if replayed_unplaced
         && report.is_clean()
@@ -247,7 +230,7 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
         let mut text = serde_json::to_string_pretty(&out).expect("the report serializes");
         text.push('\n');
         emit(&text)?;
-    } else {
+    } else if !super::quiet() {
         emit(&report_text(&shown, &report))?;
     }
     if !report.is_clean() {

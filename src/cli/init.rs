@@ -1,8 +1,12 @@
 //! `veilfs init`: create a vault and show its 64-digit key once.
 
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
+use zeroize::Zeroizing;
 
 use super::CliError;
 use super::secret::{self, KdfArgs};
@@ -25,8 +29,8 @@ pub struct InitArgs {
     /// (64 to 240).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LONG_NAME_THRESHOLD)]
     pub long_name_threshold: u32,
-    /// Read the new password from the first line of FILE instead of
-    /// prompting twice.
+    /// Read the new password from the first line of FILE (`-`: standard
+    /// input) instead of prompting twice.
     #[arg(long, value_name = "FILE", conflicts_with = "extpass")]
     pub passfile: Option<PathBuf>,
     /// Run CMD with `sh -c`; the first line it prints is the new password.
@@ -34,6 +38,10 @@ pub struct InitArgs {
     pub extpass: Option<String>,
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Write the 64-digit key to FILE (a new file, mode 0600; an existing
+    /// one is never overwritten) instead of showing it.
+    #[arg(long, value_name = "FILE")]
+    pub key_out: Option<PathBuf>,
     /// The backing directory: created if missing, else it must be empty.
     pub cipherdir: PathBuf,
 }
@@ -60,13 +68,65 @@ pub fn run(args: InitArgs) -> Result<(), CliError> {
         )?)
     };
     opts.password = password.as_ref().map(|p| p.as_slice());
-    let vault = vault::create_vault(dir, &opts)?;
+    // Create the key file before the vault, so a vault is never made whose
+    // key could not be saved.
+    let mut key_out = match &args.key_out {
+        Some(path) => Some((path, create_key_file(path)?)),
+        None => None,
+    };
+    let vault = match vault::create_vault(dir, &opts) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some((path, _)) = key_out.take() {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
+    let digits = vault.master.display_digits();
 
     let kind = if args.key_only {
         "key-only vault (no password)"
     } else {
         "password vault"
     };
+    if let Some((path, mut file)) = key_out {
+        let mut text = Zeroizing::new(String::with_capacity(digits.len() + 1));
+        text.push_str(digits.as_str());
+        text.push('\n');
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                // The vault exists now: the key must not be lost.
+                println!("{}", digits.as_str());
+                CliError::Other(format!(
+                    "writing the key to {}: {e}. The vault {} was created; its key is \
+                     printed above instead: store it safely now",
+                    path.display(),
+                    dir.display(),
+                ))
+            })?;
+        super::say!(
+            "Created a {kind} in {} (chunk size {} bytes).",
+            dir.display(),
+            vault.config.chunk_size
+        );
+        super::say!("The 64-digit key is in {} (mode 0600).", path.display());
+        super::say!(
+            "{}",
+            if args.key_only {
+                KEY_ONLY_WARNING
+            } else {
+                PASSWORD_VAULT_WARNING
+            }
+        );
+        return Ok(());
+    }
+    if super::quiet() {
+        // Only the key: `KEY=$(veilfs init -q --key-only DIR)`.
+        println!("{}", digits.as_str());
+        return Ok(());
+    }
     println!(
         "Created a {kind} in {} (chunk size {} bytes).",
         dir.display(),
@@ -82,7 +142,7 @@ pub fn run(args: InitArgs) -> Result<(), CliError> {
         }
     );
     println!();
-    println!("    {}", vault.master.display_digits().as_str());
+    println!("    {}", digits.as_str());
     println!();
     println!(
         "{}",
@@ -94,4 +154,24 @@ pub fn run(args: InitArgs) -> Result<(), CliError> {
     );
     println!("It is shown only this once.");
     Ok(())
+}
+
+/// A new file for the key, readable by its owner only. Refuses to replace
+/// anything (an existing key file may be the only copy of another key).
+fn create_key_file(path: &Path) -> Result<File, CliError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CliError::Usage(format!(
+                    "--key-out {} already exists: veilfs never overwrites a key file; choose a new name",
+                    path.display()
+                ))
+            } else {
+                CliError::Other(format!("cannot create --key-out {}: {e}", path.display()))
+            }
+        })
 }

@@ -5,18 +5,42 @@
 //! [`UnlockArgs`] so every one of them takes the same unlock options.
 
 mod cat;
+mod docs;
 mod error;
+mod export;
 mod fsck;
 mod info;
 mod init;
 mod ls;
 mod mount;
+mod mount_opts;
 mod passwd;
+mod path;
+mod progress;
 mod recover;
 mod secret;
 mod unlock;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use clap::{Parser, Subcommand};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Whether `-q/--quiet` was given.
+pub(crate) fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// `println!` for status lines, which `-q` silences.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::cli::quiet() {
+            println!($($arg)*);
+        }
+    };
+}
+pub(crate) use say;
 
 pub use error::{
     CliError, EXIT_BAD_CONFIG, EXIT_ERROR, EXIT_IN_USE, EXIT_OK, EXIT_USAGE, EXIT_WRONG_SECRET,
@@ -24,6 +48,7 @@ pub use error::{
 pub use info::InfoArgs;
 pub use init::InitArgs;
 pub use mount::{MountArgs, UnmountArgs};
+pub use mount_opts::mount_helper_args;
 pub use passwd::PasswdArgs;
 pub use recover::RecoverArgs;
 pub use secret::{KdfArgs, KeyArgs, Secret};
@@ -34,6 +59,10 @@ pub use unlock::UnlockArgs;
 #[derive(Debug, Parser)]
 #[command(name = "veilfs", version, about, long_about = None)]
 pub struct Cli {
+    /// Print only errors and the data asked for (a key, JSON, a listing):
+    /// no status lines, warnings or progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,26 +87,32 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Write a file's plaintext to stdout without mounting.
     Cat(cat::CatArgs),
+    /// Decrypt a whole vault, or a subtree, into a plain directory without
+    /// FUSE, keeping modes, times, symlinks and extended attributes.
+    Export(export::ExportArgs),
+    /// Translate a path between the plaintext view and CIPHERDIR, offline.
+    Path(path::PathArgs),
+    /// Print the man page (roff): `veilfs man | man -l -`.
+    Man(docs::ManArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(docs::CompletionsArgs),
 }
 
 /// Sets up logging: stderr (RUST_LOG, default warn) for every command but
 /// the background mount daemon, which logs to syslog.
 pub fn init_logging(cli: &Cli) {
-    let level = std::env::var("RUST_LOG").unwrap_or_default();
+    QUIET.store(cli.quiet, Ordering::Relaxed);
     if let Command::Mount(args) = &cli.command
         && mount::logs_to_syslog(args)
     {
-        let filter = match level.rsplit('=').next().unwrap_or("") {
-            "trace" => log::LevelFilter::Trace,
-            "debug" => log::LevelFilter::Debug,
-            "info" => log::LevelFilter::Info,
-            "error" => log::LevelFilter::Error,
-            _ => log::LevelFilter::Warn,
-        };
-        crate::fs::daemon::SyslogLogger::install(filter);
+        crate::fs::daemon::SyslogLogger::install(syslog_filter(
+            std::env::var("RUST_LOG").ok().as_deref(),
+        ));
         return;
     }
-    let default = if matches!(cli.command, Command::Mount(_)) {
+    let default = if cli.quiet {
+        "error"
+    } else if matches!(cli.command, Command::Mount(_)) {
         "info"
     } else {
         "warn"
@@ -87,8 +122,21 @@ pub fn init_logging(cli: &Cli) {
         .init();
 }
 
+/// The daemon's log filter: RUST_LOG parsed by env_logger's own parser
+/// (`veilfs=debug,fuser=warn` keeps both directives), `info` by default
+/// like a foreground mount.
+fn syslog_filter(rust_log: Option<&str>) -> env_filter::Filter {
+    let mut b = env_filter::Builder::new();
+    match rust_log {
+        Some(spec) if !spec.trim().is_empty() => b.parse(spec),
+        _ => b.filter_level(log::LevelFilter::Info),
+    };
+    b.build()
+}
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    QUIET.store(cli.quiet, Ordering::Relaxed);
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Info(args) => info::run(args),
@@ -99,6 +147,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fsck(args) => fsck::run(args),
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Path(args) => path::run(args),
+        Command::Man(args) => docs::run_man(args),
+        Command::Completions(args) => docs::run_completions(args),
     }
 }
 
@@ -126,6 +178,9 @@ pub(crate) fn lock_vault(
 
 /// Prints a non-fatal warning to stderr.
 pub(crate) fn warn(msg: impl std::fmt::Display) {
+    if quiet() {
+        return;
+    }
     eprintln!("veilfs: warning: {msg}");
 }
 
@@ -133,6 +188,23 @@ pub(crate) fn warn(msg: impl std::fmt::Display) {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    fn enabled(f: &env_filter::Filter, target: &str, level: log::Level) -> bool {
+        f.enabled(&log::Metadata::builder().target(target).level(level).build())
+    }
+
+    #[test]
+    fn syslog_filter_keeps_every_rust_log_directive() {
+        let f = syslog_filter(Some("veilfs=debug,fuser=warn"));
+        assert!(enabled(&f, "veilfs::fs", log::Level::Debug));
+        assert!(!enabled(&f, "veilfs::fs", log::Level::Trace));
+        assert!(enabled(&f, "fuser::session", log::Level::Warn));
+        assert!(!enabled(&f, "fuser::session", log::Level::Info));
+        assert!(!enabled(&f, "other", log::Level::Error));
+        let default = syslog_filter(None);
+        assert!(enabled(&default, "veilfs", log::Level::Info));
+        assert!(!enabled(&default, "veilfs", log::Level::Debug));
+    }
 
     #[test]
     fn clap_definition_is_valid() {

@@ -3,10 +3,11 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 
-use super::{CliError, UnlockArgs};
+use super::{CliError, UnlockArgs, mount_opts};
 use crate::fs::FsOptions;
 use crate::fs::daemon;
 use crate::fs::mount::{self, MountConfig};
@@ -52,10 +53,24 @@ pub struct MountArgs {
     /// 1 and more than one CPU.
     #[arg(long, default_value_t = 50, value_name = "MICROSECONDS", value_parser = parse_linger_us)]
     pub linger_us: u64,
-    /// Mount even on a directory that is not empty. Its files are hidden
-    /// (not deleted) until the vault is unmounted.
+    /// Unmount after DURATION (90s, 15m, 1h) without any request, never
+    /// while a file or directory is open or a process works inside. Time
+    /// asleep (suspend) counts.
+    #[arg(long, value_name = "DURATION", value_parser = mount_opts::duration_arg)]
+    pub idle: Option<Duration>,
+    /// Mount even if MOUNTPOINT is not empty (its files are hidden while
+    /// mounted).
     #[arg(long)]
     pub nonempty: bool,
+    /// Mount options, comma-separated, as in fstab: ro, allow_other,
+    /// nonempty, idle=DURATION, passfile=FILE, keyfile=FILE, extpass=CMD,
+    /// nodev, nosuid, noexec; nofail, x-systemd.* and mount(8)'s generic
+    /// options are accepted and ignored. Anything else is an error.
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Set by `-o nodev`, `-o nosuid`, `-o noexec`.
+    #[arg(skip)]
+    pub kernel: KernelFlags,
     /// Internal: this process is the background daemon; the key arrives on
     /// fd 3 and readiness is reported on fd 4.
     #[arg(long, hide = true)]
@@ -105,18 +120,63 @@ pub const MAX_ATTR_TIMEOUT_SECS: f64 = 3600.0;
 /// requests that are not coming.
 pub const MAX_LINGER_US: u64 = 1000;
 
+/// Mount flags with no command-line switch of their own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelFlags {
+    pub no_dev: bool,
+    pub no_suid: bool,
+    pub no_exec: bool,
+}
+
 fn canonical(path: &Path, what: &str) -> Result<PathBuf, CliError> {
     path.canonicalize()
         .map_err(|e| CliError::Other(format!("{what} {}: {e}", path.display())))
 }
 
 impl MountArgs {
+    /// Folds the `-o` options into the other fields.
+    pub fn apply_mount_options(&mut self) -> Result<(), CliError> {
+        if self.options.is_empty() {
+            return Ok(());
+        }
+        let o = mount_opts::parse(&self.options)?;
+        self.ro |= o.ro;
+        self.allow_other |= o.allow_other;
+        self.nonempty |= o.nonempty;
+        self.kernel.no_dev |= o.no_dev;
+        self.kernel.no_suid |= o.no_suid;
+        self.kernel.no_exec |= o.no_exec;
+        if o.idle.is_some() {
+            self.idle = o.idle;
+        }
+        let from_options = o.passfile.is_some() || o.key_file.is_some() || o.extpass.is_some();
+        if from_options {
+            let u = &self.unlock;
+            if u.passfile.is_some() || u.key_file.is_some() || u.extpass.is_some() || u.key {
+                return Err(CliError::Usage(
+                    "the secret is given twice: by an unlock option and by -o passfile=, keyfile= or extpass="
+                        .into(),
+                ));
+            }
+            self.unlock.passfile = o.passfile;
+            self.unlock.key_file = o.key_file;
+            self.unlock.extpass = o.extpass;
+        }
+        self.options.clear();
+        Ok(())
+    }
+
     fn config(&self, cipherdir: PathBuf, mountpoint: PathBuf) -> MountConfig {
         MountConfig {
             cipherdir,
             journal_dir: None,
             mountpoint,
             allow_other: self.allow_other,
+            idle: self.idle,
+            notify_systemd: self.foreground,
+            no_dev: self.kernel.no_dev,
+            no_suid: self.kernel.no_suid,
+            no_exec: self.kernel.no_exec,
             threads: self.threads,
             fs: FsOptions {
                 read_only: self.ro,
@@ -147,6 +207,22 @@ impl MountArgs {
         if self.nonempty {
             a.push("--nonempty".into());
         }
+        if let Some(idle) = self.idle {
+            a.push(format!("--idle={}ms", idle.as_millis()).into());
+        }
+        let k = self.kernel;
+        let flags: Vec<&str> = [
+            (k.no_dev, "nodev"),
+            (k.no_suid, "nosuid"),
+            (k.no_exec, "noexec"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if !flags.is_empty() {
+            a.push(format!("-o{}", flags.join(",")).into());
+        }
+        a.push("--".into());
         a.push(cipherdir.into());
         a.push(mountpoint.into());
         a
@@ -194,7 +270,8 @@ fn lock_for_mount(cipherdir: &Path) -> Result<Option<VaultLock>, CliError> {
     )
 }
 
-pub fn run(args: MountArgs) -> Result<(), CliError> {
+pub fn run(mut args: MountArgs) -> Result<(), CliError> {
+    args.apply_mount_options()?;
     // Before any key is read or derived: no core dump may hold it.
     if let Err(e) = daemon::forbid_core_dumps() {
         log::warn!("cannot disable core dumps of the mount process: {e}");
@@ -274,7 +351,7 @@ pub fn run(args: MountArgs) -> Result<(), CliError> {
             ))
         },
     )?;
-    println!(
+    super::say!(
         "veilfs: {} mounted on {}",
         cipherdir.display(),
         mountpoint.display()

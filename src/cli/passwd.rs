@@ -13,8 +13,8 @@ use crate::vault::{self, CONFIG_BACKUP_FILE, KdfParams, KeySlot};
 pub struct PasswdArgs {
     #[command(flatten)]
     pub unlock: UnlockArgs,
-    /// Read the new password from the first line of FILE instead of
-    /// prompting twice.
+    /// Read the new password from the first line of FILE (`-`: standard
+    /// input) instead of prompting twice.
     #[arg(long, value_name = "FILE", conflicts_with = "new_extpass")]
     pub new_passfile: Option<PathBuf>,
     /// Run CMD with `sh -c`; the first line it prints is the new password.
@@ -33,6 +33,22 @@ pub fn run(args: PasswdArgs) -> Result<(), CliError> {
         vault::LockKind::Exclusive,
         "passwd rewrites veilfs.conf only while no mount or other command uses the vault",
     )?;
+    let old_from_stdin = args
+        .unlock
+        .passfile
+        .as_deref()
+        .is_some_and(secret::is_stdin)
+        || args
+            .unlock
+            .key_file
+            .as_deref()
+            .is_some_and(secret::is_stdin);
+    if old_from_stdin && args.new_passfile.as_deref().is_some_and(secret::is_stdin) {
+        return Err(CliError::Usage(
+            "only one secret can come from standard input (`-`): give the old or the new one in a file"
+                .into(),
+        ));
+    }
     let vault = args.unlock.unlock(dir)?;
     let base = vault
         .config
@@ -49,15 +65,15 @@ pub fn run(args: PasswdArgs) -> Result<(), CliError> {
     let had_password = !vault.config.key_slots.is_empty();
     vault::change_password_with(&vault, &new, kdf)?;
     if had_password {
-        println!("Password changed for {}.", dir.display());
-        println!(
+        super::say!("Password changed for {}.", dir.display());
+        super::say!(
             "The previous config is kept as {}. It still opens with the OLD password: \
              delete it once the new password works, at once if the old one was exposed.",
             dir.join(CONFIG_BACKUP_FILE).display()
         );
     } else {
-        println!("Password added to {}.", dir.display());
+        super::say!("Password added to {}.", dir.display());
     }
-    println!("Your 64-digit key is unchanged and still opens the vault.");
+    super::say!("Your 64-digit key is unchanged and still opens the vault.");
     Ok(())
 }

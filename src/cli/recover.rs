@@ -40,13 +40,14 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
         warn(w);
     }
     let c = &recovery.config;
-    println!("Wrote a new {} in {}.", vault::CONFIG_FILE, dir.display());
+    super::say!("Wrote a new {} in {}.", vault::CONFIG_FILE, dir.display());
     if let Some(old) = &recovery.replaced {
-        println!("The old config was moved to {}.", old.display());
+        super::say!("The old config was moved to {}.", old.display());
     }
-    println!(
+    super::say!(
         "  names verified with the key: {} ({} failed)",
-        recovery.names_verified, recovery.names_failed
+        recovery.names_verified,
+        recovery.names_failed
     );
     let chunk_note = match recovery.chunk_size_source {
         ChunkSizeSource::Verified { files } => format!("from {files} file headers, verified"),
@@ -56,18 +57,18 @@ pub fn run(args: RecoverArgs) -> Result<(), CliError> {
         }
         ChunkSizeSource::Default => "the default; the vault has no non-empty file".into(),
     };
-    println!("  chunk size: {} bytes ({chunk_note})", c.chunk_size);
+    super::say!("  chunk size: {} bytes ({chunk_note})", c.chunk_size);
     let threshold_note = match recovery.threshold_source {
         ThresholdSource::Default => "the default, consistent with every name",
         ThresholdSource::Backup => "from the verified backup, consistent with every name",
         ThresholdSource::Inferred => "the smallest value consistent with every name",
         ThresholdSource::Inconsistent => "no value fits every name; see the warning",
     };
-    println!(
+    super::say!(
         "  long-name threshold: {} ({threshold_note})",
         c.long_name_threshold
     );
-    println!(
+    super::say!(
         "The vault now opens with the 64-digit key only. To add a password, run: veilfs passwd --key-file KEYFILE {}",
         dir.display()
     );

@@ -52,9 +52,20 @@ fn has_more_lines(bytes: &[u8]) -> bool {
     }
 }
 
+/// Whether a `--passfile`/`--key-file` argument names stdin.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
-    let file = File::open(path)
-        .map_err(|e| CliError::Secret(format!("cannot read {what} {}: {e}", path.display())))?;
+    let file: Box<dyn Read> =
+        if is_stdin(path) {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(File::open(path).map_err(|e| {
+                CliError::Secret(format!("cannot read {what} {}: {e}", path.display()))
+            })?)
+        };
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_SECRET_INPUT + 1)
         .read_to_end(&mut bytes)

@@ -14,14 +14,14 @@ use crate::vault::{self, UnlockedVault, VaultConfig};
 #[derive(Debug, Clone, Default, Args)]
 #[group(id = "unlock", multiple = false)]
 pub struct UnlockArgs {
-    /// Read the password from the first line of FILE.
+    /// Read the password from the first line of FILE (`-`: standard input).
     #[arg(long, value_name = "FILE")]
     pub passfile: Option<PathBuf>,
     /// Run CMD with `sh -c`; the first line it prints is the password.
     #[arg(long, value_name = "CMD")]
     pub extpass: Option<String>,
-    /// Unlock with the 64-digit key read from FILE (spaces, dashes and case
-    /// are ignored).
+    /// Unlock with the 64-digit key read from FILE (`-`: standard input;
+    /// spaces, dashes and case are ignored).
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// Unlock with the 64-digit key, typed at a prompt.

@@ -125,15 +125,16 @@ fn set_cloexec(fd: i32) {
 /// A `log` backend writing to syslog (journald picks it up), for the
 /// daemon, whose stderr goes nowhere.
 pub struct SyslogLogger {
-    level: log::LevelFilter,
+    filter: env_filter::Filter,
 }
 
 impl SyslogLogger {
-    pub fn install(level: log::LevelFilter) {
+    pub fn install(filter: env_filter::Filter) {
+        let level = filter.filter();
         unsafe {
             libc::openlog(c"veilfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
         }
-        if log::set_boxed_logger(Box::new(SyslogLogger { level })).is_ok() {
+        if log::set_boxed_logger(Box::new(SyslogLogger { filter })).is_ok() {
             log::set_max_level(level);
         }
     }
@@ -141,11 +142,11 @@ impl SyslogLogger {
 
 impl log::Log for SyslogLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level
+        self.filter.enabled(metadata)
     }
 
     fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
+        if !self.filter.matches(record) {
             return;
         }
         let priority = match record.level() {

@@ -10,6 +10,7 @@
 
 mod conflicts;
 pub mod daemon;
+pub mod idle;
 pub mod mount;
 pub mod node;
 
@@ -436,6 +437,8 @@ pub struct VeilFs {
     /// Where chunk rewrites are recorded first (crate::journal); off on a
     /// read-only mount.
     journal: Journal,
+    /// Requests and open handles, for `--idle`.
+    activity: Arc<idle::Activity>,
 }
 
 type Res<T> = Result<T, Errno>;
@@ -518,6 +521,7 @@ impl VeilFs {
             reclaimer: Reclaimer::new(),
             fuse_device: Arc::new(OnceLock::new()),
             journal,
+            activity: Arc::default(),
             opts,
         })
     }
@@ -526,6 +530,11 @@ impl VeilFs {
     /// session is created (the session owns this `VeilFs` by then).
     pub fn fuse_device_slot(&self) -> Arc<OnceLock<OwnedFd>> {
         self.fuse_device.clone()
+    }
+
+    /// The request and open-handle counters `--idle` watches.
+    pub fn activity(&self) -> Arc<idle::Activity> {
+        self.activity.clone()
     }
 
     /// Keeps the serving thread awake for up to `opts.linger` after a
@@ -537,7 +546,17 @@ impl VeilFs {
     /// (PERFORMANCE.md).
     /// Not after reads and writes of streams: their helper threads need
     /// the CPU, and the kernel keeps several of those in flight anyway.
+    /// Also counts the request for `--idle` (every request that does not
+    /// linger counts itself).
     fn linger(&self) {
+        self.activity.touch();
+        self.linger_uncounted();
+    }
+
+    /// [`VeilFs::linger`] for a request that is no use of the mount:
+    /// statfs, which `df` and desktop disk monitors send to every mount
+    /// every few seconds and which must not keep `--idle` from unmounting.
+    fn linger_uncounted(&self) {
         let Some(dev) = self.fuse_device.get() else {
             return;
         };
@@ -986,6 +1005,7 @@ impl VeilFs {
 
     fn new_handle(&self, node: Arc<Node>, fd: Arc<OwnedFd>, flags: i32) -> u64 {
         node.open.lock().unwrap().handles += 1;
+        self.activity.opened();
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let append = flags & libc::O_APPEND != 0 && !self.opts.writeback_cache;
         self.handles
@@ -1088,7 +1108,9 @@ impl VeilFs {
     fn xattr_path(&self, node: &Arc<Node>) -> Res<(Arc<OwnedFd>, CString)> {
         if node.is_dir {
             let fd = self.dir_fd(node)?;
-            let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            // `/.`: the l*xattr calls do not follow a last component, and
+            // `/proc/self/fd/N` itself is a (magic) symlink: EPERM.
+            let p = format!("/proc/self/fd/{}/.", fd.as_raw_fd());
             Ok((fd, cstr(&p)))
         } else {
             let (pfd, entry) = self.locate(node)?;
@@ -1585,24 +1607,26 @@ impl VeilFs {
         // A directory renamed over an empty directory: the target still
         // holds its IV file, which must go first.
         let mut restore_iv: Option<(OwnedFd, DirIv)> = None;
-        if !exchange && !noreplace && src.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            if let Ok(dst) = store::lstat_at(&*npfd, &new) {
-                if dst.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    return Err(Errno::ENOTDIR);
-                }
-                if dst.st_ino == src.st_ino {
-                    return Ok(());
-                }
-                let dfd = store::open_dir_path(&*npfd, &new).map_err(errno)?;
-                if self.dir_has_entries(&dfd)? {
-                    return Err(Errno::ENOTEMPTY);
-                }
-                if let Ok(iv) = store::read_dir_iv(&dfd) {
-                    rustix::fs::unlinkat(&dfd, c"veilfs.diriv", AtFlags::empty()).map_err(errno)?;
-                    restore_iv = Some((dfd, iv));
-                }
-                self.dir_fds.lock().unwrap().pop(&self.fuse_ino(dst.st_ino));
+        if !exchange
+            && !noreplace
+            && src.st_mode & libc::S_IFMT == libc::S_IFDIR
+            && let Ok(dst) = store::lstat_at(&*npfd, &new)
+        {
+            if dst.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return Err(Errno::ENOTDIR);
             }
+            if dst.st_ino == src.st_ino {
+                return Ok(());
+            }
+            let dfd = store::open_dir_path(&*npfd, &new).map_err(errno)?;
+            if self.dir_has_entries(&dfd)? {
+                return Err(Errno::ENOTEMPTY);
+            }
+            if let Ok(iv) = store::read_dir_iv(&dfd) {
+                rustix::fs::unlinkat(&dfd, c"veilfs.diriv", AtFlags::empty()).map_err(errno)?;
+                restore_iv = Some((dfd, iv));
+            }
+            self.dir_fds.lock().unwrap().pop(&self.fuse_ino(dst.st_ino));
         }
         // A replaced hard-linked file keeps its other names usable.
         let replaced = if exchange || noreplace {
@@ -1833,6 +1857,7 @@ impl VeilFs {
         let Some(handle) = self.handles.write().unwrap().remove(&fh.0) else {
             return;
         };
+        self.activity.closed();
         let mut open = handle.node.open.lock().unwrap();
         open.handles = open.handles.saturating_sub(1);
         if open.handles == 0 {
@@ -2186,6 +2211,8 @@ impl Filesystem for VeilFs {
         self.do_read(fh, offset, size, reply);
         if (size as usize) < STREAMING_WRITE {
             self.linger();
+        } else {
+            self.activity.touch();
         }
     }
 
@@ -2201,6 +2228,7 @@ impl Filesystem for VeilFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.activity.touch();
         let res = self.do_write(fh, offset, data).and_then(|n| {
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
                 let handle = self.handle(fh)?;
@@ -2251,6 +2279,7 @@ impl Filesystem for VeilFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.activity.touch();
         let fd = match self.handle(fh) {
             Ok(h) => h.fd.clone(),
             Err(e) => return reply.error(e),
@@ -2293,6 +2322,7 @@ impl Filesystem for VeilFs {
             }) {
             Ok(_) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.activity.opened();
                 self.dir_handles.lock().unwrap().insert(
                     fh,
                     DirHandle {
@@ -2452,7 +2482,9 @@ impl Filesystem for VeilFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dir_handles.lock().unwrap().remove(&fh.0);
+        if self.dir_handles.lock().unwrap().remove(&fh.0).is_some() {
+            self.activity.closed();
+        }
         reply.ok();
         self.linger();
     }
@@ -2465,6 +2497,7 @@ impl Filesystem for VeilFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.activity.touch();
         let fd = self
             .node(ino)
             .and_then(|n| self.dir_fd(&n))
@@ -2496,7 +2529,7 @@ impl Filesystem for VeilFs {
             ),
             Err(e) => reply.error(errno(e)),
         }
-        self.linger();
+        self.linger_uncounted();
     }
 
     fn setxattr(
@@ -2585,6 +2618,7 @@ impl Filesystem for VeilFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.activity.touch();
         if self.opts.read_only {
             return reply.error(Errno::EROFS);
         }

@@ -3,9 +3,11 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use fuser::{Config, MountOption, Session, SessionACL};
+use sd_notify::NotifyState;
 
 use super::{FsOptions, VeilFs};
 use crate::content::ContentCipher;
@@ -23,6 +25,16 @@ pub struct MountConfig {
     pub allow_other: bool,
     pub threads: usize,
     pub fs: FsOptions,
+    /// Unmount after this long without a request and with nothing open.
+    pub idle: Option<std::time::Duration>,
+    /// Tell systemd (`Type=notify`, `$NOTIFY_SOCKET`) once the mount is
+    /// usable. For the foreground mount: the background daemon is not the
+    /// process systemd started.
+    pub notify_systemd: bool,
+    /// The `nodev`, `nosuid` and `noexec` mount options.
+    pub no_dev: bool,
+    pub no_suid: bool,
+    pub no_exec: bool,
 }
 
 /// Raises the open-file limit to its hard maximum: the daemon keeps a
@@ -60,6 +72,15 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     if cfg.fs.read_only {
         c.mount_options.push(MountOption::RO);
     }
+    for (set, opt) in [
+        (cfg.no_dev, MountOption::NoDev),
+        (cfg.no_suid, MountOption::NoSuid),
+        (cfg.no_exec, MountOption::NoExec),
+    ] {
+        if set {
+            c.mount_options.push(opt);
+        }
+    }
     if auto_unmount {
         c.mount_options.push(MountOption::AutoUnmount);
     }
@@ -73,6 +94,29 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = true;
     c
+}
+
+/// The error of a mount that failed with and without auto_unmount. The
+/// first attempt went through fusermount3, whose own message says what is
+/// wrong ("failed to open /dev/fuse: Permission denied", "user has no
+/// write access to mountpoint"); the retry without it may try mount(2)
+/// directly and fail with a bare errno. Keep fusermount3's words.
+fn both_attempts(first: &std::io::Error, second: std::io::Error) -> std::io::Error {
+    let said = first.to_string();
+    let said = said.trim();
+    if said.is_empty() || said == second.to_string().trim() {
+        return second;
+    }
+    let hint = if said.contains("/dev/fuse") {
+        "; /dev/fuse must be readable and writable by you (crw-rw-rw-), \
+         and a container needs it passed in (docker run --device /dev/fuse)"
+    } else {
+        ""
+    };
+    std::io::Error::new(
+        second.kind(),
+        format!("{said} (then, without auto_unmount: {second}){hint}"),
+    )
 }
 
 /// Mounts and serves until unmounted (by `fusermount3 -u`, SIGINT or
@@ -98,13 +142,17 @@ pub fn serve(
             journal.clone(),
         )?;
         let slot = fs.fuse_device_slot();
+        let activity = fs.activity();
         // AutoUnmount (fusermount3 watches us and unmounts if we die) needs
         // allow_root or allow_other, which unprivileged users may not be
         // granted; fall back to a plain mount then.
         match Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, true)) {
-            Ok(s) => Ok((s, slot, journal)),
+            Ok(s) => Ok((s, slot, activity, journal)),
             Err(e) => {
-                log::warn!("mount with auto_unmount failed ({e}); retrying without it");
+                log::warn!(
+                    "mount with auto_unmount failed ({}); retrying without it",
+                    e.to_string().trim()
+                );
                 let fs = VeilFs::new(
                     &cfg.cipherdir,
                     content,
@@ -113,12 +161,14 @@ pub fn serve(
                     journal.clone(),
                 )?;
                 let slot = fs.fuse_device_slot();
+                let activity = fs.activity();
                 Session::new(fs, &cfg.mountpoint, &fuse_config(cfg, false))
-                    .map(|s| (s, slot, journal))
+                    .map(|s| (s, slot, activity, journal))
+                    .map_err(|e2| both_attempts(&e, e2))
             }
         }
     })();
-    let (session, device_slot, journal) = match result {
+    let (session, device_slot, activity, journal) = match result {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = ready.as_mut() {
@@ -162,7 +212,25 @@ pub fn serve(
         cfg.cipherdir.display(),
         cfg.mountpoint.display()
     );
+    if cfg.notify_systemd {
+        let status = format!("Mounted {}", cfg.mountpoint.display());
+        if let Err(e) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]) {
+            log::warn!("cannot tell systemd the mount is ready: {e}");
+        }
+    }
+    if let Some(limit) = cfg.idle {
+        super::idle::watch(
+            activity.clone(),
+            limit,
+            cfg.mountpoint.clone(),
+            unmount_if_unused,
+        );
+    }
     let res = session.run();
+    activity.stop();
+    if cfg.notify_systemd {
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    }
     signal_handle.close();
     if let Err(e) = journal.close() {
         log::warn!("cannot empty the rewrite journal at unmount: {e}");
@@ -225,16 +293,16 @@ fn raise_read_ahead(mountpoint: &Path) {
 /// /proc/self/mountinfo (a stat of the mount point could wait on this very
 /// daemon).
 fn mount_device(mountpoint: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mountpoint.to_string_lossy();
-    info.lines()
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let want = mountpoint.as_os_str().as_bytes();
+    info.split(|&b| b == b'\n')
         .rev()
-        .filter(|l| l.contains(" - fuse.veilfs "))
+        .filter(|l| l.windows(14).any(|w| w == b" - fuse.veilfs"))
         .filter_map(|l| {
-            let mut f = l.split(' ');
+            let mut f = l.split(|&b| b == b' ');
             let dev = f.nth(2)?;
             let mp = f.nth(1)?;
-            (unescape_mountinfo(mp) == want).then(|| dev.to_string())
+            (unescape_mountinfo(mp) == want).then(|| String::from_utf8_lossy(dev).into_owned())
         })
         .next()
 }
@@ -261,33 +329,86 @@ pub fn unmount(mountpoint: &Path) -> bool {
     run(&["-uz"])
 }
 
+/// Unmounts only if nothing uses the mount: `fusermount3 -u`, never `-z`.
+/// The kernel refuses (EBUSY) while a file is open or a process has its
+/// working directory inside. Returns whether the mount is gone.
+pub fn unmount_if_unused(mountpoint: &Path) -> bool {
+    match std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .stderr(std::process::Stdio::piped())
+        .output()
+    {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            log::debug!(
+                "fusermount3 -u {}: {}",
+                mountpoint.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            log::warn!("cannot run fusermount3: {e}");
+            false
+        }
+    }
+}
+
 /// Whether `path` is currently a mount point (by /proc/self/mountinfo).
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(canon) = path.canonicalize() else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
         return false;
     };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == canon.as_os_str().to_string_lossy())
+    let want = canon.as_os_str().as_bytes();
+    info.split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want)
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    let mut out = String::new();
-    let b = s.as_bytes();
+/// Undoes the kernel's escaping of a mountinfo field: space, tab, newline
+/// and backslash appear as `\ooo` octal escapes; every other byte,
+/// including the bytes of a UTF-8 name, appears as is. Works on bytes, as
+/// Linux paths are bytes.
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
+    while i < s.len() {
+        if s[i] == b'\\'
+            && let Some(digits) = s.get(i + 1..i + 4)
+            && digits.iter().all(|d| (b'0'..=b'7').contains(d))
+        {
+            let v = digits
+                .iter()
+                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
                 i += 4;
                 continue;
             }
         }
-        out.push(b[i] as char);
+        out.push(s[i]);
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_mountinfo;
+
+    #[test]
+    fn mountinfo_unescape_keeps_utf8_and_decodes_octal() {
+        assert_eq!(
+            unescape_mountinfo("/home/a/Chats/Müller".as_bytes()),
+            "/home/a/Chats/Müller".as_bytes()
+        );
+        assert_eq!(unescape_mountinfo(br"/a\040b\011c\134d"), b"/a b\tc\\d");
+        // An escape cut short at the end stays as is.
+        assert_eq!(unescape_mountinfo(br"/a\04"), br"/a\04");
+        assert_eq!(unescape_mountinfo(br"/a\999"), br"/a\999");
+    }
 }
