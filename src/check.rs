@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -25,6 +25,7 @@ use rustix::fs::{AtFlags, Dir, Mode, OFlags, SeekFrom, openat};
 use rustix::io::Errno;
 use serde::Serialize;
 
+use crate::conflict;
 use crate::content::{CHUNK_OVERHEAD, ChunkError, ContentCipher, FileHeader, HEADER_LEN, Opened};
 use crate::names::{DirIv, EntryKind, NameCipher, NameError, classify_entry};
 use crate::offline::Kind;
@@ -97,6 +98,11 @@ pub enum ProblemKind {
     /// A symlink whose target does not decrypt: tampered, or planted by
     /// someone without the key. Never followed.
     SymlinkTargetInvalid,
+    /// A backing name that reads as a sync client's conflict copy of an
+    /// entry of its directory, but is not shown as one: its file type (or,
+    /// for a directory, its `veilfs.diriv`) differs from the original's.
+    /// An entry grafted from elsewhere: possible tampering.
+    ConflictCopyRejected,
     /// A backing entry of a type the format does not allow there (e.g. a
     /// symlink where veilfs metadata should be). Never followed.
     UnexpectedType,
@@ -134,6 +140,7 @@ impl ProblemKind {
             ProblemKind::StaleLastFlag => "stale_last_flag",
             ProblemKind::TornTail => "torn_tail",
             ProblemKind::SymlinkTargetInvalid => "symlink_target_invalid",
+            ProblemKind::ConflictCopyRejected => "conflict_copy_rejected",
             ProblemKind::UnexpectedType => "unexpected_type",
             ProblemKind::Unreadable => "unreadable",
         }
@@ -644,6 +651,20 @@ impl<'a> Checker<'a> {
                 }
                 EntryKind::Metadata => {}
                 EntryKind::Foreign => {
+                    if let Some(iv) = &iv
+                        && let Err(r) = conflict::examine(fd.as_fd(), iv, self.names, &name)
+                    {
+                        self.problem(
+                            ProblemKind::ConflictCopyRejected,
+                            &loc.child(&name, None),
+                            format!(
+                                "looks like a sync-client conflict copy in {} but is not shown: \
+                                 {} (possible tampering; veilfs leaves it in place)",
+                                loc.describe_dir(),
+                                r.reason
+                            ),
+                        );
+                    }
                     self.report.foreign.push(loc.child(&name, None).backing);
                 }
             }
