@@ -46,8 +46,8 @@ const MISPLACED_SEARCH_LIMIT: u64 = 64;
 #[serde(rename_all = "snake_case")]
 pub enum ProblemKind {
     /// A directory has no `veilfs.diriv`: its names cannot be decrypted.
-    /// Repairable only when the directory holds no entries (the IV is then
-    /// derived from the parent IV and the directory's name).
+    /// Repairable only when the directory holds no entries (a new IV is
+    /// then written, docs/FORMAT.md §6).
     DirIvMissing,
     /// `veilfs.diriv` is unreadable, not 16 bytes, or not a regular file.
     DirIvInvalid,
@@ -553,7 +553,7 @@ impl<'a> Checker<'a> {
                     }
                 };
                 let derivable = match (&p.parent_iv, &p.plain_name) {
-                    (Some(piv), Some(name)) => Some(self.names.child_dir_iv(piv, name)),
+                    (Some(piv), Some(name)) => Some(self.names.new_dir_iv(piv, name)),
                     _ => None,
                 };
                 if has_entries || derivable.is_none() {
@@ -631,6 +631,7 @@ impl<'a> Checker<'a> {
         let mut entries: Vec<String> = Vec::new();
         let mut long_entries: HashSet<String> = HashSet::new();
         let mut records: BTreeSet<String> = BTreeSet::new();
+        let mut iv_copies: Vec<String> = Vec::new();
         for name in names {
             let name = match String::from_utf8(name) {
                 Ok(name) => name,
@@ -649,8 +650,15 @@ impl<'a> Checker<'a> {
                 EntryKind::LongRecord => {
                     records.insert(name);
                 }
-                EntryKind::Metadata => {}
+                EntryKind::Metadata => {
+                    if conflict::is_dir_iv_copy(&name) {
+                        iv_copies.push(name);
+                    }
+                }
                 EntryKind::Foreign => {
+                    if conflict::is_dir_iv_copy(&name) {
+                        iv_copies.push(name.clone());
+                    }
                     if let Some(iv) = &iv
                         && let Err(r) = conflict::examine(fd.as_fd(), iv, self.names, &name)
                     {
@@ -710,10 +718,18 @@ impl<'a> Checker<'a> {
             }
         }
 
+        // IVs of copies of veilfs.diriv made when two devices created this
+        // directory (docs/FORMAT.md §6).
+        iv_copies.sort();
+        let secondary = match &iv {
+            Some(iv) if !iv_copies.is_empty() => store::secondary_dir_ivs(&*fd, iv, &iv_copies),
+            _ => Vec::new(),
+        };
         entries.sort();
         let mut subdirs = Vec::new();
         for entry in entries {
-            let plain_name = iv.and_then(|iv| self.decrypt_entry_name(&fd, &iv, &entry, loc));
+            let plain_name =
+                iv.and_then(|iv| self.decrypt_entry_name(&fd, &iv, &secondary, &entry, loc));
             let eloc = loc.child(&entry, plain_name.as_deref());
             let c = store::cstr(&entry);
             let st = match store::lstat_at(&*fd, &c) {
@@ -754,6 +770,7 @@ impl<'a> Checker<'a> {
         &mut self,
         fd: &OwnedFd,
         iv: &DirIv,
+        secondary: &[DirIv],
         entry: &str,
         dir: &Loc,
     ) -> Option<Vec<u8>> {
@@ -793,7 +810,13 @@ impl<'a> Checker<'a> {
             },
             _ => entry.to_string(),
         };
-        match self.names.decrypt_name(iv, &encoded) {
+        let decrypted = self.names.decrypt_name(iv, &encoded).or_else(|e| {
+            secondary
+                .iter()
+                .find_map(|iv2| self.names.decrypt_name(iv2, &encoded).ok())
+                .ok_or(e)
+        });
+        match decrypted {
             Ok(plain) => Some(plain),
             Err(e) => {
                 let why = match e {

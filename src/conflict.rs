@@ -31,7 +31,7 @@ use rustix::fs::{FileType, RenameFlags};
 use rustix::io::Errno;
 
 use crate::names::{
-    BackingName, DirIv, LONG_NAME_HASH_LEN, LONG_NAME_RECORD_SUFFIX, LONG_NAME_SUFFIX,
+    BackingName, DIR_IV_FILE, DirIv, LONG_NAME_HASH_LEN, LONG_NAME_RECORD_SUFFIX, LONG_NAME_SUFFIX,
     MAX_NAME_LEN, NameCipher,
 };
 use crate::store::{self, ListedEntry, Listing, cstr};
@@ -353,6 +353,15 @@ pub fn parse(name: &str) -> Parsed {
     }
 }
 
+/// Whether a backing name is a sync client's conflict copy of
+/// `veilfs.diriv` (`veilfs<markers>.diriv` or `veilfs.diriv<markers>`),
+/// whose IV a reader may accept beside the directory's own (docs/FORMAT.md
+/// §6).
+pub fn is_dir_iv_copy(name: &str) -> bool {
+    name.starts_with("veilfs")
+        && matches!(parse(name), Parsed::Metadata { original } if original == DIR_IV_FILE)
+}
+
 /// Cuts `s` to at most `max` bytes without splitting a UTF-8 sequence.
 fn cut_utf8(s: &[u8], max: usize) -> &[u8] {
     if s.len() <= max {
@@ -554,20 +563,48 @@ pub fn examine(
     }
 }
 
-/// Renames `found` to the encrypted form of the first free display name.
+/// The name an entry found in a listing is shown under: its own plaintext
+/// name when `keep_name` and that is free, else the first free display
+/// name with `tag`.
+fn shown_name(plain: &[u8], tag: &str, keep_name: bool, taken: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    if keep_name && !taken(plain) {
+        return plain.to_vec();
+    }
+    unique_display_name(plain, tag, taken)
+}
+
+/// Tag of an entry under a copy of `veilfs.diriv` whose name is taken.
+const SECONDARY_TAG: &str = "conflict";
+
+/// The name wanted for an entry found in a listing (see [`shown_name`]).
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    plain: &'a [u8],
+    tag: &'a str,
+    keep_name: bool,
+}
+
+/// Renames `found` to the encrypted form of the first free display name
+/// (or of its own plaintext name, with `keep_name`).
 /// Returns the display name and new backing entry.
 fn rename_copy(
     dir: BorrowedFd<'_>,
     iv: &DirIv,
     names: &NameCipher,
     found: &str,
-    plain: &[u8],
-    tag: &str,
+    wanted: Wanted<'_>,
     taken: &HashSet<Vec<u8>>,
 ) -> Result<(Vec<u8>, String), Errno> {
+    let Wanted {
+        plain,
+        tag,
+        keep_name,
+    } = wanted;
     let mut extra: HashSet<Vec<u8>> = HashSet::new();
     for _ in 0..64 {
-        let display = unique_display_name(plain, tag, |d| taken.contains(d) || extra.contains(d));
+        let display = shown_name(plain, tag, keep_name, |d| {
+            taken.contains(d) || extra.contains(d)
+        });
         let backing = names
             .backing_name(iv, &display)
             .map_err(|_| Errno::NAMETOOLONG)?;
@@ -614,17 +651,22 @@ pub fn resolve_listing(
     listing: &mut Listing,
     mode: Mode,
 ) -> Vec<Resolved> {
-    if listing.foreign.is_empty() && listing.bad.is_empty() {
+    if listing.foreign.is_empty() && listing.bad.is_empty() && listing.secondary.is_empty() {
         return Vec::new();
     }
-    let mut found: Vec<(String, Vec<u8>, String)> = Vec::new();
+    // (backing name, original plaintext name, tag, keep the name): entries
+    // under a copy of veilfs.diriv keep their own names when free.
+    let mut found: Vec<(String, Vec<u8>, String, bool)> = std::mem::take(&mut listing.secondary)
+        .into_iter()
+        .map(|e| (e.backing, e.plain, SECONDARY_TAG.to_string(), true))
+        .collect();
     let looked_at = listing
         .foreign
         .iter()
         .chain(listing.bad.iter().map(|b| &b.backing));
     for name in looked_at {
         match examine(dir, iv, names, name) {
-            Ok(Some((plain, tag))) => found.push((name.clone(), plain, tag)),
+            Ok(Some((plain, tag))) => found.push((name.clone(), plain, tag, false)),
             Ok(None) => {}
             Err(r) => log::warn!(
                 "backing entry {:?} looks like a sync-client conflict copy but is not shown: \
@@ -640,7 +682,7 @@ pub fn resolve_listing(
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let mut taken: HashSet<Vec<u8>> = listing.entries.iter().map(|e| e.plain.clone()).collect();
     let mut out = Vec::new();
-    for (name, plain, tag) in found {
+    for (name, plain, tag, keep_name) in found {
         listing.foreign.retain(|f| f != &name);
         listing.bad.retain(|b| b.backing != name);
         let st = match store::lstat_at(dir, cstr(&name).as_c_str()) {
@@ -652,7 +694,18 @@ pub fn resolve_listing(
         };
         let mut result = None;
         if mode == Mode::Rename {
-            match rename_copy(dir, iv, names, &name, &plain, &tag, &taken) {
+            match rename_copy(
+                dir,
+                iv,
+                names,
+                &name,
+                Wanted {
+                    plain: &plain,
+                    tag: &tag,
+                    keep_name,
+                },
+                &taken,
+            ) {
                 Ok((display, backing)) => result = Some((display, backing, true)),
                 // Renamed by a concurrent listing, or gone: nothing to show.
                 Err(Errno::NOENT) => {
@@ -665,7 +718,7 @@ pub fn resolve_listing(
             }
         }
         let (display, backing, renamed) = result.unwrap_or_else(|| {
-            let display = unique_display_name(&plain, &tag, |d| taken.contains(d));
+            let display = shown_name(&plain, &tag, keep_name, |d| taken.contains(d));
             (display, name.clone(), false)
         });
         taken.insert(display.clone());

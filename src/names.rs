@@ -44,6 +44,19 @@ const XATTR_NAME_AD: &[u8] = b"veilfs v1 xattr name";
 const SYMLINK_AD: &[u8] = b"veilfs v1 symlink";
 const XATTR_VALUE_AD: &[u8] = b"veilfs v1 xattr value";
 
+/// Random bytes at the start of a directory IV written by this version
+/// (docs/FORMAT.md §6); the rest is the birth tag.
+pub const DIR_IV_RANDOM_LEN: usize = 8;
+const DIR_BIRTH_LABEL: &[u8] = b"veilfs v2 dir birth";
+
+/// Whether `secondary`, the IV in a sync client's conflict copy of a
+/// directory's `veilfs.diriv`, is accepted beside the directory's own IV
+/// `main`: it differs from it and has the same birth tag, i.e. it is the
+/// IV another device gave the same folder when both created it.
+pub fn same_birth(main: &DirIv, secondary: &DirIv) -> bool {
+    main != secondary && main.0[DIR_IV_RANDOM_LEN..] == secondary.0[DIR_IV_RANDOM_LEN..]
+}
+
 /// A directory's 128-bit IV.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DirIv(pub [u8; DIR_IV_LEN]);
@@ -231,6 +244,40 @@ impl NameCipher {
         let mut iv = [0u8; DIR_IV_LEN];
         iv.copy_from_slice(&out[..DIR_IV_LEN]);
         DirIv(iv)
+    }
+
+    /// The IV of a directory created now with plaintext name `name` in a
+    /// directory with IV `parent` (docs/FORMAT.md §6): 8 fresh random bytes
+    /// followed by the 8-byte birth tag [`NameCipher::dir_birth_tag`]. The
+    /// random half makes every directory's IV its own, also after
+    /// `mv X Y; mkdir X`; the birth half lets a reader accept the IV of a
+    /// sync client's conflict copy of `veilfs.diriv` when two devices
+    /// create the same folder (see [`same_birth`]).
+    pub fn new_dir_iv(&self, parent: &DirIv, name: &[u8]) -> DirIv {
+        let mut iv = [0u8; DIR_IV_LEN];
+        getrandom::fill(&mut iv[..DIR_IV_RANDOM_LEN])
+            .expect("the OS random number generator failed");
+        iv[DIR_IV_RANDOM_LEN..].copy_from_slice(&self.dir_birth_tag(parent, name));
+        DirIv(iv)
+    }
+
+    /// `HMAC-SHA256(dir IV key, "veilfs v2 dir birth" || parent || name)`,
+    /// first 8 bytes: the same for every directory created with `name` in
+    /// the directory with IV `parent`, on any device.
+    pub fn dir_birth_tag(
+        &self,
+        parent: &DirIv,
+        name: &[u8],
+    ) -> [u8; DIR_IV_LEN - DIR_IV_RANDOM_LEN] {
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(DIR_BIRTH_LABEL);
+        mac.update(&parent.0);
+        mac.update(name);
+        let out = mac.finalize().into_bytes();
+        let mut tag = [0u8; DIR_IV_LEN - DIR_IV_RANDOM_LEN];
+        tag.copy_from_slice(&out[..DIR_IV_LEN - DIR_IV_RANDOM_LEN]);
+        tag
     }
 
     /// Encrypts a plaintext name to its encoded form (which may still be
@@ -495,6 +542,21 @@ mod tests {
         assert_eq!(a, c.child_dir_iv(&r, b"a"));
         assert_ne!(a, c.child_dir_iv(&r, b"b"));
         assert_ne!(c.child_dir_iv(&a, b"a"), a);
+    }
+
+    #[test]
+    fn new_dir_ivs_are_unique_and_share_only_their_birth() {
+        let c = cipher();
+        let r = c.root_iv();
+        let a = c.new_dir_iv(&r, b"X");
+        let b = c.new_dir_iv(&r, b"X");
+        assert_ne!(a, b, "mv X Y; mkdir X: a new IV");
+        assert!(same_birth(&a, &b), "two devices creating X");
+        assert!(!same_birth(&a, &a));
+        let y = c.new_dir_iv(&r, b"Y");
+        assert!(!same_birth(&a, &y));
+        assert!(!same_birth(&a, &c.new_dir_iv(&a, b"X")));
+        assert_eq!(a.0[8..], c.dir_birth_tag(&r, b"X"));
     }
 
     #[test]

@@ -495,7 +495,9 @@ impl<'a> Offline<'a> {
             foreign: raw.foreign,
             entries: Vec::with_capacity(raw.entries.len()),
         };
-        for e in raw.entries {
+        // Entries under the IV of a copy of veilfs.diriv (docs/FORMAT.md
+        // §6) are listed like the others.
+        for e in raw.entries.into_iter().chain(raw.secondary) {
             match self.describe(&fd, &e.backing, e.plain.clone()) {
                 Ok(entry) => listing.entries.push(entry),
                 // Gone since the listing (a sync client at work): skip.

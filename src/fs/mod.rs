@@ -522,9 +522,9 @@ impl VeilFs {
 
     /// A directory's IV for reading. An empty directory without its IV
     /// file (a crash right after mkdir, or a sync client that created the
-    /// folder before its IV file arrived) gets the IV it would have had,
-    /// in memory only: writing a guess could conflict with the real file
-    /// on its way, and for a renamed folder the guess is wrong.
+    /// folder before its IV file arrived) gets a new IV in memory only
+    /// (it has no names to decrypt): writing one now could conflict with
+    /// the real file on its way.
     fn dir_iv(&self, node: &Arc<Node>) -> Res<DirIv> {
         self.dir_iv_with(node, false)
     }
@@ -551,7 +551,7 @@ impl VeilFs {
                         .get()
                         .copied()
                         .unwrap_or(self.names.root_iv());
-                    self.names.child_dir_iv(&parent_iv, &l.plain)
+                    self.names.new_dir_iv(&parent_iv, &l.plain)
                 }
                 None => self.names.root_iv(),
             }
@@ -817,8 +817,17 @@ impl VeilFs {
             let name = entry.file_name();
             match name.to_bytes() {
                 b"." | b".." | b"veilfs.diriv" => {}
-                raw => match std::str::from_utf8(raw).map(crate::names::classify_entry) {
-                    Ok(crate::names::EntryKind::LongRecord) => leftovers.push(name.to_owned()),
+                raw => match std::str::from_utf8(raw) {
+                    // Long-name records left by deletions, and copies of
+                    // veilfs.diriv made when two devices created this
+                    // directory (docs/FORMAT.md §6): veilfs's own files.
+                    Ok(n)
+                        if crate::names::classify_entry(n)
+                            == crate::names::EntryKind::LongRecord
+                            || crate::conflict::is_dir_iv_copy(n) =>
+                    {
+                        leftovers.push(name.to_owned())
+                    }
                     _ => return Ok(true),
                 },
             }
@@ -1158,7 +1167,7 @@ impl VeilFs {
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         let entry = cstr(b.entry());
         rustix::fs::mkdirat(&*pfd, &entry, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
-        let child_iv = self.names.child_dir_iv(&iv, name.as_bytes());
+        let child_iv = self.names.new_dir_iv(&iv, name.as_bytes());
         let written = store::open_dir_path(&*pfd, &entry)
             .and_then(|dfd| store::write_dir_iv(&dfd, &child_iv));
         if let Err(e) = written {
