@@ -43,6 +43,60 @@ const MIN_ENCODED_LEN: usize = 43;
 const XATTR_NAME_AD: &[u8] = b"veilfs v1 xattr name";
 const SYMLINK_AD: &[u8] = b"veilfs v1 symlink";
 const XATTR_VALUE_AD: &[u8] = b"veilfs v1 xattr value";
+const XATTR_NAME_AD_V2: &[u8] = b"veilfs v2 xattr name";
+const SYMLINK_AD_V2: &[u8] = b"veilfs v2 symlink";
+const XATTR_VALUE_AD_V2: &[u8] = b"veilfs v2 xattr value";
+/// Starts a symlink target sealed bound to its directory (docs/FORMAT.md
+/// §7); `.` never occurs in a base64url target of the first version.
+pub const SYMLINK_V2_PREFIX: &str = "2.";
+/// Backing attribute holding an entry's random ID, to which the values of
+/// its attributes are bound (docs/FORMAT.md §7). Never an encrypted
+/// attribute name: those have no `.` after `user.`.
+pub const XATTR_ID_NAME: &str = "user.veilfs.id";
+pub const XATTR_ID_LEN: usize = 16;
+
+/// Which form of docs/FORMAT.md §7 an extended attribute is stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrVersion {
+    /// Unpadded name; value bound to the name only. Read, never written.
+    V1,
+    /// Padded name; value bound to the name and the entry's ID.
+    V2,
+}
+
+/// `name` || PKCS#7 padding to a multiple of 16.
+fn pad16(name: &[u8], extra: usize) -> Vec<u8> {
+    let pad = NAME_PAD - name.len() % NAME_PAD;
+    let mut buf = Vec::with_capacity(name.len() + pad + extra);
+    buf.extend_from_slice(name);
+    buf.resize(name.len() + pad, pad as u8);
+    buf
+}
+
+/// Strips PKCS#7 padding to a multiple of 16.
+fn unpad16(mut buf: Vec<u8>) -> Result<Vec<u8>, NameError> {
+    let pad = *buf.last().ok_or(NameError::BadPadding)? as usize;
+    if pad == 0
+        || pad > NAME_PAD
+        || pad > buf.len()
+        || buf.len() % NAME_PAD != 0
+        || !buf[buf.len() - pad..].iter().all(|&b| b as usize == pad)
+    {
+        return Err(NameError::BadPadding);
+    }
+    buf.truncate(buf.len() - pad);
+    Ok(buf)
+}
+
+/// AD of a symlink target bound to the directory with IV `dir`: its last
+/// 8 bytes, the birth tag shared with the IVs of its `veilfs.diriv` copies.
+fn symlink_ad_v2(dir: &DirIv) -> Vec<u8> {
+    [SYMLINK_AD_V2, &dir.0[DIR_IV_RANDOM_LEN..]].concat()
+}
+
+fn xattr_value_ad_v2(backing_name: &str, entry_id: &[u8; XATTR_ID_LEN]) -> Vec<u8> {
+    [XATTR_VALUE_AD_V2, backing_name.as_bytes(), entry_id].concat()
+}
 
 /// Random bytes at the start of a directory IV written by this version
 /// (docs/FORMAT.md §6); the rest is the birth tag.
@@ -346,67 +400,163 @@ impl NameCipher {
         Ok(buf)
     }
 
-    /// Seals a symlink target; the result is the backing symlink's target.
-    pub fn encrypt_symlink_target(&self, target: &[u8]) -> String {
-        B64.encode(self.seal_metadata(SYMLINK_AD, target))
+    /// Seals a symlink target, bound to the directory (IV `dir`) it is
+    /// created in; the result is the backing symlink's target.
+    pub fn encrypt_symlink_target(&self, dir: &DirIv, target: &[u8]) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        self.encrypt_symlink_target_with_nonce(dir, target, nonce)
     }
 
-    pub fn decrypt_symlink_target(&self, stored: &[u8]) -> Result<Vec<u8>, NameError> {
-        let raw = B64.decode(stored).map_err(|_| NameError::BadEncoding)?;
-        self.open_metadata(SYMLINK_AD, raw)
+    /// [`NameCipher::encrypt_symlink_target`] with a given nonce (test
+    /// vectors only: a nonce must never repeat).
+    #[doc(hidden)]
+    pub fn encrypt_symlink_target_with_nonce(
+        &self,
+        dir: &DirIv,
+        target: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> String {
+        let sealed = self.seal_metadata_with_nonce(&symlink_ad_v2(dir), target, nonce);
+        format!("{SYMLINK_V2_PREFIX}{}", B64.encode(sealed))
+    }
+
+    /// Opens a backing symlink's target found in the directory with IV
+    /// `dir`: bound to the directory, or of the first version (unbound).
+    pub fn decrypt_symlink_target(&self, dir: &DirIv, stored: &[u8]) -> Result<Vec<u8>, NameError> {
+        let (ad, blob) = match stored.strip_prefix(SYMLINK_V2_PREFIX.as_bytes()) {
+            Some(rest) => (symlink_ad_v2(dir), rest),
+            None => (SYMLINK_AD.to_vec(), stored),
+        };
+        let raw = B64.decode(blob).map_err(|_| NameError::BadEncoding)?;
+        self.open_metadata(&ad, raw)
+    }
+
+    /// A symlink target sealed as the first version did (constant AD, not
+    /// bound to its directory). Never written by the mount; for tests of
+    /// vaults written before version 2.
+    #[doc(hidden)]
+    pub fn encrypt_symlink_target_v1(&self, target: &[u8]) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        B64.encode(self.seal_metadata_with_nonce(SYMLINK_AD, target, nonce))
+    }
+
+    /// An attribute value sealed as the first version did (bound to the
+    /// name only). For tests of vaults written before version 2.
+    #[doc(hidden)]
+    pub fn encrypt_xattr_value_v1(&self, backing_name: &str, value: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
+        self.seal_metadata_with_nonce(&ad, value, nonce)
+    }
+
+    /// Whether a backing symlink target is bound to its directory, so the
+    /// symlink cannot move to another directory as is.
+    pub fn symlink_target_is_bound(stored: &[u8]) -> bool {
+        stored.starts_with(SYMLINK_V2_PREFIX.as_bytes())
     }
 
     /// Encrypts a `user.*` attribute name (without the prefix) to the
-    /// backing attribute name, deterministically so it can be looked up.
+    /// backing attribute name, deterministically so it can be looked up:
+    /// padded to a multiple of 16 bytes (docs/FORMAT.md §7).
     pub fn encrypt_xattr_name(&self, name: &[u8]) -> String {
+        let mut buf = pad16(name, TAG_LEN);
+        self.seal_xattr_name(XATTR_NAME_AD_V2, &mut buf)
+    }
+
+    /// The first version's backing name of an attribute (unpadded), for
+    /// finding attributes written before padding.
+    pub fn encrypt_xattr_name_v1(&self, name: &[u8]) -> String {
         let mut buf = name.to_vec();
+        self.seal_xattr_name(XATTR_NAME_AD, &mut buf)
+    }
+
+    fn seal_xattr_name(&self, ad: &[u8], buf: &mut Vec<u8>) -> String {
         let nonce = [0u8; NONCE_LEN];
         let tag = self
             .names
-            .encrypt_inout_detached(&as_nonce(&nonce), XATTR_NAME_AD, buf.as_mut_slice().into())
+            .encrypt_inout_detached(&as_nonce(&nonce), ad, buf.as_mut_slice().into())
             .expect("attribute names are short");
         buf.extend_from_slice(&tag);
         format!("user.{}", B64.encode(&buf))
     }
 
-    pub fn decrypt_xattr_name(&self, backing: &str) -> Result<Vec<u8>, NameError> {
+    /// Decrypts a backing attribute name of either version.
+    pub fn decrypt_xattr_name(&self, backing: &str) -> Result<(Vec<u8>, XattrVersion), NameError> {
         let enc = backing
             .strip_prefix("user.")
             .ok_or(NameError::BadEncoding)?;
-        let mut buf = B64.decode(enc).map_err(|_| NameError::BadEncoding)?;
-        if buf.len() < TAG_LEN {
+        let raw = B64.decode(enc).map_err(|_| NameError::BadEncoding)?;
+        if raw.len() < TAG_LEN {
             return Err(NameError::BadEncoding);
         }
-        let body_len = buf.len() - TAG_LEN;
-        let (body, tag) = buf.split_at_mut(body_len);
-        let tag = as_tag(tag);
-        let nonce = [0u8; NONCE_LEN];
-        self.names
-            .decrypt_inout_detached(&as_nonce(&nonce), XATTR_NAME_AD, body.into(), &tag)
-            .map_err(|_| NameError::Unauthentic)?;
-        buf.truncate(body_len);
-        Ok(buf)
+        let open = |ad: &[u8]| {
+            let mut buf = raw.clone();
+            let body_len = buf.len() - TAG_LEN;
+            let (body, tag) = buf.split_at_mut(body_len);
+            let tag = as_tag(tag);
+            let nonce = [0u8; NONCE_LEN];
+            self.names
+                .decrypt_inout_detached(&as_nonce(&nonce), ad, body.into(), &tag)
+                .map_err(|_| NameError::Unauthentic)?;
+            buf.truncate(body_len);
+            Ok(buf)
+        };
+        match open(XATTR_NAME_AD_V2) {
+            Ok(padded) => Ok((unpad16(padded)?, XattrVersion::V2)),
+            Err(_) => open(XATTR_NAME_AD).map(|n| (n, XattrVersion::V1)),
+        }
     }
 
-    /// Seals an attribute value, bound to its encrypted attribute name so
-    /// values cannot be swapped between attributes.
-    pub fn encrypt_xattr_value(&self, backing_name: &str, value: &[u8]) -> Vec<u8> {
-        let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
-        self.seal_metadata(&ad, value)
+    /// Seals an attribute value, bound to its backing attribute name and to
+    /// the entry's ID (its `user.veilfs.id` attribute), so values can be
+    /// swapped neither between attributes nor between entries.
+    pub fn encrypt_xattr_value(
+        &self,
+        backing_name: &str,
+        entry_id: &[u8; XATTR_ID_LEN],
+        value: &[u8],
+    ) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        self.encrypt_xattr_value_with_nonce(backing_name, entry_id, value, nonce)
     }
 
+    /// [`NameCipher::encrypt_xattr_value`] with a given nonce (test vectors
+    /// only).
+    #[doc(hidden)]
+    pub fn encrypt_xattr_value_with_nonce(
+        &self,
+        backing_name: &str,
+        entry_id: &[u8; XATTR_ID_LEN],
+        value: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Vec<u8> {
+        let ad = xattr_value_ad_v2(backing_name, entry_id);
+        self.seal_metadata_with_nonce(&ad, value, nonce)
+    }
+
+    /// Opens an attribute value: of version 2 (bound to `entry_id`, which
+    /// must then be known) or 1 (bound to the name only).
     pub fn decrypt_xattr_value(
         &self,
         backing_name: &str,
+        version: XattrVersion,
+        entry_id: Option<&[u8; XATTR_ID_LEN]>,
         stored: Vec<u8>,
     ) -> Result<Vec<u8>, NameError> {
-        let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
+        let ad = match version {
+            XattrVersion::V1 => [XATTR_VALUE_AD, backing_name.as_bytes()].concat(),
+            XattrVersion::V2 => {
+                xattr_value_ad_v2(backing_name, entry_id.ok_or(NameError::Unauthentic)?)
+            }
+        };
         self.open_metadata(&ad, stored)
     }
 
-    fn seal_metadata(&self, ad: &[u8], plain: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+    fn seal_metadata_with_nonce(&self, ad: &[u8], plain: &[u8], nonce: [u8; NONCE_LEN]) -> Vec<u8> {
         let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain);
@@ -562,18 +712,84 @@ mod tests {
     #[test]
     fn symlink_and_xattr_round_trip() {
         let c = cipher();
-        let t = c.encrypt_symlink_target(b"../target/file");
+        let dir = c.new_dir_iv(&c.root_iv(), b"d");
+        let t = c.encrypt_symlink_target(&dir, b"../target/file");
         assert!(!t.contains('/'));
+        assert!(NameCipher::symlink_target_is_bound(t.as_bytes()));
         assert_eq!(
-            c.decrypt_symlink_target(t.as_bytes()).unwrap(),
+            c.decrypt_symlink_target(&dir, t.as_bytes()).unwrap(),
             b"../target/file"
         );
         let n = c.encrypt_xattr_name(b"comment");
         assert_eq!(n, c.encrypt_xattr_name(b"comment"));
-        assert_eq!(c.decrypt_xattr_name(&n).unwrap(), b"comment");
-        let v = c.encrypt_xattr_value(&n, b"value");
-        assert_eq!(c.decrypt_xattr_value(&n, v.clone()).unwrap(), b"value");
+        assert_eq!(
+            c.decrypt_xattr_name(&n).unwrap(),
+            (b"comment".to_vec(), XattrVersion::V2)
+        );
+        let id = [7u8; XATTR_ID_LEN];
+        let v = c.encrypt_xattr_value(&n, &id, b"value");
+        let open = |n: &str, id: &[u8; XATTR_ID_LEN], v: &Vec<u8>| {
+            c.decrypt_xattr_value(n, XattrVersion::V2, Some(id), v.clone())
+        };
+        assert_eq!(open(&n, &id, &v).unwrap(), b"value");
         let n2 = c.encrypt_xattr_name(b"other");
-        assert_eq!(c.decrypt_xattr_value(&n2, v), Err(NameError::Unauthentic));
+        assert_eq!(open(&n2, &id, &v), Err(NameError::Unauthentic));
+    }
+
+    /// Security review, findings 6 and 10: a symlink target is bound to its
+    /// directory, an attribute value to its entry, and attribute names are
+    /// padded; the first version's forms still read.
+    #[test]
+    fn targets_and_values_are_bound_and_xattr_names_padded() {
+        let c = cipher();
+        let a = c.new_dir_iv(&c.root_iv(), b"a");
+        let b = c.new_dir_iv(&c.root_iv(), b"b");
+        let t = c.encrypt_symlink_target(&a, b"target");
+        assert_eq!(
+            c.decrypt_symlink_target(&b, t.as_bytes()),
+            Err(NameError::Unauthentic),
+            "a target copied into another directory"
+        );
+        // A copy of a's veilfs.diriv made by a sync client has a's birth.
+        let a2 = c.new_dir_iv(&c.root_iv(), b"a");
+        assert_eq!(
+            c.decrypt_symlink_target(&a2, t.as_bytes()).unwrap(),
+            b"target"
+        );
+        // Values moved between entries fail.
+        let n = c.encrypt_xattr_name(b"comment");
+        let v = c.encrypt_xattr_value(&n, &[1; XATTR_ID_LEN], b"value");
+        assert_eq!(
+            c.decrypt_xattr_value(&n, XattrVersion::V2, Some(&[2; XATTR_ID_LEN]), v),
+            Err(NameError::Unauthentic)
+        );
+        // Names of 1 and 15 bytes look alike.
+        assert_eq!(
+            c.encrypt_xattr_name(b"a").len(),
+            c.encrypt_xattr_name(b"abcdefghijklmno").len()
+        );
+        // The first version: unpadded names, values bound to the name only,
+        // symlink targets with a constant AD.
+        let old = c.encrypt_xattr_name_v1(b"comment");
+        assert_ne!(old, n);
+        assert_eq!(
+            c.decrypt_xattr_name(&old).unwrap(),
+            (b"comment".to_vec(), XattrVersion::V1)
+        );
+        let old_value = c.seal_metadata_with_nonce(
+            &[XATTR_VALUE_AD, old.as_bytes()].concat(),
+            b"v1",
+            [0; NONCE_LEN],
+        );
+        assert_eq!(
+            c.decrypt_xattr_value(&old, XattrVersion::V1, None, old_value)
+                .unwrap(),
+            b"v1"
+        );
+        let old_target = B64.encode(c.seal_metadata_with_nonce(SYMLINK_AD, b"t", [0; NONCE_LEN]));
+        assert_eq!(
+            c.decrypt_symlink_target(&b, old_target.as_bytes()).unwrap(),
+            b"t"
+        );
     }
 }

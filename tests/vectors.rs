@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use veilfs::content::{CHUNK_OVERHEAD, ChunkError, ChunkLayout, ContentCipher, FileHeader, Opened};
 use veilfs::keys::MasterKey;
 use veilfs::names::{
-    BackingName, DEFAULT_LONG_NAME_THRESHOLD, DirIv, NameCipher, NameError, long_entry_name,
+    BackingName, DEFAULT_LONG_NAME_THRESHOLD, DirIv, NameCipher, NameError, XattrVersion,
+    long_entry_name,
 };
 use veilfs::vault::{self, FixedSlot, KdfParams, VaultError};
 
@@ -231,9 +232,71 @@ fn long_name_entry_and_record() {
 
 #[test]
 fn xattr_name() {
+    // The first version (unpadded): still read.
+    let n = names();
     assert_eq!(
-        names().encrypt_xattr_name(b"comment"),
+        n.encrypt_xattr_name_v1(b"comment"),
         "user.COUyTedafZ6tw5VZ5lmb4gq71HneNlg"
+    );
+    assert_eq!(
+        n.decrypt_xattr_name("user.COUyTedafZ6tw5VZ5lmb4gq71HneNlg")
+            .unwrap(),
+        (b"comment".to_vec(), XattrVersion::V1)
+    );
+    // Version 2: padded to 16 bytes.
+    assert_eq!(
+        n.encrypt_xattr_name(b"comment"),
+        "user.AmBc8BOXmvWY2Hj4qaGLmj5YqXBei1QvZWOLwrw_mLI"
+    );
+}
+
+#[test]
+fn dir_iv_birth_tag() {
+    let n = names();
+    let birth = n.dir_birth_tag(&n.root_iv(), b"Media");
+    let mut iv = [0u8; 16];
+    iv[..8].copy_from_slice(&seq::<8>(0x30));
+    iv[8..].copy_from_slice(&birth);
+    assert_eq!(hex::encode(iv), "3031323334353637dd17c7d29b661b55");
+    let fresh = n.new_dir_iv(&n.root_iv(), b"Media");
+    assert_eq!(fresh.0[8..], birth);
+}
+
+#[test]
+fn xattr_value_bound_to_its_entry() {
+    let n = names();
+    let name = n.encrypt_xattr_name(b"comment");
+    let id = seq::<16>(0x20);
+    let v = n.encrypt_xattr_value_with_nonce(&name, &id, b"hello", seq::<12>(0xD0));
+    assert_eq!(
+        hex::encode(&v),
+        "d0d1d2d3d4d5d6d7d8d9dadb85ede7d469d51303e286d17c0c10dafc990dae0367"
+    );
+    assert_eq!(
+        n.decrypt_xattr_value(&name, XattrVersion::V2, Some(&id), v)
+            .unwrap(),
+        b"hello"
+    );
+}
+
+#[test]
+fn symlink_target_bound_to_its_directory() {
+    let n = names();
+    let media =
+        DirIv::from_slice(&hex::decode("3031323334353637dd17c7d29b661b55").unwrap()).unwrap();
+    let t =
+        n.encrypt_symlink_target_with_nonce(&media, b"../WhatsApp/msgstore.db", seq::<12>(0xC0));
+    assert_eq!(
+        t,
+        "2.wMHCw8TFxsfIycrLs6KNrRaaRYNWoR1b9gP2RVVpM0iNpFTh_ronbl-5aHBZc71sAyYb"
+    );
+    assert_eq!(
+        n.decrypt_symlink_target(&media, t.as_bytes()).unwrap(),
+        b"../WhatsApp/msgstore.db"
+    );
+    assert!(
+        n.decrypt_symlink_target(&n.root_iv(), t.as_bytes())
+            .is_err()
     );
 }
 

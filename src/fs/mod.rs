@@ -15,7 +15,7 @@ pub mod node;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +34,9 @@ use rustix::io::Errno as SysErrno;
 
 use crate::content::ContentCipher;
 use crate::cryptfile::{CryptFile, CryptFileError};
-use crate::names::{BackingName, DirIv, NameCipher};
+use crate::names::{
+    BackingName, DIR_IV_RANDOM_LEN, DirIv, NameCipher, XATTR_ID_LEN, XATTR_ID_NAME, XattrVersion,
+};
 use crate::reclaim::Reclaimer;
 use crate::store::{self, cstr};
 use node::{Location, Node, NodeTable};
@@ -1260,10 +1262,10 @@ impl VeilFs {
             return Err(Errno::EROFS);
         }
         let parent = self.node(parent)?;
-        let (pfd, _, b) = self.new_child(&parent, name)?;
+        let (pfd, iv, b) = self.new_child(&parent, name)?;
         let enc = self
             .names
-            .encrypt_symlink_target(target.as_os_str().as_bytes());
+            .encrypt_symlink_target(&iv, target.as_os_str().as_bytes());
         if enc.len() >= libc::PATH_MAX as usize {
             return Err(Errno::ENAMETOOLONG);
         }
@@ -1276,10 +1278,12 @@ impl VeilFs {
 
     fn do_readlink(&self, ino: INodeNo) -> Res<Vec<u8>> {
         let node = self.node(ino)?;
+        let (parent, _) = node.parent_and_entry().ok_or(Errno::EINVAL)?;
+        let iv = self.dir_iv(&parent)?;
         let (pfd, entry) = self.locate(&node)?;
         let stored = rustix::fs::readlinkat(&*pfd, &entry, Vec::new()).map_err(errno)?;
         self.names
-            .decrypt_symlink_target(stored.as_bytes())
+            .decrypt_symlink_target(&iv, stored.as_bytes())
             .map_err(|e| {
                 log::warn!("{}: symlink target: {e}", self.plain_path(&node));
                 Errno::EIO
@@ -1299,11 +1303,19 @@ impl VeilFs {
         }
         let parent = self.node(parent)?;
         let newparent = self.node(newparent)?;
-        let (pfd, _, ob) = self.child(&parent, name)?;
-        let (npfd, _, nb) = self.new_child(&newparent, newname)?;
+        let (pfd, piv, ob) = self.child(&parent, name)?;
+        let (npfd, npiv, nb) = self.new_child(&newparent, newname)?;
         let old = cstr(ob.entry());
         let new = cstr(nb.entry());
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        // A symlink target is bound to its directory (docs/FORMAT.md §7):
+        // such a symlink moves to another directory by copy, as across
+        // file systems (`mv` does that on EXDEV).
+        if !same_symlink_binding(&piv, &npiv)
+            && (self.bound_symlink(&pfd, &old) || exchange && self.bound_symlink(&npfd, &new))
+        {
+            return Err(Errno::EXDEV);
+        }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         if flags.bits() & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 {
             return Err(Errno::EINVAL);
@@ -1400,7 +1412,13 @@ impl VeilFs {
         }
         let (opfd, old) = self.locate(&node)?;
         let newparent = self.node(newparent)?;
-        let (npfd, _, nb) = self.new_child(&newparent, newname)?;
+        let (npfd, npiv, nb) = self.new_child(&newparent, newname)?;
+        if let Some((oparent, _)) = node.parent_and_entry()
+            && !same_symlink_binding(&self.dir_iv(&oparent)?, &npiv)
+            && self.bound_symlink(&opfd, &old)
+        {
+            return Err(Errno::EXDEV);
+        }
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
         rustix::fs::linkat(
             &*opfd,
@@ -1479,19 +1497,38 @@ impl VeilFs {
         let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
             return Err(Errno::NO_XATTR);
         };
-        let bname = self.names.encrypt_xattr_name(user);
         let (_keep, path) = self.xattr_path(&node)?;
         let mut buf = vec![0u8; 65536 + 64];
-        let n = rustix::fs::lgetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &mut buf[..])
-            .map_err(errno)?;
+        // Padded names (version 2) first; attributes written before
+        // padding are found under their old names (docs/FORMAT.md §7).
+        let bname = self.names.encrypt_xattr_name(user);
+        let (bname, version, n) =
+            match rustix::fs::lgetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &mut buf[..]) {
+                Ok(n) => (bname, XattrVersion::V2, n),
+                Err(SysErrno::NODATA) => {
+                    let old = self.names.encrypt_xattr_name_v1(user);
+                    let n =
+                        rustix::fs::lgetxattr(path.as_c_str(), cstr(&old).as_c_str(), &mut buf[..])
+                            .map_err(errno)?;
+                    (old, XattrVersion::V1, n)
+                }
+                Err(e) => return Err(errno(e)),
+            };
         buf.truncate(n);
-        self.names.decrypt_xattr_value(&bname, buf).map_err(|e| {
-            log::warn!(
-                "{}: extended attribute {name:?}: {e}",
-                self.plain_path(&node)
-            );
-            Errno::EIO
-        })
+        let id = match version {
+            XattrVersion::V2 => xattr_entry_id(&path),
+            XattrVersion::V1 => None,
+        };
+        self.names
+            .decrypt_xattr_value(&bname, version, id.as_ref(), buf)
+            .map_err(|e| {
+                log::warn!(
+                    "{}: extended attribute {name:?}: {e} (tampered, or copied from another \
+                     entry)",
+                    self.plain_path(&node)
+                );
+                Errno::EIO
+            })
     }
 
     fn do_setxattr(&self, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32) -> Res<()> {
@@ -1506,10 +1543,30 @@ impl VeilFs {
             return Err(Errno::EINVAL);
         }
         let bname = self.names.encrypt_xattr_name(user);
-        let enc = self.names.encrypt_xattr_value(&bname, value);
+        let old = cstr(&self.names.encrypt_xattr_name_v1(user));
         let (_keep, path) = self.xattr_path(&node)?;
-        let xflags = rustix::fs::XattrFlags::from_bits_truncate(flags as u32);
-        rustix::fs::lsetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &enc, xflags).map_err(errno)
+        let mut xflags = rustix::fs::XattrFlags::from_bits_truncate(flags as u32);
+        // The attribute may exist under its unpadded name (written before
+        // padding): it is replaced by the padded one.
+        let old_exists =
+            rustix::fs::lgetxattr(path.as_c_str(), old.as_c_str(), &mut [0u8; 0][..]).is_ok();
+        if old_exists {
+            if xflags.contains(rustix::fs::XattrFlags::CREATE) {
+                return Err(Errno::EEXIST);
+            }
+            xflags.remove(rustix::fs::XattrFlags::REPLACE);
+        }
+        let id = ensure_xattr_entry_id(&path).map_err(errno)?;
+        let enc = self.names.encrypt_xattr_value(&bname, &id, value);
+        rustix::fs::lsetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &enc, xflags)
+            .map_err(errno)?;
+        if old_exists {
+            match rustix::fs::lremovexattr(path.as_c_str(), old.as_c_str()) {
+                Ok(()) | Err(SysErrno::NODATA) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        Ok(())
     }
 
     fn do_listxattr(&self, ino: INodeNo) -> Res<Vec<u8>> {
@@ -1518,14 +1575,21 @@ impl VeilFs {
         let mut buf = vec![0u8; 65536];
         let n = rustix::fs::llistxattr(path.as_c_str(), &mut buf[..]).map_err(errno)?;
         let mut out = Vec::new();
+        let mut seen: Vec<Vec<u8>> = Vec::new();
         for raw in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
             let Ok(s) = std::str::from_utf8(raw) else {
                 continue;
             };
-            if let Ok(plain) = self.names.decrypt_xattr_name(s) {
+            if let Ok((plain, _)) = self.names.decrypt_xattr_name(s) {
+                // Both forms of one name exist only if a crash interrupted
+                // the replacement of an unpadded name in setxattr.
+                if seen.contains(&plain) {
+                    continue;
+                }
                 out.extend_from_slice(b"user.");
                 out.extend_from_slice(&plain);
                 out.push(0);
+                seen.push(plain);
             }
         }
         Ok(out)
@@ -1541,7 +1605,20 @@ impl VeilFs {
         };
         let bname = self.names.encrypt_xattr_name(user);
         let (_keep, path) = self.xattr_path(&node)?;
-        rustix::fs::lremovexattr(path.as_c_str(), cstr(&bname).as_c_str()).map_err(errno)
+        match rustix::fs::lremovexattr(path.as_c_str(), cstr(&bname).as_c_str()) {
+            Err(SysErrno::NODATA) => {
+                let old = self.names.encrypt_xattr_name_v1(user);
+                rustix::fs::lremovexattr(path.as_c_str(), cstr(&old).as_c_str()).map_err(errno)
+            }
+            r => r.map_err(errno),
+        }
+    }
+
+    /// Whether the backing entry `entry` in `dir` is a symlink whose
+    /// target is bound to its directory (docs/FORMAT.md §7).
+    fn bound_symlink(&self, dir: &OwnedFd, entry: &CStr) -> bool {
+        rustix::fs::readlinkat(dir, entry, Vec::new())
+            .is_ok_and(|t| NameCipher::symlink_target_is_bound(t.as_bytes()))
     }
 
     fn do_fallocate(&self, fh: FileHandle, offset: u64, length: u64, mode: i32) -> Res<()> {
@@ -1560,6 +1637,45 @@ impl VeilFs {
             self.truncate_node(&handle.node, &handle.fd, end)?;
         }
         Ok(())
+    }
+}
+
+/// Whether a symlink target bound in a directory with IV `a` opens in one
+/// with IV `b`: the binding is to the IV's birth tag (docs/FORMAT.md §7).
+fn same_symlink_binding(a: &DirIv, b: &DirIv) -> bool {
+    a.0[DIR_IV_RANDOM_LEN..] == b.0[DIR_IV_RANDOM_LEN..]
+}
+
+/// The entry ID its attribute values are bound to (docs/FORMAT.md §7), if
+/// it has one. `path` is an [`VeilFs::xattr_path`].
+fn xattr_entry_id(path: &CStr) -> Option<[u8; XATTR_ID_LEN]> {
+    let mut id = [0u8; XATTR_ID_LEN + 1];
+    match rustix::fs::lgetxattr(path, cstr(XATTR_ID_NAME).as_c_str(), &mut id[..]) {
+        Ok(XATTR_ID_LEN) => id[..XATTR_ID_LEN].try_into().ok(),
+        _ => None,
+    }
+}
+
+/// The entry's ID, created (16 random bytes) if it has none yet.
+fn ensure_xattr_entry_id(path: &CStr) -> Result<[u8; XATTR_ID_LEN], SysErrno> {
+    if let Some(id) = xattr_entry_id(path) {
+        return Ok(id);
+    }
+    let mut id = [0u8; XATTR_ID_LEN];
+    getrandom::fill(&mut id).expect("the OS random number generator failed");
+    let name = cstr(XATTR_ID_NAME);
+    match rustix::fs::lsetxattr(path, name.as_c_str(), &id, rustix::fs::XattrFlags::CREATE) {
+        Ok(()) => Ok(id),
+        // Set by a concurrent setxattr, or present but damaged: a damaged
+        // ID is replaced, which the values bound to it then report.
+        Err(SysErrno::EXIST) => match xattr_entry_id(path) {
+            Some(id) => Ok(id),
+            None => {
+                rustix::fs::lsetxattr(path, name.as_c_str(), &id, rustix::fs::XattrFlags::REPLACE)?;
+                Ok(id)
+            }
+        },
+        Err(e) => Err(e),
     }
 }
 
