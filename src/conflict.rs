@@ -359,6 +359,7 @@ pub fn parse(name: &str) -> Parsed {
 /// §6).
 pub fn is_dir_iv_copy(name: &str) -> bool {
     name.starts_with("veilfs")
+        && name != DIR_IV_FILE
         && matches!(parse(name), Parsed::Metadata { original } if original == DIR_IV_FILE)
 }
 
@@ -936,6 +937,28 @@ mod tests {
                 },
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn copies_of_the_dir_iv_file() {
+        for name in [
+            "veilfs.sync-conflict-20261126-101500-ABCDEF7.diriv",
+            "veilfs (1).diriv",
+            "veilfs.diriv (1)",
+            "veilfs (Alice's conflicted copy 2026-11-26).diriv",
+            "veilfs-LAPTOP.diriv",
+        ] {
+            assert!(is_dir_iv_copy(name), "{name}");
+        }
+        for name in [
+            "veilfs.diriv",
+            "veilfs (1).conf",
+            "veilfs (\x1b conflict).diriv",
+            "xveilfs (1).diriv",
+            "veilfs.diriv.tmp",
+        ] {
+            assert!(!is_dir_iv_copy(name), "{name}");
         }
     }
 
