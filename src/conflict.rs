@@ -27,12 +27,12 @@
 use std::collections::HashSet;
 use std::os::fd::BorrowedFd;
 
-use rustix::fs::{FileType, RenameFlags};
+use rustix::fs::{AtFlags, FileType, RenameFlags};
 use rustix::io::Errno;
 
 use crate::names::{
-    BackingName, DIR_IV_FILE, DirIv, LONG_NAME_HASH_LEN, LONG_NAME_RECORD_SUFFIX, LONG_NAME_SUFFIX,
-    MAX_NAME_LEN, NameCipher,
+    BackingName, DIR_IV_FILE, DIR_IV_LEN, DirIv, EntryKind, LONG_NAME_HASH_LEN,
+    LONG_NAME_RECORD_SUFFIX, LONG_NAME_SUFFIX, MAX_NAME_LEN, NameCipher, classify_entry,
 };
 use crate::store::{self, ListedEntry, Listing, cstr};
 
@@ -358,9 +358,108 @@ pub fn parse(name: &str) -> Parsed {
 /// whose IV a reader may accept beside the directory's own (docs/FORMAT.md
 /// §6).
 pub fn is_dir_iv_copy(name: &str) -> bool {
-    name.starts_with("veilfs")
-        && name != DIR_IV_FILE
-        && matches!(parse(name), Parsed::Metadata { original } if original == DIR_IV_FILE)
+    if !name.starts_with("veilfs") || name == DIR_IV_FILE {
+        return false;
+    }
+    if let Some(hex) = name
+        .strip_prefix(MERGED_IV_PREFIX)
+        .and_then(|r| r.strip_suffix(MERGED_IV_SUFFIX))
+    {
+        return hex.len() == 2 * DIR_IV_LEN && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    }
+    matches!(parse(name), Parsed::Metadata { original } if original == DIR_IV_FILE)
+}
+
+const MERGED_IV_PREFIX: &str = "veilfs.merged-";
+const MERGED_IV_SUFFIX: &str = ".diriv";
+
+/// Name under which the IV `iv` of a directory merged into another is
+/// kept there (docs/FORMAT.md §6): `veilfs.merged-<32 hex digits>.diriv`.
+pub fn merged_iv_name(iv: &DirIv) -> String {
+    format!("{MERGED_IV_PREFIX}{}{MERGED_IV_SUFFIX}", hex::encode(iv.0))
+}
+
+/// Merges backing directory `from` into `into`, both in `dir`: the same
+/// folder created on two devices (every IV of `from` has the birth tag of
+/// `into`'s, docs/FORMAT.md §6). `from`'s IV files are copied into `into`
+/// as secondary IVs, then each entry is moved over, then `from` is
+/// removed. Idempotent: an interrupted merge is finished by the next one.
+/// `Err(XDEV)` when the two are not the same folder.
+pub fn merge_dirs(dir: BorrowedFd<'_>, into: &str, from: &str) -> Result<(), Errno> {
+    let m = store::open_dir_path(dir, cstr(into).as_c_str())?;
+    let s = store::open_dir_path(dir, cstr(from).as_c_str())?;
+    let m_iv = store::read_dir_iv(&m)?;
+    let s_iv = store::read_dir_iv(&s).map_err(|_| Errno::XDEV)?;
+    let mut names: Vec<String> = Vec::new();
+    let mut reader = rustix::fs::Dir::new(store::open_dir_read(&s)?)?;
+    while let Some(entry) = reader.read() {
+        let entry = entry?;
+        match entry.file_name().to_bytes() {
+            b"." | b".." => {}
+            // Foreign names (not UTF-8): `from` stays.
+            raw => names.push(String::from_utf8(raw.to_vec()).map_err(|_| Errno::NOTEMPTY)?),
+        }
+    }
+    let (iv_files, entries): (Vec<String>, Vec<String>) = names
+        .into_iter()
+        .partition(|n| n == DIR_IV_FILE || is_dir_iv_copy(n));
+    let mut ivs = Vec::new();
+    for name in &iv_files {
+        let iv = store::read_dir_iv_file(&s, cstr(name).as_c_str())?;
+        if iv != m_iv && !crate::names::same_birth(&m_iv, &iv) {
+            return Err(Errno::XDEV);
+        }
+        if iv != m_iv && !ivs.contains(&iv) {
+            ivs.push(iv);
+        }
+    }
+    for iv in &ivs {
+        let name = merged_iv_name(iv);
+        match store::write_dir_iv_file(&m, cstr(&name).as_c_str(), iv) {
+            Ok(()) => {}
+            Err(Errno::EXIST)
+                if store::read_dir_iv_file(&m, cstr(&name).as_c_str()).ok() == Some(*iv) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    rustix::fs::fsync(store::open_dir_read(&m)?)?;
+    for name in &entries {
+        let c = cstr(name);
+        match rustix::fs::renameat_with(&s, c.as_c_str(), &m, c.as_c_str(), RenameFlags::NOREPLACE)
+        {
+            Ok(()) | Err(Errno::NOENT) => {}
+            // A long-name record is a function of its entry's name: the
+            // same in both directories.
+            Err(Errno::EXIST)
+                if classify_entry(name) == EntryKind::LongRecord
+                    && store::read_long_record(&s, name.strip_suffix(".name").unwrap_or(name))
+                        .ok()
+                        .is_some_and(|a| {
+                            store::read_long_record(&m, name.strip_suffix(".name").unwrap_or(name))
+                                .ok()
+                                == Some(a)
+                        }) =>
+            {
+                rustix::fs::unlinkat(&s, c.as_c_str(), AtFlags::empty())?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Only IV files are left: remove them and the directory.
+    for name in &iv_files {
+        match rustix::fs::unlinkat(&s, cstr(name).as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match rustix::fs::unlinkat(dir, cstr(from).as_c_str(), AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => {
+            // Something arrived meanwhile: put the IV back so it reads.
+            let _ = store::write_dir_iv(&s, &s_iv);
+            Err(e)
+        }
+    }
 }
 
 /// Cuts `s` to at most `max` bytes without splitting a UTF-8 sequence.
@@ -657,10 +756,35 @@ pub fn resolve_listing(
     }
     // (backing name, original plaintext name, tag, keep the name): entries
     // under a copy of veilfs.diriv keep their own names when free.
-    let mut found: Vec<(String, Vec<u8>, String, bool)> = std::mem::take(&mut listing.secondary)
-        .into_iter()
-        .map(|e| (e.backing, e.plain, SECONDARY_TAG.to_string(), true))
-        .collect();
+    let mut found: Vec<(String, Vec<u8>, String, bool)> = Vec::new();
+    for e in std::mem::take(&mut listing.secondary) {
+        // The same folder created on two devices: merged into one
+        // (writable mounts), else kept under a conflict name.
+        if mode == Mode::Rename
+            && e.file_type == FileType::Directory
+            && let Some(main) = listing
+                .entries
+                .iter()
+                .find(|m| m.plain == e.plain && m.file_type == FileType::Directory)
+        {
+            match merge_dirs(dir, &main.backing, &e.backing) {
+                Ok(()) => {
+                    log::info!(
+                        "directory {} merged into {} (the same folder, created on two devices)",
+                        e.backing,
+                        main.backing
+                    );
+                    continue;
+                }
+                Err(err) => log::debug!(
+                    "directory {} not merged into {}: {err}",
+                    e.backing,
+                    main.backing
+                ),
+            }
+        }
+        found.push((e.backing, e.plain, SECONDARY_TAG.to_string(), true));
+    }
     let looked_at = listing
         .foreign
         .iter()

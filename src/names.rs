@@ -315,9 +315,10 @@ impl NameCipher {
         DirIv(iv)
     }
 
-    /// `HMAC-SHA256(dir IV key, "veilfs v2 dir birth" || parent || name)`,
-    /// first 8 bytes: the same for every directory created with `name` in
-    /// the directory with IV `parent`, on any device.
+    /// `HMAC-SHA256(dir IV key, "veilfs v2 dir birth" || parent[8..16] ||
+    /// name)`, first 8 bytes: the same for every directory created with
+    /// `name` in the directory with IV `parent` or in one with the same
+    /// birth tag (the same folder, created on another device).
     pub fn dir_birth_tag(
         &self,
         parent: &DirIv,
@@ -326,7 +327,7 @@ impl NameCipher {
         let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
             .expect("HMAC takes any key length");
         mac.update(DIR_BIRTH_LABEL);
-        mac.update(&parent.0);
+        mac.update(&parent.0[DIR_IV_RANDOM_LEN..]);
         mac.update(name);
         let out = mac.finalize().into_bytes();
         let mut tag = [0u8; DIR_IV_LEN - DIR_IV_RANDOM_LEN];
@@ -707,6 +708,11 @@ mod tests {
         assert!(!same_birth(&a, &y));
         assert!(!same_birth(&a, &c.new_dir_iv(&a, b"X")));
         assert_eq!(a.0[8..], c.dir_birth_tag(&r, b"X"));
+        // The same folder created inside X on each device: one birth.
+        assert!(same_birth(
+            &c.new_dir_iv(&a, b"Day 1"),
+            &c.new_dir_iv(&b, b"Day 1")
+        ));
     }
 
     #[test]

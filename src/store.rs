@@ -102,7 +102,7 @@ pub fn secondary_dir_ivs<Fd: AsFd>(dir: Fd, main: &DirIv, copies: &[String]) -> 
 }
 
 /// Reads a 16-byte directory IV file, never following a symlink.
-fn read_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<DirIv, Errno> {
+pub fn read_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<DirIv, Errno> {
     let fd = openat(
         dir,
         name,
@@ -116,9 +116,15 @@ fn read_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<DirIv, Errno> {
 
 /// Writes a new directory's IV file, durably.
 pub fn write_dir_iv<Fd: AsFd>(dir: Fd, iv: &DirIv) -> Result<(), Errno> {
+    write_dir_iv_file(dir, c"veilfs.diriv", iv)
+}
+
+/// Writes a new directory IV file named `name` (never replacing one),
+/// durably.
+pub fn write_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<(), Errno> {
     let fd = openat(
         dir,
-        c"veilfs.diriv",
+        name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o400),
     )?;
@@ -268,15 +274,23 @@ pub fn list_dir(dir: BorrowedFd<'_>, iv: &DirIv, names: &NameCipher) -> Result<L
             )),
         }
     }
+    // Names that do not decrypt may belong to another device's IV of this
+    // directory (docs/FORMAT.md §6): only looked at when there is one.
     let secondary = if bad_inos.is_empty() || iv_copies.is_empty() {
         Vec::new()
     } else {
         iv_copies.sort();
         secondary_dir_ivs(dir, iv, &iv_copies)
     };
+    if secondary.is_empty() {
+        listing
+            .bad
+            .extend(bad_inos.into_iter().map(|(bad, _, _)| bad));
+        return Ok(listing);
+    }
     for (bad, ino, file_type) in bad_inos {
         let encoded = match classify_entry(&bad.backing) {
-            EntryKind::Long(entry) if !secondary.is_empty() => read_long_record(dir, entry).ok(),
+            EntryKind::Long(entry) => read_long_record(dir, entry).ok(),
             _ => Some(bad.backing.clone()),
         };
         let plain = encoded.and_then(|enc| {

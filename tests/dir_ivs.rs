@@ -160,6 +160,8 @@ fn two_devices_creating_the_same_folder_still_merge() {
     fs::create_dir(m.path("chat")).unwrap();
     fs::write(m.path("chat/a"), b"A").unwrap();
     fs::write(m.path("chat/same"), b"from A").unwrap();
+    fs::create_dir(m.path("chat/sub")).unwrap();
+    fs::write(m.path("chat/sub/d"), b"D").unwrap();
     m.unmount();
     m.cipher = device_b.clone();
     m.mount();
@@ -184,26 +186,46 @@ fn two_devices_creating_the_same_folder_still_merge() {
     let (code, report) = fsck_json(&m);
     assert_eq!(code, 0, "the merged vault is clean: {report}");
 
-    let want = set(&["a", "b", "same", "same (conflict)", "sub"]);
     let check = |m: &TestMount| {
-        assert_eq!(listing(&m.path("chat")), want);
         assert_eq!(fs::read(m.path("chat/a")).unwrap(), b"A");
         assert_eq!(fs::read(m.path("chat/b")).unwrap(), b"B");
         assert_eq!(fs::read(m.path("chat/same")).unwrap(), b"from A");
         assert_eq!(fs::read(m.path("chat/same (conflict)")).unwrap(), b"from B");
-        assert_eq!(fs::read(m.path("chat/sub/c")).unwrap(), b"C");
+        assert_eq!(fs::read(m.path("chat/sub/d")).unwrap(), b"D");
     };
-    // Read-only: shown, CIPHERDIR unchanged.
+    // Read-only: shown, CIPHERDIR unchanged; the two "sub" folders apart.
     let before = listing(&chat_a);
     m.extra_args = vec!["--ro".into()];
     m.mount();
+    assert_eq!(
+        listing(&m.path("chat")),
+        set(&["a", "b", "same", "same (conflict)", "sub", "sub (conflict)"])
+    );
     check(&m);
+    assert_eq!(fs::read(m.path("chat/sub (conflict)/c")).unwrap(), b"C");
     m.unmount();
     assert_eq!(listing(&chat_a), before);
-    // Writable: renamed to ordinary names under the folder's own IV.
+    // Writable: renamed to ordinary names under the folder's own IV, and
+    // the two "sub" folders (created on both devices too) merged.
     m.extra_args.clear();
     m.mount();
+    assert_eq!(
+        listing(&m.path("chat")),
+        set(&["a", "b", "same", "same (conflict)", "sub"])
+    );
     check(&m);
+    assert_eq!(listing(&m.path("chat/sub")), set(&["c", "d"]));
+    assert_eq!(fs::read(m.path("chat/sub/c")).unwrap(), b"C");
+    let (sub_a, sub_iv) = backing_dir(&m, &names, "chat/sub");
+    for name in listing(&sub_a) {
+        match classify_entry(&name) {
+            EntryKind::Regular(e) => {
+                names.decrypt_name(&sub_iv, e).unwrap();
+            }
+            EntryKind::Metadata => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
     for name in listing(&chat_a) {
         match classify_entry(&name) {
             EntryKind::Regular(e) => {
@@ -218,7 +240,7 @@ fn two_devices_creating_the_same_folder_still_merge() {
     m.unmount();
     m.mount();
     assert_eq!(fs::read(m.path("chat/b")).unwrap(), b"B");
-    for f in ["a", "b", "same", "same (conflict)", "sub/c"] {
+    for f in ["a", "b", "same", "same (conflict)", "sub/c", "sub/d"] {
         fs::remove_file(m.path(&format!("chat/{f}"))).unwrap();
     }
     fs::remove_dir(m.path("chat/sub")).unwrap();

@@ -93,7 +93,7 @@ xattr = "user." + b64(
 
 # §6 directory IVs written since the security review: R || BIRTH.
 def birth(parent: bytes, name: bytes) -> bytes:
-    return hmac.new(SUB["dir_iv"], b"veilfs v2 dir birth" + parent + name, hashlib.sha256).digest()[:8]
+    return hmac.new(SUB["dir_iv"], b"veilfs v2 dir birth" + parent[8:] + name, hashlib.sha256).digest()[:8]
 
 
 media_iv = bytes(range(0x30, 0x38)) + birth(ROOT, b"Media")
