@@ -754,10 +754,11 @@ pub fn resolve_listing(
     if listing.foreign.is_empty() && listing.bad.is_empty() && listing.secondary.is_empty() {
         return Vec::new();
     }
-    // (backing name, original plaintext name, tag, keep the name): entries
-    // under a copy of veilfs.diriv keep their own names when free.
-    let mut found: Vec<(String, Vec<u8>, String, bool)> = Vec::new();
+    // (backing name, original plaintext name, tag, keep the name, rename):
+    // entries under a copy of veilfs.diriv keep their own names when free.
+    let mut found: Vec<(String, Vec<u8>, String, bool, bool)> = Vec::new();
     for e in std::mem::take(&mut listing.secondary) {
+        let mut rename = true;
         // The same folder created on two devices: merged into one
         // (writable mounts), else kept under a conflict name.
         if mode == Mode::Rename
@@ -776,14 +777,20 @@ pub fn resolve_listing(
                     );
                     continue;
                 }
-                Err(err) => log::debug!(
-                    "directory {} not merged into {}: {err}",
-                    e.backing,
-                    main.backing
-                ),
+                // Perhaps still arriving (its veilfs.diriv, or entries
+                // being written): shown apart, not renamed, so that the
+                // next listing tries again.
+                Err(err) => {
+                    log::debug!(
+                        "directory {} not merged into {} yet: {err}",
+                        e.backing,
+                        main.backing
+                    );
+                    rename = false;
+                }
             }
         }
-        found.push((e.backing, e.plain, SECONDARY_TAG.to_string(), true));
+        found.push((e.backing, e.plain, SECONDARY_TAG.to_string(), true, rename));
     }
     let looked_at = listing
         .foreign
@@ -791,7 +798,7 @@ pub fn resolve_listing(
         .chain(listing.bad.iter().map(|b| &b.backing));
     for name in looked_at {
         match examine(dir, iv, names, name) {
-            Ok(Some((plain, tag))) => found.push((name.clone(), plain, tag, false)),
+            Ok(Some((plain, tag))) => found.push((name.clone(), plain, tag, false, true)),
             Ok(None) => {}
             Err(r) => log::warn!(
                 "backing entry {:?} looks like a sync-client conflict copy but is not shown: \
@@ -807,7 +814,7 @@ pub fn resolve_listing(
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let mut taken: HashSet<Vec<u8>> = listing.entries.iter().map(|e| e.plain.clone()).collect();
     let mut out = Vec::new();
-    for (name, plain, tag, keep_name) in found {
+    for (name, plain, tag, keep_name, rename) in found {
         listing.foreign.retain(|f| f != &name);
         listing.bad.retain(|b| b.backing != name);
         let st = match store::lstat_at(dir, cstr(&name).as_c_str()) {
@@ -818,7 +825,7 @@ pub fn resolve_listing(
             }
         };
         let mut result = None;
-        if mode == Mode::Rename {
+        if mode == Mode::Rename && rename {
             match rename_copy(
                 dir,
                 iv,
