@@ -31,10 +31,6 @@ use crate::names::{DirIv, EntryKind, NameCipher, NameError, classify_entry};
 use crate::offline::Kind;
 use crate::store::{self, pread_full, pwrite_full};
 
-/// Stands in for an unknown directory IV where none is used (a symlink
-/// target of the first version is not bound to its directory).
-const DUMMY_IV: DirIv = DirIv([0; 16]);
-
 /// Directories nested deeper than this are reported, not descended into
 /// (the walk holds one descriptor per level).
 pub const MAX_DEPTH: usize = 800;
@@ -846,15 +842,12 @@ impl<'a> Checker<'a> {
     }
 
     /// Checks a symlink's target in the directory with IV `iv` (unknown
-    /// when that directory's IV is missing: a bound target is then not
-    /// checked; the missing IV is reported).
+    /// when that directory's IV is missing: not checked then).
     fn check_symlink(&mut self, dir: &OwnedFd, iv: Option<&DirIv>, c: &std::ffi::CStr, loc: &Loc) {
         match rustix::fs::readlinkat(dir, c, Vec::new()) {
             Ok(stored) => {
-                let Some(iv) = iv
-                    .or((!NameCipher::symlink_target_is_bound(stored.as_bytes()))
-                        .then_some(&DUMMY_IV))
-                else {
+                // The directory's missing IV is reported already.
+                let Some(iv) = iv else {
                     return;
                 };
                 if let Err(e) = self.names.decrypt_symlink_target(iv, stored.as_bytes()) {

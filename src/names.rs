@@ -46,9 +46,6 @@ const XATTR_VALUE_AD: &[u8] = b"veilfs v1 xattr value";
 const XATTR_NAME_AD_V2: &[u8] = b"veilfs v2 xattr name";
 const SYMLINK_AD_V2: &[u8] = b"veilfs v2 symlink";
 const XATTR_VALUE_AD_V2: &[u8] = b"veilfs v2 xattr value";
-/// Starts a symlink target sealed bound to its directory (docs/FORMAT.md
-/// §7); `.` never occurs in a base64url target of the first version.
-pub const SYMLINK_V2_PREFIX: &str = "2.";
 /// Backing attribute holding an entry's random ID, to which the values of
 /// its attributes are bound (docs/FORMAT.md §7). Never an encrypted
 /// attribute name: those have no `.` after `user.`.
@@ -418,19 +415,30 @@ impl NameCipher {
         target: &[u8],
         nonce: [u8; NONCE_LEN],
     ) -> String {
-        let sealed = self.seal_metadata_with_nonce(&symlink_ad_v2(dir), target, nonce);
-        format!("{SYMLINK_V2_PREFIX}{}", B64.encode(sealed))
+        B64.encode(self.seal_metadata_with_nonce(&symlink_ad_v2(dir), target, nonce))
     }
 
     /// Opens a backing symlink's target found in the directory with IV
-    /// `dir`: bound to the directory, or of the first version (unbound).
+    /// `dir`: bound to the directory (version 2), or of the first version
+    /// (unbound). The two have one layout and differ only in their AD, so
+    /// the stored length gives the plaintext length for both, and neither
+    /// can pass for the other.
     pub fn decrypt_symlink_target(&self, dir: &DirIv, stored: &[u8]) -> Result<Vec<u8>, NameError> {
-        let (ad, blob) = match stored.strip_prefix(SYMLINK_V2_PREFIX.as_bytes()) {
-            Some(rest) => (symlink_ad_v2(dir), rest),
-            None => (SYMLINK_AD.to_vec(), stored),
-        };
-        let raw = B64.decode(blob).map_err(|_| NameError::BadEncoding)?;
-        self.open_metadata(&ad, raw)
+        self.open_symlink_target(dir, stored).map(|(t, _)| t)
+    }
+
+    /// [`NameCipher::decrypt_symlink_target`] and whether the target is
+    /// bound to its directory (version 2).
+    pub fn open_symlink_target(
+        &self,
+        dir: &DirIv,
+        stored: &[u8],
+    ) -> Result<(Vec<u8>, bool), NameError> {
+        let raw = B64.decode(stored).map_err(|_| NameError::BadEncoding)?;
+        match self.open_metadata(&symlink_ad_v2(dir), raw.clone()) {
+            Ok(t) => Ok((t, true)),
+            Err(_) => self.open_metadata(SYMLINK_AD, raw).map(|t| (t, false)),
+        }
     }
 
     /// A symlink target sealed as the first version did (constant AD, not
@@ -451,12 +459,6 @@ impl NameCipher {
         getrandom::fill(&mut nonce).expect("the OS random number generator failed");
         let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
         self.seal_metadata_with_nonce(&ad, value, nonce)
-    }
-
-    /// Whether a backing symlink target is bound to its directory, so the
-    /// symlink cannot move to another directory as is.
-    pub fn symlink_target_is_bound(stored: &[u8]) -> bool {
-        stored.starts_with(SYMLINK_V2_PREFIX.as_bytes())
     }
 
     /// Encrypts a `user.*` attribute name (without the prefix) to the
@@ -721,7 +723,7 @@ mod tests {
         let dir = c.new_dir_iv(&c.root_iv(), b"d");
         let t = c.encrypt_symlink_target(&dir, b"../target/file");
         assert!(!t.contains('/'));
-        assert!(NameCipher::symlink_target_is_bound(t.as_bytes()));
+        assert!(c.open_symlink_target(&dir, t.as_bytes()).unwrap().1);
         assert_eq!(
             c.decrypt_symlink_target(&dir, t.as_bytes()).unwrap(),
             b"../target/file"

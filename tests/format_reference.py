@@ -115,7 +115,7 @@ xattr_value_v2 = XV_NONCE + AESGCMSIV(SUB["metadata"]).encrypt(
     XV_NONCE, b"hello", b"veilfs v2 xattr value" + xattr_v2.encode() + ENTRY_ID
 )
 SL_NONCE = bytes(range(0xC0, 0xCC))
-symlink_v2 = "2." + b64(
+symlink_v2 = b64(
     SL_NONCE
     + AESGCMSIV(SUB["metadata"]).encrypt(
         SL_NONCE, b"../WhatsApp/msgstore.db", b"veilfs v2 symlink" + media_iv[8:]

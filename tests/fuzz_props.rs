@@ -241,8 +241,6 @@ fn fuzz_names_arbitrary() {
             prop_assert!(nc.decrypt_xattr_name(&name).is_err());
             prop_assert!(nc.decrypt_symlink_target(&iv, &blob).is_err());
             prop_assert!(nc.decrypt_symlink_target(&iv, name.as_bytes()).is_err());
-            let v2 = [names::SYMLINK_V2_PREFIX.as_bytes(), name.as_bytes()].concat();
-            prop_assert!(nc.decrypt_symlink_target(&iv, &v2).is_err());
             prop_assert!(
                 nc.decrypt_xattr_value(&name, names::XattrVersion::V1, None, blob.clone())
                     .is_err()

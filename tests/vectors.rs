@@ -288,7 +288,7 @@ fn symlink_target_bound_to_its_directory() {
         n.encrypt_symlink_target_with_nonce(&media, b"../WhatsApp/msgstore.db", seq::<12>(0xC0));
     assert_eq!(
         t,
-        "2.wMHCw8TFxsfIycrLVKMnVMPM4DdX9crZ2wUCa_iSRaHX8st_I9V_xNDcaQj7Bib0JGqk"
+        "wMHCw8TFxsfIycrLVKMnVMPM4DdX9crZ2wUCa_iSRaHX8st_I9V_xNDcaQj7Bib0JGqk"
     );
     assert_eq!(
         n.decrypt_symlink_target(&media, t.as_bytes()).unwrap(),

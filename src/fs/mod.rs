@@ -1308,14 +1308,6 @@ impl VeilFs {
         let old = cstr(ob.entry());
         let new = cstr(nb.entry());
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
-        // A symlink target is bound to its directory (docs/FORMAT.md §7):
-        // such a symlink moves to another directory by copy, as across
-        // file systems (`mv` does that on EXDEV).
-        if !same_symlink_binding(&piv, &npiv)
-            && (self.bound_symlink(&pfd, &old) || exchange && self.bound_symlink(&npfd, &new))
-        {
-            return Err(Errno::EXDEV);
-        }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         if flags.bits() & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 {
             return Err(Errno::EINVAL);
@@ -1323,6 +1315,19 @@ impl VeilFs {
         let src = store::lstat_at(&*pfd, &old).map_err(errno)?;
         if parent.ino == newparent.ino && ob.entry() == nb.entry() {
             return Ok(());
+        }
+        // A symlink target is bound to its directory (docs/FORMAT.md §7):
+        // such a symlink moves to another directory by copy, as across
+        // file systems (`mv` does that on EXDEV).
+        if !same_symlink_binding(&piv, &npiv) {
+            let is_link = |st: &Stat| st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+            let src_bound = is_link(&src) && self.bound_symlink(&pfd, &piv, &old);
+            let dst_bound = exchange
+                && store::lstat_at(&*npfd, &new).is_ok_and(|st| is_link(&st))
+                && self.bound_symlink(&npfd, &npiv, &new);
+            if src_bound || dst_bound {
+                return Err(Errno::EXDEV);
+            }
         }
         // A directory renamed over an empty directory: the target still
         // holds its IV file, which must go first.
@@ -1414,8 +1419,9 @@ impl VeilFs {
         let newparent = self.node(newparent)?;
         let (npfd, npiv, nb) = self.new_child(&newparent, newname)?;
         if let Some((oparent, _)) = node.parent_and_entry()
-            && !same_symlink_binding(&self.dir_iv(&oparent)?, &npiv)
-            && self.bound_symlink(&opfd, &old)
+            && let oiv = self.dir_iv(&oparent)?
+            && !same_symlink_binding(&oiv, &npiv)
+            && self.bound_symlink(&opfd, &oiv, &old)
         {
             return Err(Errno::EXDEV);
         }
@@ -1614,11 +1620,14 @@ impl VeilFs {
         }
     }
 
-    /// Whether the backing entry `entry` in `dir` is a symlink whose
-    /// target is bound to its directory (docs/FORMAT.md §7).
-    fn bound_symlink(&self, dir: &OwnedFd, entry: &CStr) -> bool {
-        rustix::fs::readlinkat(dir, entry, Vec::new())
-            .is_ok_and(|t| NameCipher::symlink_target_is_bound(t.as_bytes()))
+    /// Whether the backing entry `entry` in `dir` (IV `iv`) is a symlink
+    /// whose target is bound to its directory (docs/FORMAT.md §7).
+    fn bound_symlink(&self, dir: &OwnedFd, iv: &DirIv, entry: &CStr) -> bool {
+        rustix::fs::readlinkat(dir, entry, Vec::new()).is_ok_and(|t| {
+            self.names
+                .open_symlink_target(iv, t.as_bytes())
+                .is_ok_and(|(_, bound)| bound)
+        })
     }
 
     fn do_fallocate(&self, fh: FileHandle, offset: u64, length: u64, mode: i32) -> Res<()> {
