@@ -214,6 +214,8 @@ pub struct Listing {
     /// §6). Their `backing` is not the encryption of `plain` under the
     /// directory's IV.
     pub secondary: Vec<ListedEntry>,
+    /// Whether the directory holds a copy of `veilfs.diriv`.
+    pub dir_iv_copies: bool,
 }
 
 /// Lists and decrypts a backing directory. `dir` must be readable (see
@@ -274,6 +276,7 @@ pub fn list_dir(dir: BorrowedFd<'_>, iv: &DirIv, names: &NameCipher) -> Result<L
             )),
         }
     }
+    listing.dir_iv_copies = !iv_copies.is_empty();
     // Names that do not decrypt may belong to another device's IV of this
     // directory (docs/FORMAT.md §6): only looked at when there is one.
     let secondary = if bad_inos.is_empty() || iv_copies.is_empty() {

@@ -247,3 +247,70 @@ fn two_devices_creating_the_same_folder_still_merge() {
     fs::remove_dir(m.path("chat")).unwrap();
     assert!(!chat_a.exists());
 }
+
+/// The sync client may make the *mounted* device's `veilfs.diriv` the
+/// conflict copy and put the other device's in its place while the mount
+/// has the old IV in memory: the mount follows the file, so every device
+/// converges on one IV (no renaming back and forth).
+#[test]
+fn a_live_mount_follows_a_swapped_dir_iv() {
+    let mut m = TestMount::new();
+    m.unmount();
+    let names = names_of(&m);
+    let device_a = m.cipher.clone();
+    let device_b = m.tmp.path().join("cipher-b");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&device_a)
+            .arg(&device_b)
+            .status()
+            .unwrap()
+            .success()
+    );
+    m.cipher = device_b.clone();
+    m.mount();
+    fs::create_dir(m.path("chat")).unwrap();
+    fs::write(m.path("chat/b"), b"B").unwrap();
+    let (chat_b, iv_b) = backing_dir(&m, &names, "chat");
+    m.unmount();
+    m.cipher = device_a.clone();
+    m.mount();
+    fs::create_dir(m.path("chat")).unwrap();
+    fs::write(m.path("chat/a"), b"A").unwrap();
+    assert_eq!(listing(&m.path("chat")), set(&["a"]));
+    let (chat_a, iv_a) = backing_dir(&m, &names, "chat");
+    // Syncthing, with the mount live: B's IV wins, A's becomes the copy.
+    fs::rename(
+        chat_a.join("veilfs.diriv"),
+        chat_a.join("veilfs.sync-conflict-20261126-101500-AAAAAAA.diriv"),
+    )
+    .unwrap();
+    for e in fs::read_dir(&chat_b).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), chat_a.join(e.file_name())).unwrap();
+    }
+    assert_eq!(listing(&m.path("chat")), set(&["a", "b"]));
+    assert_eq!(fs::read(m.path("chat/a")).unwrap(), b"A");
+    assert_eq!(fs::read(m.path("chat/b")).unwrap(), b"B");
+    // Everything is now named under B's IV, the one in veilfs.diriv.
+    let on_disk = DirIv::from_slice(&fs::read(chat_a.join("veilfs.diriv")).unwrap()).unwrap();
+    assert_eq!(on_disk, iv_b);
+    assert_ne!(iv_a, iv_b);
+    for name in listing(&chat_a) {
+        match classify_entry(&name) {
+            EntryKind::Regular(e) => {
+                names.decrypt_name(&iv_b, e).unwrap();
+            }
+            EntryKind::Metadata => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // New entries use it too.
+    fs::write(m.path("chat/c"), b"C").unwrap();
+    assert!(
+        chat_a
+            .join(names.backing_name(&iv_b, b"c").unwrap().entry())
+            .exists()
+    );
+}

@@ -540,19 +540,14 @@ impl VeilFs {
 
     fn dir_iv_with(&self, node: &Arc<Node>, persist: bool) -> Res<DirIv> {
         if let Some(iv) = node.dir_iv.get() {
-            return Ok(*iv);
+            return Ok(iv);
         }
         let fd = self.dir_fd(node)?;
         let expected = || {
             let loc = node.location.lock().unwrap();
             match loc.as_ref() {
                 Some(l) => {
-                    let parent_iv = l
-                        .parent
-                        .dir_iv
-                        .get()
-                        .copied()
-                        .unwrap_or(self.names.root_iv());
+                    let parent_iv = l.parent.dir_iv.get().unwrap_or(self.names.root_iv());
                     self.names.new_dir_iv(&parent_iv, &l.plain)
                 }
                 None => self.names.root_iv(),
@@ -842,8 +837,25 @@ impl VeilFs {
 
     fn list(&self, node: &Arc<Node>) -> Res<Vec<(u64, FileType, OsString, String)>> {
         let fd = self.dir_fd(node)?;
-        let iv = self.dir_iv(node)?;
+        let mut iv = self.dir_iv(node)?;
         let mut listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
+        // Another device's IV of this folder beside ours: the sync client
+        // may have swapped veilfs.diriv since it was read (docs/FORMAT.md
+        // §6). Follow the file, so that every mount renames to one IV.
+        if listing.dir_iv_copies && node.ino != INodeNo::ROOT.0 {
+            if let Ok(disk) = store::read_dir_iv(&*fd)
+                && disk != iv
+                && crate::names::same_birth(&iv, &disk)
+            {
+                log::info!(
+                    "{}: veilfs.diriv now holds another device's IV of this folder; using it",
+                    self.plain_path(node)
+                );
+                node.dir_iv.replace(disk);
+                iv = disk;
+                listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
+            }
+        }
         self.resolve_conflicts(node, &fd, &iv, &mut listing);
         if !listing.bad.is_empty() {
             let path = self.plain_path(node);
