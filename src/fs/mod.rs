@@ -842,19 +842,19 @@ impl VeilFs {
         // Another device's IV of this folder beside ours: the sync client
         // may have swapped veilfs.diriv since it was read (docs/FORMAT.md
         // §6). Follow the file, so that every mount renames to one IV.
-        if listing.dir_iv_copies && node.ino != INodeNo::ROOT.0 {
-            if let Ok(disk) = store::read_dir_iv(&*fd)
-                && disk != iv
-                && crate::names::same_birth(&iv, &disk)
-            {
-                log::info!(
-                    "{}: veilfs.diriv now holds another device's IV of this folder; using it",
-                    self.plain_path(node)
-                );
-                node.dir_iv.replace(disk);
-                iv = disk;
-                listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
-            }
+        if listing.dir_iv_copies
+            && node.ino != INodeNo::ROOT.0
+            && let Ok(disk) = store::read_dir_iv(&*fd)
+            && disk != iv
+            && crate::names::same_birth(&iv, &disk)
+        {
+            log::info!(
+                "{}: veilfs.diriv now holds another device's IV of this folder; using it",
+                self.plain_path(node)
+            );
+            node.dir_iv.replace(disk);
+            iv = disk;
+            listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
         }
         self.resolve_conflicts(node, &fd, &iv, &mut listing);
         if !listing.bad.is_empty() {
