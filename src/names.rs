@@ -283,9 +283,11 @@ impl NameCipher {
         self.long_name_threshold
     }
 
-    /// The IV of a new directory named `name` in a directory with IV
-    /// `parent`: HMAC-SHA256(dir IV key, parent IV || name), first 16
-    /// bytes. Deterministic, so two devices creating the same folder agree.
+    /// The IV vaults written before the security review gave a directory
+    /// named `name` in a directory with IV `parent`: HMAC-SHA256(dir IV
+    /// key, parent IV || name), first 16 bytes. Never used for a new
+    /// directory any more (`mv X Y; mkdir X` reused it, docs/FORMAT.md §6);
+    /// kept to build vaults of that form in tests.
     pub fn child_dir_iv(&self, parent: &DirIv, name: &[u8]) -> DirIv {
         let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
             .expect("HMAC takes any key length");
