@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -25,6 +25,7 @@ use rustix::fs::{AtFlags, Dir, Mode, OFlags, SeekFrom, openat};
 use rustix::io::Errno;
 use serde::Serialize;
 
+use crate::conflict;
 use crate::content::{CHUNK_OVERHEAD, ContentCipher, FileHeader, HEADER_LEN};
 use crate::names::{DirIv, EntryKind, NameCipher, NameError, classify_entry};
 use crate::offline::Kind;
@@ -42,8 +43,8 @@ const READ_STEP: usize = 1 << 20;
 #[serde(rename_all = "snake_case")]
 pub enum ProblemKind {
     /// A directory has no `veilfs.diriv`: its names cannot be decrypted.
-    /// Repairable only when the directory holds no entries (the IV is then
-    /// derived from the parent IV and the directory's name).
+    /// Repairable only when the directory holds no entries (a new IV is
+    /// then written, docs/FORMAT.md §6).
     DirIvMissing,
     /// `veilfs.diriv` is unreadable, not 16 bytes, or not a regular file.
     DirIvInvalid,
@@ -99,6 +100,11 @@ pub enum ProblemKind {
     /// A symlink whose target does not decrypt: tampered, or planted by
     /// someone without the key. Never followed.
     SymlinkTargetInvalid,
+    /// A backing name that reads as a sync client's conflict copy of an
+    /// entry of its directory, but is not shown as one: its file type (or,
+    /// for a directory, its `veilfs.diriv`) differs from the original's.
+    /// An entry grafted from elsewhere: possible tampering.
+    ConflictCopyRejected,
     /// A backing entry of a type the format does not allow there (e.g. a
     /// symlink where veilfs metadata should be). Never followed.
     UnexpectedType,
@@ -144,6 +150,7 @@ impl ProblemKind {
             ProblemKind::ZeroTail => "zero_tail",
             ProblemKind::TornTail => "torn_tail",
             ProblemKind::SymlinkTargetInvalid => "symlink_target_invalid",
+            ProblemKind::ConflictCopyRejected => "conflict_copy_rejected",
             ProblemKind::UnexpectedType => "unexpected_type",
             ProblemKind::Unreadable => "unreadable",
             ProblemKind::CrashRecoverable => "crash_recoverable",
@@ -572,7 +579,7 @@ impl<'a> Checker<'a> {
                     }
                 };
                 let derivable = match (&p.parent_iv, &p.plain_name) {
-                    (Some(piv), Some(name)) => Some(self.names.child_dir_iv(piv, name)),
+                    (Some(piv), Some(name)) => Some(self.names.new_dir_iv(piv, name)),
                     _ => None,
                 };
                 if has_entries || derivable.is_none() {
@@ -652,6 +659,7 @@ impl<'a> Checker<'a> {
         let mut records: BTreeSet<String> = BTreeSet::new();
         let mut target_records: BTreeSet<String> = BTreeSet::new();
         let mut referenced_targets: HashSet<String> = HashSet::new();
+        let mut iv_copies: Vec<String> = Vec::new();
         for name in names {
             let name = match String::from_utf8(name) {
                 Ok(name) => name,
@@ -673,8 +681,29 @@ impl<'a> Checker<'a> {
                 EntryKind::LongTargetRecord => {
                     target_records.insert(name);
                 }
-                EntryKind::Metadata => {}
+                EntryKind::Metadata => {
+                    if conflict::is_dir_iv_copy(&name) {
+                        iv_copies.push(name);
+                    }
+                }
                 EntryKind::Foreign => {
+                    if conflict::is_dir_iv_copy(&name) {
+                        iv_copies.push(name.clone());
+                    }
+                    if let Some(iv) = &iv
+                        && let Err(r) = conflict::examine(fd.as_fd(), iv, self.names, &name)
+                    {
+                        self.problem(
+                            ProblemKind::ConflictCopyRejected,
+                            &loc.child(&name, None),
+                            format!(
+                                "looks like a sync-client conflict copy in {} but is not shown: \
+                                 {} (possible tampering; veilfs leaves it in place)",
+                                loc.describe_dir(),
+                                r.reason
+                            ),
+                        );
+                    }
                     self.report.foreign.push(loc.child(&name, None).backing);
                 }
             }
@@ -720,10 +749,18 @@ impl<'a> Checker<'a> {
             }
         }
 
+        // IVs of copies of veilfs.diriv made when two devices created this
+        // directory (docs/FORMAT.md §6).
+        iv_copies.sort();
+        let secondary = match &iv {
+            Some(iv) if !iv_copies.is_empty() => store::secondary_dir_ivs(&*fd, iv, &iv_copies),
+            _ => Vec::new(),
+        };
         entries.sort();
         let mut subdirs = Vec::new();
         for entry in entries {
-            let plain_name = iv.and_then(|iv| self.decrypt_entry_name(&fd, &iv, &entry, loc));
+            let plain_name =
+                iv.and_then(|iv| self.decrypt_entry_name(&fd, &iv, &secondary, &entry, loc));
             let eloc = loc.child(&entry, plain_name.as_deref());
             let c = store::cstr(&entry);
             let st = match store::lstat_at(&*fd, &c) {
@@ -750,7 +787,7 @@ impl<'a> Checker<'a> {
                 }
                 Kind::Symlink => {
                     self.report.stats.symlinks += 1;
-                    if let Some(record) = self.check_symlink(&fd, &c, &eloc) {
+                    if let Some(record) = self.check_symlink(&fd, iv.as_ref(), &c, &eloc) {
                         referenced_targets.insert(record);
                     }
                 }
@@ -787,6 +824,7 @@ impl<'a> Checker<'a> {
         &mut self,
         fd: &OwnedFd,
         iv: &DirIv,
+        secondary: &[DirIv],
         entry: &str,
         dir: &Loc,
     ) -> Option<Vec<u8>> {
@@ -826,7 +864,13 @@ impl<'a> Checker<'a> {
             },
             _ => entry.to_string(),
         };
-        match self.names.decrypt_name(iv, &encoded) {
+        let decrypted = self.names.decrypt_name(iv, &encoded).or_else(|e| {
+            secondary
+                .iter()
+                .find_map(|iv2| self.names.decrypt_name(iv2, &encoded).ok())
+                .ok_or(e)
+        });
+        match decrypted {
             Ok(plain) => Some(plain),
             Err(e) => {
                 let why = match e {
@@ -851,9 +895,16 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Checks one symlink's target; returns the long-target record it
-    /// points to, if any (docs/FORMAT.md §7).
-    fn check_symlink(&mut self, dir: &OwnedFd, c: &std::ffi::CStr, loc: &Loc) -> Option<String> {
+    /// Checks one symlink's target in the directory with IV `iv` (unknown
+    /// when that directory's IV is missing: not decrypted then); returns
+    /// the long-target record it points to, if any (docs/FORMAT.md §7).
+    fn check_symlink(
+        &mut self,
+        dir: &OwnedFd,
+        iv: Option<&DirIv>,
+        c: &std::ffi::CStr,
+        loc: &Loc,
+    ) -> Option<String> {
         match rustix::fs::readlinkat(dir, c, Vec::new()) {
             Ok(link) => {
                 let record = crate::names::long_target_record(link.as_bytes()).map(str::to_string);
@@ -873,7 +924,11 @@ impl<'a> Checker<'a> {
                         }
                     },
                 };
-                if let Err(e) = self.names.decrypt_symlink_target(&stored) {
+                // The directory's missing IV is reported already.
+                let Some(iv) = iv else {
+                    return record;
+                };
+                if let Err(e) = self.names.decrypt_symlink_target(iv, &stored) {
                     self.problem(
                         ProblemKind::SymlinkTargetInvalid,
                         loc,

@@ -27,12 +27,12 @@
 use std::collections::HashSet;
 use std::os::fd::BorrowedFd;
 
-use rustix::fs::{FileType, RenameFlags};
+use rustix::fs::{AtFlags, FileType, RenameFlags};
 use rustix::io::Errno;
 
 use crate::names::{
-    BackingName, DirIv, LONG_NAME_HASH_LEN, LONG_NAME_RECORD_SUFFIX, LONG_NAME_SUFFIX,
-    MAX_NAME_LEN, NameCipher,
+    BackingName, DIR_IV_FILE, DIR_IV_LEN, DirIv, EntryKind, LONG_NAME_HASH_LEN,
+    LONG_NAME_RECORD_SUFFIX, LONG_NAME_SUFFIX, MAX_NAME_LEN, NameCipher, classify_entry,
 };
 use crate::store::{self, ListedEntry, Listing, cstr};
 
@@ -101,20 +101,97 @@ fn all_digits(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `YYYYMMDD` and `HHMMSS` → `YYYY-MM-DD HHMMSS`.
+/// The number `s` holds, if it is `len` ASCII digits within `lo..=hi`.
+fn number_in(s: &str, len: usize, lo: u32, hi: u32) -> bool {
+    all_digits(s, len) && s.parse::<u32>().is_ok_and(|n| (lo..=hi).contains(&n))
+}
+
+/// `YYYYMMDD` and `HHMMSS` (a real calendar date and clock time, roughly)
+/// → `YYYY-MM-DD HHMMSS`.
 fn compact_date_time(date: &str, time: &str) -> Option<String> {
-    if !all_digits(date, 8) || !all_digits(time, 6) {
+    if !all_digits(date, 8) || !valid_time(time) {
         return None;
     }
-    Some(format!(
-        "{}-{}-{} {time}",
-        &date[..4],
-        &date[4..6],
-        &date[6..]
-    ))
+    let dashed = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
+    valid_date(&dashed).then(|| format!("{dashed} {time}"))
+}
+
+/// `YYYY-MM-DD` with a month 01-12 and a day 01-31.
+fn valid_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && all_digits(&s[..4], 4)
+        && number_in(&s[5..7], 2, 1, 12)
+        && number_in(&s[8..], 2, 1, 31)
+}
+
+/// `HHMMSS` of a clock time.
+fn valid_time(s: &str) -> bool {
+    all_digits(s, 6)
+        && number_in(&s[..2], 2, 0, 23)
+        && number_in(&s[2..4], 2, 0, 59)
+        && number_in(&s[4..], 2, 0, 60)
+}
+
+/// Longest owner name accepted in Dropbox's `(OWNER's conflicted copy ...)`.
+const MAX_OWNER_LEN: usize = 64;
+
+/// Dropbox's owner name: letters and digits of any script, spaces, `.`,
+/// `-`, `_`; never a control character, a parenthesis or other punctuation
+/// that could smuggle text into a plaintext name.
+fn valid_owner(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_OWNER_LEN
+        && s == s.trim()
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_'))
+}
+
+/// The inside of a ` (...)` marker, in one of the clients' fixed formats
+/// (docs/FORMAT.md §8), and its description.
+fn parse_paren_marker(inner: &str) -> Option<String> {
+    // Google Drive: a counter.
+    if !inner.is_empty() && inner.len() <= 6 && inner.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(inner.to_string());
+    }
+    // Dropbox: "Case Conflict", "Selective Sync Conflict".
+    match inner {
+        "Case Conflict" => return Some("case".into()),
+        "Selective Sync Conflict" => return Some("selective sync".into()),
+        _ => {}
+    }
+    // Dropbox: "[OWNER's ]conflicted copy YYYY-MM-DD"; Nextcloud and
+    // ownCloud: "conflicted copy YYYY-MM-DD HHMMSS".
+    let (owner, when) = match inner.split_once("conflicted copy ") {
+        Some(("", when)) => (None, when),
+        Some((prefix, when)) => {
+            let owner = prefix
+                .strip_suffix("'s ")
+                .or_else(|| prefix.strip_suffix("\u{2019}s "))?;
+            valid_owner(owner).then_some(())?;
+            (Some(owner), when)
+        }
+        None => return None,
+    };
+    let when_ok = match when.split_once(' ') {
+        None => valid_date(when),
+        Some((date, time)) => owner.is_none() && valid_date(date) && valid_time(time),
+    };
+    if !when_ok {
+        return None;
+    }
+    Some(match owner {
+        Some(owner) => format!("{owner} {when}"),
+        None => when.to_string(),
+    })
 }
 
 /// Reads one marker at the start of `s`: its description and the rest.
+/// Only the clients' fixed formats are accepted (docs/FORMAT.md §8): no
+/// free text, so no control character or stray punctuation ever reaches a
+/// display name.
 fn parse_marker(s: &str) -> Option<(String, &str)> {
     // Syncthing: .sync-conflict-YYYYMMDD-HHMMSS-DEVICE (short device ID).
     if let Some(rest) = s.strip_prefix(".sync-conflict-") {
@@ -148,50 +225,14 @@ fn parse_marker(s: &str) -> Option<(String, &str)> {
         return Some((rest[..len].to_string(), &rest[len..]));
     }
     // " (...)": Google Drive's counter, Dropbox's and Nextcloud's
-    // "conflicted copy", Dropbox's "Case Conflict".
+    // "conflicted copy", Dropbox's "Case Conflict". No nesting.
     if let Some(rest) = s.strip_prefix(" (") {
-        let mut depth = 1usize;
-        let mut end = None;
-        for (i, b) in rest.bytes().enumerate() {
-            match b {
-                b'(' => depth += 1,
-                b')' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some(i);
-                        break;
-                    }
-                }
-                _ => {}
-            }
+        let end = rest.find(')')?;
+        let inner = &rest[..end];
+        if inner.contains('(') {
+            return None;
         }
-        let end = end?;
-        let inner = rest[..end].trim();
-        let after = &rest[end + 1..];
-        if !inner.is_empty() && inner.len() <= 6 && inner.bytes().all(|b| b.is_ascii_digit()) {
-            return Some((inner.to_string(), after));
-        }
-        if let Some(pos) = inner.find("conflicted copy") {
-            let owner = inner[..pos].trim();
-            let owner = owner
-                .strip_suffix("'s")
-                .or_else(|| owner.strip_suffix("\u{2019}s"))
-                .unwrap_or(owner)
-                .trim();
-            let when = inner[pos + "conflicted copy".len()..].trim();
-            let desc = [owner, when]
-                .iter()
-                .filter(|p| !p.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join(" ");
-            return Some((desc, after));
-        }
-        let lower = inner.to_ascii_lowercase();
-        if let Some(kind) = lower.strip_suffix("conflict") {
-            return Some((kind.trim().to_string(), after));
-        }
-        return None;
+        return Some((parse_paren_marker(inner)?, &rest[end + 1..]));
     }
     None
 }
@@ -312,6 +353,115 @@ pub fn parse(name: &str) -> Parsed {
     }
 }
 
+/// Whether a backing name is a sync client's conflict copy of
+/// `veilfs.diriv` (`veilfs<markers>.diriv` or `veilfs.diriv<markers>`),
+/// whose IV a reader may accept beside the directory's own (docs/FORMAT.md
+/// §6).
+pub fn is_dir_iv_copy(name: &str) -> bool {
+    if !name.starts_with("veilfs") || name == DIR_IV_FILE {
+        return false;
+    }
+    if let Some(hex) = name
+        .strip_prefix(MERGED_IV_PREFIX)
+        .and_then(|r| r.strip_suffix(MERGED_IV_SUFFIX))
+    {
+        return hex.len() == 2 * DIR_IV_LEN && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    }
+    matches!(parse(name), Parsed::Metadata { original } if original == DIR_IV_FILE)
+}
+
+const MERGED_IV_PREFIX: &str = "veilfs.merged-";
+const MERGED_IV_SUFFIX: &str = ".diriv";
+
+/// Name under which the IV `iv` of a directory merged into another is
+/// kept there (docs/FORMAT.md §6): `veilfs.merged-<32 hex digits>.diriv`.
+pub fn merged_iv_name(iv: &DirIv) -> String {
+    format!("{MERGED_IV_PREFIX}{}{MERGED_IV_SUFFIX}", hex::encode(iv.0))
+}
+
+/// Merges backing directory `from` into `into`, both in `dir`: the same
+/// folder created on two devices (every IV of `from` has the birth tag of
+/// `into`'s, docs/FORMAT.md §6). `from`'s IV files are copied into `into`
+/// as secondary IVs, then each entry is moved over, then `from` is
+/// removed. Idempotent: an interrupted merge is finished by the next one.
+/// `Err(XDEV)` when the two are not the same folder.
+pub fn merge_dirs(dir: BorrowedFd<'_>, into: &str, from: &str) -> Result<(), Errno> {
+    let m = store::open_dir_path(dir, cstr(into).as_c_str())?;
+    let s = store::open_dir_path(dir, cstr(from).as_c_str())?;
+    let m_iv = store::read_dir_iv(&m)?;
+    let s_iv = store::read_dir_iv(&s).map_err(|_| Errno::XDEV)?;
+    let mut names: Vec<String> = Vec::new();
+    let mut reader = rustix::fs::Dir::new(store::open_dir_read(&s)?)?;
+    while let Some(entry) = reader.read() {
+        let entry = entry?;
+        match entry.file_name().to_bytes() {
+            b"." | b".." => {}
+            // Foreign names (not UTF-8): `from` stays.
+            raw => names.push(String::from_utf8(raw.to_vec()).map_err(|_| Errno::NOTEMPTY)?),
+        }
+    }
+    let (iv_files, entries): (Vec<String>, Vec<String>) = names
+        .into_iter()
+        .partition(|n| n == DIR_IV_FILE || is_dir_iv_copy(n));
+    let mut ivs = Vec::new();
+    for name in &iv_files {
+        let iv = store::read_dir_iv_file(&s, cstr(name).as_c_str())?;
+        if iv != m_iv && !crate::names::same_birth(&m_iv, &iv) {
+            return Err(Errno::XDEV);
+        }
+        if iv != m_iv && !ivs.contains(&iv) {
+            ivs.push(iv);
+        }
+    }
+    for iv in &ivs {
+        let name = merged_iv_name(iv);
+        match store::write_dir_iv_file(&m, cstr(&name).as_c_str(), iv) {
+            Ok(()) => {}
+            Err(Errno::EXIST)
+                if store::read_dir_iv_file(&m, cstr(&name).as_c_str()).ok() == Some(*iv) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    rustix::fs::fsync(store::open_dir_read(&m)?)?;
+    for name in &entries {
+        let c = cstr(name);
+        match rustix::fs::renameat_with(&s, c.as_c_str(), &m, c.as_c_str(), RenameFlags::NOREPLACE)
+        {
+            Ok(()) | Err(Errno::NOENT) => {}
+            // A long-name record is a function of its entry's name: the
+            // same in both directories.
+            Err(Errno::EXIST)
+                if classify_entry(name) == EntryKind::LongRecord
+                    && store::read_long_record(&s, name.strip_suffix(".name").unwrap_or(name))
+                        .ok()
+                        .is_some_and(|a| {
+                            store::read_long_record(&m, name.strip_suffix(".name").unwrap_or(name))
+                                .ok()
+                                == Some(a)
+                        }) =>
+            {
+                rustix::fs::unlinkat(&s, c.as_c_str(), AtFlags::empty())?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Only IV files are left: remove them and the directory.
+    for name in &iv_files {
+        match rustix::fs::unlinkat(&s, cstr(name).as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match rustix::fs::unlinkat(dir, cstr(from).as_c_str(), AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => {
+            // Something arrived meanwhile: put the IV back so it reads.
+            let _ = store::write_dir_iv(&s, &s_iv);
+            Err(e)
+        }
+    }
+}
+
 /// Cuts `s` to at most `max` bytes without splitting a UTF-8 sequence.
 fn cut_utf8(s: &[u8], max: usize) -> &[u8] {
     if s.len() <= max {
@@ -418,20 +568,143 @@ fn decrypt_original(
     names.decrypt_name(iv, &encoded).ok()
 }
 
-/// Renames `found` to the encrypted form of the first free display name.
+/// Whether backing entry `copy` may be shown as a conflict copy of backing
+/// entry `original` (docs/FORMAT.md §8): both exist, have the same file
+/// type, and for a directory the same `veilfs.diriv` content. A sync
+/// client's copy always has them; a copy that does not is an entry
+/// grafted from elsewhere. `Err` says why not.
+pub fn check_copy(dir: BorrowedFd<'_>, copy: &str, original: &str) -> Result<(), String> {
+    let st_copy = store::lstat_at(dir, cstr(copy).as_c_str()).map_err(|e| format!("{e}"))?;
+    let st_orig = store::lstat_at(dir, cstr(original).as_c_str())
+        .map_err(|e| format!("its original {original} cannot be examined: {e}"))?;
+    let (ft_copy, ft_orig) = (
+        FileType::from_raw_mode(st_copy.st_mode),
+        FileType::from_raw_mode(st_orig.st_mode),
+    );
+    if ft_copy != ft_orig {
+        return Err(format!(
+            "it is a {ft_copy:?} but its original {original} is a {ft_orig:?}"
+        ));
+    }
+    if ft_copy == FileType::Directory {
+        let iv_of = |name: &str| {
+            store::open_dir_path(dir, cstr(name).as_c_str()).and_then(store::read_dir_iv)
+        };
+        match (iv_of(copy), iv_of(original)) {
+            (Ok(a), Ok(b)) if a == b => {}
+            (Ok(_), Ok(_)) => {
+                return Err(format!(
+                    "its veilfs.diriv differs from that of its original {original}"
+                ));
+            }
+            (a, b) => {
+                return Err(format!(
+                    "the veilfs.diriv of the copy or its original {original} is unreadable \
+                     ({:?}, {:?})",
+                    a.err(),
+                    b.err()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A name that reads as a conflict copy of an entry of this directory, but
+/// is not accepted as one (see [`check_copy`]).
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// The backing name.
+    pub found: String,
+    /// The original's plaintext name.
+    pub original_plain: Vec<u8>,
+    pub reason: String,
+}
+
+/// The conflict copy a backing name is, if it is one of an entry of this
+/// directory: `Ok(Some((original's plaintext, tag)))`, or `Err` when it
+/// reads as a copy whose original decrypts here but fails [`check_copy`].
+pub fn examine(
+    dir: BorrowedFd<'_>,
+    iv: &DirIv,
+    names: &NameCipher,
+    name: &str,
+) -> Result<Option<(Vec<u8>, String)>, Rejected> {
+    match parse(name) {
+        Parsed::NotConflict => Ok(None),
+        Parsed::LongRecord { original } => {
+            log::debug!("conflict copy {name:?} of long-name record {original} left alone");
+            Ok(None)
+        }
+        Parsed::Metadata { original } => {
+            log::debug!("conflict copy {name:?} of {original} left alone");
+            Ok(None)
+        }
+        Parsed::Entry(candidates) => {
+            let hit = candidates.into_iter().find_map(|c| {
+                decrypt_original(dir, iv, names, &c.original).map(|p| (p, c.tag, c.original))
+            });
+            let Some((plain, tag, original)) = hit else {
+                log::debug!(
+                    "{name:?} looks like a conflict copy, but its original name does not \
+                     decrypt here; left alone"
+                );
+                return Ok(None);
+            };
+            match check_copy(dir, name, &original) {
+                Ok(()) => Ok(Some((plain, tag))),
+                Err(reason) => Err(Rejected {
+                    found: name.to_string(),
+                    original_plain: plain,
+                    reason,
+                }),
+            }
+        }
+    }
+}
+
+/// The name an entry found in a listing is shown under: its own plaintext
+/// name when `keep_name` and that is free, else the first free display
+/// name with `tag`.
+fn shown_name(plain: &[u8], tag: &str, keep_name: bool, taken: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    if keep_name && !taken(plain) {
+        return plain.to_vec();
+    }
+    unique_display_name(plain, tag, taken)
+}
+
+/// Tag of an entry under a copy of `veilfs.diriv` whose name is taken.
+const SECONDARY_TAG: &str = "conflict";
+
+/// The name wanted for an entry found in a listing (see [`shown_name`]).
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    plain: &'a [u8],
+    tag: &'a str,
+    keep_name: bool,
+}
+
+/// Renames `found` to the encrypted form of the first free display name
+/// (or of its own plaintext name, with `keep_name`).
 /// Returns the display name and new backing entry.
 fn rename_copy(
     dir: BorrowedFd<'_>,
     iv: &DirIv,
     names: &NameCipher,
     found: &str,
-    plain: &[u8],
-    tag: &str,
+    wanted: Wanted<'_>,
     taken: &HashSet<Vec<u8>>,
 ) -> Result<(Vec<u8>, String), Errno> {
+    let Wanted {
+        plain,
+        tag,
+        keep_name,
+    } = wanted;
     let mut extra: HashSet<Vec<u8>> = HashSet::new();
     for _ in 0..64 {
-        let display = unique_display_name(plain, tag, |d| taken.contains(d) || extra.contains(d));
+        let display = shown_name(plain, tag, keep_name, |d| {
+            taken.contains(d) || extra.contains(d)
+        });
         let backing = names
             .backing_name(iv, &display)
             .map_err(|_| Errno::NAMETOOLONG)?;
@@ -478,36 +751,61 @@ pub fn resolve_listing(
     listing: &mut Listing,
     mode: Mode,
 ) -> Vec<Resolved> {
-    if listing.foreign.is_empty() && listing.bad.is_empty() {
+    if listing.foreign.is_empty() && listing.bad.is_empty() && listing.secondary.is_empty() {
         return Vec::new();
     }
-    let mut found: Vec<(String, Vec<u8>, String)> = Vec::new();
+    // (backing name, original plaintext name, tag, keep the name, rename):
+    // entries under a copy of veilfs.diriv keep their own names when free.
+    let mut found: Vec<(String, Vec<u8>, String, bool, bool)> = Vec::new();
+    for e in std::mem::take(&mut listing.secondary) {
+        let mut rename = true;
+        // The same folder created on two devices: merged into one
+        // (writable mounts), else kept under a conflict name.
+        if mode == Mode::Rename
+            && e.file_type == FileType::Directory
+            && let Some(main) = listing
+                .entries
+                .iter()
+                .find(|m| m.plain == e.plain && m.file_type == FileType::Directory)
+        {
+            match merge_dirs(dir, &main.backing, &e.backing) {
+                Ok(()) => {
+                    log::info!(
+                        "directory {} merged into {} (the same folder, created on two devices)",
+                        e.backing,
+                        main.backing
+                    );
+                    continue;
+                }
+                // Perhaps still arriving (its veilfs.diriv, or entries
+                // being written): shown apart, not renamed, so that the
+                // next listing tries again.
+                Err(err) => {
+                    log::debug!(
+                        "directory {} not merged into {} yet: {err}",
+                        e.backing,
+                        main.backing
+                    );
+                    rename = false;
+                }
+            }
+        }
+        found.push((e.backing, e.plain, SECONDARY_TAG.to_string(), true, rename));
+    }
     let looked_at = listing
         .foreign
         .iter()
         .chain(listing.bad.iter().map(|b| &b.backing));
     for name in looked_at {
-        match parse(name) {
-            Parsed::NotConflict => {}
-            Parsed::LongRecord { original } => {
-                log::debug!("conflict copy {name:?} of long-name record {original} left alone")
-            }
-            Parsed::Metadata { original } => log::debug!(
-                "conflict copy {name:?} of {original} left alone (directory IVs are \
-                 deterministic, so copies of veilfs.diriv should not occur)"
+        match examine(dir, iv, names, name) {
+            Ok(Some((plain, tag))) => found.push((name.clone(), plain, tag, false, true)),
+            Ok(None) => {}
+            Err(r) => log::warn!(
+                "backing entry {:?} looks like a sync-client conflict copy but is not shown: \
+                 {} (possible tampering)",
+                r.found,
+                r.reason
             ),
-            Parsed::Entry(candidates) => {
-                let hit = candidates.into_iter().find_map(|c| {
-                    decrypt_original(dir, iv, names, &c.original).map(|p| (p, c.tag))
-                });
-                match hit {
-                    Some((plain, tag)) => found.push((name.clone(), plain, tag)),
-                    None => log::debug!(
-                        "{name:?} looks like a conflict copy, but its original name does not \
-                         decrypt here; left alone"
-                    ),
-                }
-            }
         }
     }
     if found.is_empty() {
@@ -516,7 +814,7 @@ pub fn resolve_listing(
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let mut taken: HashSet<Vec<u8>> = listing.entries.iter().map(|e| e.plain.clone()).collect();
     let mut out = Vec::new();
-    for (name, plain, tag) in found {
+    for (name, plain, tag, keep_name, rename) in found {
         listing.foreign.retain(|f| f != &name);
         listing.bad.retain(|b| b.backing != name);
         let st = match store::lstat_at(dir, cstr(&name).as_c_str()) {
@@ -527,8 +825,19 @@ pub fn resolve_listing(
             }
         };
         let mut result = None;
-        if mode == Mode::Rename {
-            match rename_copy(dir, iv, names, &name, &plain, &tag, &taken) {
+        if mode == Mode::Rename && rename {
+            match rename_copy(
+                dir,
+                iv,
+                names,
+                &name,
+                Wanted {
+                    plain: &plain,
+                    tag: &tag,
+                    keep_name,
+                },
+                &taken,
+            ) {
                 Ok((display, backing)) => result = Some((display, backing, true)),
                 // Renamed by a concurrent listing, or gone: nothing to show.
                 Err(Errno::NOENT) => {
@@ -541,7 +850,7 @@ pub fn resolve_listing(
             }
         }
         let (display, backing, renamed) = result.unwrap_or_else(|| {
-            let display = unique_display_name(&plain, &tag, |d| taken.contains(d));
+            let display = shown_name(&plain, &tag, keep_name, |d| taken.contains(d));
             (display, name.clone(), false)
         });
         taken.insert(display.clone());
@@ -680,8 +989,51 @@ mod tests {
             cand(E, "conflict 1, 2026-11-26 101500 ABCDEF7")
         );
         assert_eq!(
-            one(&format!("{E} (conflicted copy 2026-11-26 (1))")),
-            cand(E, "conflict 2026-11-26 (1)")
+            one(&format!("{E} (conflicted copy 2026-11-26) (1)")),
+            cand(E, "conflict 2026-11-26, 1")
+        );
+    }
+
+    #[test]
+    fn markers_have_fixed_formats_without_free_text() {
+        // Free text, control characters (a terminal escape), nesting,
+        // impossible dates and times: none is a marker.
+        for marker in [
+            " (\x1b]0;pwned\x07 conflict)",
+            " (\x1b]0;pwned\x07's conflicted copy 2026-11-26)",
+            " (conflicted copy 2026-11-26\x07)",
+            " (anything conflict)",
+            " (my conflict)",
+            " (conflicted copy yesterday)",
+            " (conflicted copy 2026-13-01)",
+            " (conflicted copy 2026-11-26 256100)",
+            " (Alice's conflicted copy 2026-11-26 101500)",
+            " (A(b)'s conflicted copy 2026-11-26)",
+            " (conflicted copy 2026-11-26 (1))",
+            ".sync-conflict-20261326-101500-ABCDEF7",
+            ".sync-conflict-20261126-251500-ABCDEF7",
+            "_conflict-20261126-106000",
+            "-\x1b]0;x\x07",
+        ] {
+            assert_eq!(
+                parse(&format!("{E}{marker}")),
+                Parsed::NotConflict,
+                "{marker:?}"
+            );
+        }
+        assert_eq!(
+            one(&format!("{E} (José Núñez's conflicted copy 2026-11-26)")),
+            cand(E, "conflict José Núñez 2026-11-26")
+        );
+        assert_eq!(
+            one(&format!("{E} (Selective Sync Conflict)")),
+            cand(E, "conflict selective sync")
+        );
+        // The issue's attack marker is well formed: what stops it is the
+        // type check (tests/sync_conflicts.rs).
+        assert_eq!(
+            one(&format!("{E}.sync-conflict-20260101-000000-ATTACK")),
+            cand(E, "conflict 2026-01-01 000000 ATTACK")
         );
     }
 
@@ -716,6 +1068,28 @@ mod tests {
                 },
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn copies_of_the_dir_iv_file() {
+        for name in [
+            "veilfs.sync-conflict-20261126-101500-ABCDEF7.diriv",
+            "veilfs (1).diriv",
+            "veilfs.diriv (1)",
+            "veilfs (Alice's conflicted copy 2026-11-26).diriv",
+            "veilfs-LAPTOP.diriv",
+        ] {
+            assert!(is_dir_iv_copy(name), "{name}");
+        }
+        for name in [
+            "veilfs.diriv",
+            "veilfs (1).conf",
+            "veilfs (\x1b conflict).diriv",
+            "xveilfs (1).diriv",
+            "veilfs.diriv.tmp",
+        ] {
+            assert!(!is_dir_iv_copy(name), "{name}");
         }
     }
 

@@ -247,7 +247,7 @@ impl Exporter<'_> {
             let Ok(bname) = std::str::from_utf8(raw) else {
                 continue;
             };
-            let Ok(plain_name) = off.names().decrypt_xattr_name(bname) else {
+            let Ok((plain_name, version)) = off.names().decrypt_xattr_name(bname) else {
                 continue;
             };
             let shown_name = format!("user.{}", String::from_utf8_lossy(&plain_name));
@@ -264,7 +264,14 @@ impl Exporter<'_> {
                     continue;
                 }
             };
-            let plain = match off.names().decrypt_xattr_value(bname, value) {
+            let id = match version {
+                crate::names::XattrVersion::V2 => entry_id(&src),
+                crate::names::XattrVersion::V1 => None,
+            };
+            let plain = match off
+                .names()
+                .decrypt_xattr_value(bname, version, id.as_ref(), value)
+            {
                 Ok(v) => v,
                 Err(err) => {
                     self.report.damaged.push(format!(
@@ -355,8 +362,10 @@ impl Exporter<'_> {
     }
 
     fn export_symlink(&mut self, off: &Offline, e: &Entry<'_>, dest: &Path) -> io::Result<bool> {
-        let stored = rustix::fs::readlinkat(e.parent, e.name, Vec::new())?;
-        match off.names().decrypt_symlink_target(stored.as_bytes()) {
+        let stored = crate::store::read_symlink_sealed(e.parent, e.name)?;
+        // The IV of the directory holding it (the root keeps none).
+        let iv = crate::store::read_dir_iv(e.parent).unwrap_or_else(|_| off.names().root_iv());
+        match off.names().decrypt_symlink_target(&iv, &stored) {
             Ok(target) => {
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), dest)?;
                 self.report.symlinks += 1;
@@ -485,5 +494,15 @@ impl Visitor for Exporter<'_> {
         }
         self.report.damaged.push(error.to_string());
         Control::Continue
+    }
+}
+
+/// An entry's random ID (`user.veilfs.id`, docs/FORMAT.md §7), to which its
+/// version-2 attribute values are bound.
+fn entry_id(path: &str) -> Option<[u8; crate::names::XATTR_ID_LEN]> {
+    let mut id = [0u8; crate::names::XATTR_ID_LEN + 1];
+    match rustix::fs::lgetxattr(path, crate::names::XATTR_ID_NAME, &mut id[..]) {
+        Ok(crate::names::XATTR_ID_LEN) => id[..crate::names::XATTR_ID_LEN].try_into().ok(),
+        _ => None,
     }
 }

@@ -66,6 +66,70 @@ const LINK_RECORD_AD: &[u8] = b"veilfs v1 link record";
 pub const LINK_RECORD_XATTR: &str = "user.veilfs.links";
 /// Length of a link record: the link count (u64 big-endian) and a tag.
 pub const LINK_RECORD_LEN: usize = 8 + TAG_LEN;
+const XATTR_NAME_AD_V2: &[u8] = b"veilfs v2 xattr name";
+const SYMLINK_AD_V2: &[u8] = b"veilfs v2 symlink";
+const XATTR_VALUE_AD_V2: &[u8] = b"veilfs v2 xattr value";
+/// Backing attribute holding an entry's random ID, to which the values of
+/// its attributes are bound (docs/FORMAT.md §7). Never an encrypted
+/// attribute name: those have no `.` after `user.`.
+pub const XATTR_ID_NAME: &str = "user.veilfs.id";
+pub const XATTR_ID_LEN: usize = 16;
+
+/// Which form of docs/FORMAT.md §7 an extended attribute is stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrVersion {
+    /// Unpadded name; value bound to the name only. Read, never written.
+    V1,
+    /// Padded name; value bound to the name and the entry's ID.
+    V2,
+}
+
+/// `name` || PKCS#7 padding to a multiple of 16.
+fn pad16(name: &[u8], extra: usize) -> Vec<u8> {
+    let pad = NAME_PAD - name.len() % NAME_PAD;
+    let mut buf = Vec::with_capacity(name.len() + pad + extra);
+    buf.extend_from_slice(name);
+    buf.resize(name.len() + pad, pad as u8);
+    buf
+}
+
+/// Strips PKCS#7 padding to a multiple of 16.
+fn unpad16(mut buf: Vec<u8>) -> Result<Vec<u8>, NameError> {
+    let pad = *buf.last().ok_or(NameError::BadPadding)? as usize;
+    if pad == 0
+        || pad > NAME_PAD
+        || pad > buf.len()
+        || !buf.len().is_multiple_of(NAME_PAD)
+        || !buf[buf.len() - pad..].iter().all(|&b| b as usize == pad)
+    {
+        return Err(NameError::BadPadding);
+    }
+    buf.truncate(buf.len() - pad);
+    Ok(buf)
+}
+
+/// AD of a symlink target bound to the directory with IV `dir`: its last
+/// 8 bytes, the birth tag shared with the IVs of its `veilfs.diriv` copies.
+fn symlink_ad_v2(dir: &DirIv) -> Vec<u8> {
+    [SYMLINK_AD_V2, &dir.0[DIR_IV_RANDOM_LEN..]].concat()
+}
+
+fn xattr_value_ad_v2(backing_name: &str, entry_id: &[u8; XATTR_ID_LEN]) -> Vec<u8> {
+    [XATTR_VALUE_AD_V2, backing_name.as_bytes(), entry_id].concat()
+}
+
+/// Random bytes at the start of a directory IV written by this version
+/// (docs/FORMAT.md §6); the rest is the birth tag.
+pub const DIR_IV_RANDOM_LEN: usize = 8;
+const DIR_BIRTH_LABEL: &[u8] = b"veilfs v2 dir birth";
+
+/// Whether `secondary`, the IV in a sync client's conflict copy of a
+/// directory's `veilfs.diriv`, is accepted beside the directory's own IV
+/// `main`: it differs from it and has the same birth tag, i.e. it is the
+/// IV another device gave the same folder when both created it.
+pub fn same_birth(main: &DirIv, secondary: &DirIv) -> bool {
+    main != secondary && main.0[DIR_IV_RANDOM_LEN..] == secondary.0[DIR_IV_RANDOM_LEN..]
+}
 
 /// A directory's 128-bit IV.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -337,9 +401,11 @@ impl NameCipher {
                 .is_ok()
     }
 
-    /// The IV of a new directory named `name` in a directory with IV
-    /// `parent`: HMAC-SHA256(dir IV key, parent IV || name), first 16
-    /// bytes. Deterministic, so two devices creating the same folder agree.
+    /// The IV vaults written before the security review gave a directory
+    /// named `name` in a directory with IV `parent`: HMAC-SHA256(dir IV
+    /// key, parent IV || name), first 16 bytes. Never used for a new
+    /// directory any more (`mv X Y; mkdir X` reused it, docs/FORMAT.md §6);
+    /// kept to build vaults of that form in tests.
     pub fn child_dir_iv(&self, parent: &DirIv, name: &[u8]) -> DirIv {
         let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
             .expect("HMAC takes any key length");
@@ -349,6 +415,41 @@ impl NameCipher {
         let mut iv = [0u8; DIR_IV_LEN];
         iv.copy_from_slice(&out[..DIR_IV_LEN]);
         DirIv(iv)
+    }
+
+    /// The IV of a directory created now with plaintext name `name` in a
+    /// directory with IV `parent` (docs/FORMAT.md §6): 8 fresh random bytes
+    /// followed by the 8-byte birth tag [`NameCipher::dir_birth_tag`]. The
+    /// random half makes every directory's IV its own, also after
+    /// `mv X Y; mkdir X`; the birth half lets a reader accept the IV of a
+    /// sync client's conflict copy of `veilfs.diriv` when two devices
+    /// create the same folder (see [`same_birth`]).
+    pub fn new_dir_iv(&self, parent: &DirIv, name: &[u8]) -> DirIv {
+        let mut iv = [0u8; DIR_IV_LEN];
+        getrandom::fill(&mut iv[..DIR_IV_RANDOM_LEN])
+            .expect("the OS random number generator failed");
+        iv[DIR_IV_RANDOM_LEN..].copy_from_slice(&self.dir_birth_tag(parent, name));
+        DirIv(iv)
+    }
+
+    /// `HMAC-SHA256(dir IV key, "veilfs v2 dir birth" || parent[8..16] ||
+    /// name)`, first 8 bytes: the same for every directory created with
+    /// `name` in the directory with IV `parent` or in one with the same
+    /// birth tag (the same folder, created on another device).
+    pub fn dir_birth_tag(
+        &self,
+        parent: &DirIv,
+        name: &[u8],
+    ) -> [u8; DIR_IV_LEN - DIR_IV_RANDOM_LEN] {
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(DIR_BIRTH_LABEL);
+        mac.update(&parent.0[DIR_IV_RANDOM_LEN..]);
+        mac.update(name);
+        let out = mac.finalize().into_bytes();
+        let mut tag = [0u8; DIR_IV_LEN - DIR_IV_RANDOM_LEN];
+        tag.copy_from_slice(&out[..DIR_IV_LEN - DIR_IV_RANDOM_LEN]);
+        tag
     }
 
     /// Encrypts a plaintext name to its encoded form (which may still be
@@ -417,16 +518,22 @@ impl NameCipher {
         Ok(buf)
     }
 
-    /// Seals a symlink target; the result is the backing symlink's target.
-    pub fn encrypt_symlink_target(&self, target: &[u8]) -> String {
-        B64.encode(self.seal_metadata(SYMLINK_AD, target))
+    /// Seals a symlink target, bound to the directory (IV `dir`) it is
+    /// created in; the result is the backing symlink's target.
+    pub fn encrypt_symlink_target(&self, dir: &DirIv, target: &[u8]) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        self.encrypt_symlink_target_with_nonce(dir, target, nonce)
     }
 
-    /// Seals a symlink target and decides how it is stored: in the
-    /// backing symlink, or, when longer than [`LONG_TARGET_THRESHOLD`], in
-    /// a `<hash>.vlink` record the backing symlink points to.
-    pub fn store_symlink_target(&self, target: &[u8]) -> StoredTarget {
-        StoredTarget::from_sealed(self.encrypt_symlink_target(target))
+    /// Seals a symlink target for the directory with IV `dir` and decides
+    /// how it is stored: in the backing symlink, or, when longer than
+    /// [`LONG_TARGET_THRESHOLD`], in a `<hash>.vlink` record the backing
+    /// symlink points to.
+    pub fn store_symlink_target(&self, dir: &DirIv, target: &[u8]) -> StoredTarget {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        self.store_symlink_target_with_nonce(dir, target, nonce)
     }
 
     /// [`Self::store_symlink_target`] with a caller-chosen nonce: test
@@ -434,80 +541,173 @@ impl NameCipher {
     #[doc(hidden)]
     pub fn store_symlink_target_with_nonce(
         &self,
+        dir: &DirIv,
         target: &[u8],
         nonce: [u8; NONCE_LEN],
     ) -> StoredTarget {
-        let mut out = Vec::with_capacity(NONCE_LEN + target.len() + TAG_LEN);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(target);
-        let tag = self
-            .metadata
-            .encrypt_inout_detached(
-                &as_nonce(&nonce),
-                SYMLINK_AD,
-                out[NONCE_LEN..].as_mut().into(),
-            )
-            .expect("targets are small");
-        out.extend_from_slice(&tag);
-        StoredTarget::from_sealed(B64.encode(out))
+        // Written unbound (version 1, docs/FORMAT.md §7): a target bound to
+        // its directory could not move with rename(2) to another directory
+        // without a new inode, which POSIX and every backup tool rely on.
+        let _ = dir;
+        StoredTarget::from_sealed(
+            B64.encode(self.seal_metadata_with_nonce(SYMLINK_AD, target, nonce)),
+        )
     }
 
-    pub fn decrypt_symlink_target(&self, stored: &[u8]) -> Result<Vec<u8>, NameError> {
+    /// [`NameCipher::encrypt_symlink_target`] with a given nonce (test
+    /// vectors only: a nonce must never repeat).
+    #[doc(hidden)]
+    pub fn encrypt_symlink_target_with_nonce(
+        &self,
+        dir: &DirIv,
+        target: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> String {
+        B64.encode(self.seal_metadata_with_nonce(&symlink_ad_v2(dir), target, nonce))
+    }
+
+    /// Opens a backing symlink's target found in the directory with IV
+    /// `dir`: bound to the directory (version 2), or of the first version
+    /// (unbound). The two have one layout and differ only in their AD, so
+    /// the stored length gives the plaintext length for both, and neither
+    /// can pass for the other.
+    pub fn decrypt_symlink_target(&self, dir: &DirIv, stored: &[u8]) -> Result<Vec<u8>, NameError> {
+        self.open_symlink_target(dir, stored).map(|(t, _)| t)
+    }
+
+    /// [`NameCipher::decrypt_symlink_target`] and whether the target is
+    /// bound to its directory (version 2).
+    pub fn open_symlink_target(
+        &self,
+        dir: &DirIv,
+        stored: &[u8],
+    ) -> Result<(Vec<u8>, bool), NameError> {
         let raw = B64.decode(stored).map_err(|_| NameError::BadEncoding)?;
-        self.open_metadata(SYMLINK_AD, raw)
+        match self.open_metadata(&symlink_ad_v2(dir), raw.clone()) {
+            Ok(t) => Ok((t, true)),
+            Err(_) => self.open_metadata(SYMLINK_AD, raw).map(|t| (t, false)),
+        }
+    }
+
+    /// A symlink target sealed as the first version did (constant AD, not
+    /// bound to its directory). Never written by the mount; for tests of
+    /// vaults written before version 2.
+    #[doc(hidden)]
+    pub fn encrypt_symlink_target_v1(&self, target: &[u8]) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        B64.encode(self.seal_metadata_with_nonce(SYMLINK_AD, target, nonce))
+    }
+
+    /// An attribute value sealed as the first version did (bound to the
+    /// name only). For tests of vaults written before version 2.
+    #[doc(hidden)]
+    pub fn encrypt_xattr_value_v1(&self, backing_name: &str, value: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
+        self.seal_metadata_with_nonce(&ad, value, nonce)
     }
 
     /// Encrypts a `user.*` attribute name (without the prefix) to the
-    /// backing attribute name, deterministically so it can be looked up.
+    /// backing attribute name, deterministically so it can be looked up:
+    /// padded to a multiple of 16 bytes (docs/FORMAT.md §7).
     pub fn encrypt_xattr_name(&self, name: &[u8]) -> String {
+        let mut buf = pad16(name, TAG_LEN);
+        self.seal_xattr_name(XATTR_NAME_AD_V2, &mut buf)
+    }
+
+    /// The first version's backing name of an attribute (unpadded), for
+    /// finding attributes written before padding.
+    pub fn encrypt_xattr_name_v1(&self, name: &[u8]) -> String {
         let mut buf = name.to_vec();
+        self.seal_xattr_name(XATTR_NAME_AD, &mut buf)
+    }
+
+    fn seal_xattr_name(&self, ad: &[u8], buf: &mut Vec<u8>) -> String {
         let nonce = [0u8; NONCE_LEN];
         let tag = self
             .names
-            .encrypt_inout_detached(&as_nonce(&nonce), XATTR_NAME_AD, buf.as_mut_slice().into())
+            .encrypt_inout_detached(&as_nonce(&nonce), ad, buf.as_mut_slice().into())
             .expect("attribute names are short");
         buf.extend_from_slice(&tag);
         format!("user.{}", B64.encode(&buf))
     }
 
-    pub fn decrypt_xattr_name(&self, backing: &str) -> Result<Vec<u8>, NameError> {
+    /// Decrypts a backing attribute name of either version.
+    pub fn decrypt_xattr_name(&self, backing: &str) -> Result<(Vec<u8>, XattrVersion), NameError> {
         let enc = backing
             .strip_prefix("user.")
             .ok_or(NameError::BadEncoding)?;
-        let mut buf = B64.decode(enc).map_err(|_| NameError::BadEncoding)?;
-        if buf.len() < TAG_LEN {
+        let raw = B64.decode(enc).map_err(|_| NameError::BadEncoding)?;
+        if raw.len() < TAG_LEN {
             return Err(NameError::BadEncoding);
         }
-        let body_len = buf.len() - TAG_LEN;
-        let (body, tag) = buf.split_at_mut(body_len);
-        let tag = as_tag(tag);
-        let nonce = [0u8; NONCE_LEN];
-        self.names
-            .decrypt_inout_detached(&as_nonce(&nonce), XATTR_NAME_AD, body.into(), &tag)
-            .map_err(|_| NameError::Unauthentic)?;
-        buf.truncate(body_len);
-        Ok(buf)
+        let open = |ad: &[u8]| {
+            let mut buf = raw.clone();
+            let body_len = buf.len() - TAG_LEN;
+            let (body, tag) = buf.split_at_mut(body_len);
+            let tag = as_tag(tag);
+            let nonce = [0u8; NONCE_LEN];
+            self.names
+                .decrypt_inout_detached(&as_nonce(&nonce), ad, body.into(), &tag)
+                .map_err(|_| NameError::Unauthentic)?;
+            buf.truncate(body_len);
+            Ok(buf)
+        };
+        match open(XATTR_NAME_AD_V2) {
+            Ok(padded) => Ok((unpad16(padded)?, XattrVersion::V2)),
+            Err(_) => open(XATTR_NAME_AD).map(|n| (n, XattrVersion::V1)),
+        }
     }
 
-    /// Seals an attribute value, bound to its encrypted attribute name so
-    /// values cannot be swapped between attributes.
-    pub fn encrypt_xattr_value(&self, backing_name: &str, value: &[u8]) -> Vec<u8> {
-        let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
-        self.seal_metadata(&ad, value)
+    /// Seals an attribute value, bound to its backing attribute name and to
+    /// the entry's ID (its `user.veilfs.id` attribute), so values can be
+    /// swapped neither between attributes nor between entries.
+    pub fn encrypt_xattr_value(
+        &self,
+        backing_name: &str,
+        entry_id: &[u8; XATTR_ID_LEN],
+        value: &[u8],
+    ) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        self.encrypt_xattr_value_with_nonce(backing_name, entry_id, value, nonce)
     }
 
+    /// [`NameCipher::encrypt_xattr_value`] with a given nonce (test vectors
+    /// only).
+    #[doc(hidden)]
+    pub fn encrypt_xattr_value_with_nonce(
+        &self,
+        backing_name: &str,
+        entry_id: &[u8; XATTR_ID_LEN],
+        value: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Vec<u8> {
+        let ad = xattr_value_ad_v2(backing_name, entry_id);
+        self.seal_metadata_with_nonce(&ad, value, nonce)
+    }
+
+    /// Opens an attribute value: of version 2 (bound to `entry_id`, which
+    /// must then be known) or 1 (bound to the name only).
     pub fn decrypt_xattr_value(
         &self,
         backing_name: &str,
+        version: XattrVersion,
+        entry_id: Option<&[u8; XATTR_ID_LEN]>,
         stored: Vec<u8>,
     ) -> Result<Vec<u8>, NameError> {
-        let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
+        let ad = match version {
+            XattrVersion::V1 => [XATTR_VALUE_AD, backing_name.as_bytes()].concat(),
+            XattrVersion::V2 => {
+                xattr_value_ad_v2(backing_name, entry_id.ok_or(NameError::Unauthentic)?)
+            }
+        };
         self.open_metadata(&ad, stored)
     }
 
-    fn seal_metadata(&self, ad: &[u8], plain: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+    fn seal_metadata_with_nonce(&self, ad: &[u8], plain: &[u8], nonce: [u8; NONCE_LEN]) -> Vec<u8> {
         let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain);
@@ -662,7 +862,7 @@ mod tests {
     fn long_symlink_targets() {
         let c = cipher();
         for len in [1usize, 8, 100, 740] {
-            let stored = c.store_symlink_target(&vec![b'x'; len]);
+            let stored = c.store_symlink_target(&c.root_iv(), &vec![b'x'; len]);
             let StoredTarget::Inline(s) = &stored else {
                 panic!("{len}: {stored:?}");
             };
@@ -672,7 +872,8 @@ mod tests {
         }
         for len in [741usize, 2000, MAX_SYMLINK_TARGET] {
             let target = vec![b'y'; len];
-            let StoredTarget::Long { link, sealed } = c.store_symlink_target(&target) else {
+            let StoredTarget::Long { link, sealed } = c.store_symlink_target(&c.root_iv(), &target)
+            else {
                 panic!("{len}");
             };
             assert_eq!(link.len(), LONG_TARGET_LINK_LEN);
@@ -680,7 +881,11 @@ mod tests {
             assert_eq!(long_target_record(link.as_bytes()), Some(link.as_str()));
             assert!(long_target_record_matches(&link, sealed.as_bytes()));
             assert!(sealed.len() <= MAX_LONG_TARGET_RECORD);
-            assert_eq!(c.decrypt_symlink_target(sealed.as_bytes()).unwrap(), target);
+            assert_eq!(
+                c.decrypt_symlink_target(&c.root_iv(), sealed.as_bytes())
+                    .unwrap(),
+                target
+            );
         }
         // Not a record: wrong stem length or alphabet.
         assert_eq!(classify_entry("abc.vlink"), EntryKind::Foreign);
@@ -698,20 +903,106 @@ mod tests {
     }
 
     #[test]
+    fn new_dir_ivs_are_unique_and_share_only_their_birth() {
+        let c = cipher();
+        let r = c.root_iv();
+        let a = c.new_dir_iv(&r, b"X");
+        let b = c.new_dir_iv(&r, b"X");
+        assert_ne!(a, b, "mv X Y; mkdir X: a new IV");
+        assert!(same_birth(&a, &b), "two devices creating X");
+        assert!(!same_birth(&a, &a));
+        let y = c.new_dir_iv(&r, b"Y");
+        assert!(!same_birth(&a, &y));
+        assert!(!same_birth(&a, &c.new_dir_iv(&a, b"X")));
+        assert_eq!(a.0[8..], c.dir_birth_tag(&r, b"X"));
+        // The same folder created inside X on each device: one birth.
+        assert!(same_birth(
+            &c.new_dir_iv(&a, b"Day 1"),
+            &c.new_dir_iv(&b, b"Day 1")
+        ));
+    }
+
+    #[test]
     fn symlink_and_xattr_round_trip() {
         let c = cipher();
-        let t = c.encrypt_symlink_target(b"../target/file");
+        let dir = c.new_dir_iv(&c.root_iv(), b"d");
+        let t = c.encrypt_symlink_target(&dir, b"../target/file");
         assert!(!t.contains('/'));
+        assert!(c.open_symlink_target(&dir, t.as_bytes()).unwrap().1);
         assert_eq!(
-            c.decrypt_symlink_target(t.as_bytes()).unwrap(),
+            c.decrypt_symlink_target(&dir, t.as_bytes()).unwrap(),
             b"../target/file"
         );
         let n = c.encrypt_xattr_name(b"comment");
         assert_eq!(n, c.encrypt_xattr_name(b"comment"));
-        assert_eq!(c.decrypt_xattr_name(&n).unwrap(), b"comment");
-        let v = c.encrypt_xattr_value(&n, b"value");
-        assert_eq!(c.decrypt_xattr_value(&n, v.clone()).unwrap(), b"value");
+        assert_eq!(
+            c.decrypt_xattr_name(&n).unwrap(),
+            (b"comment".to_vec(), XattrVersion::V2)
+        );
+        let id = [7u8; XATTR_ID_LEN];
+        let v = c.encrypt_xattr_value(&n, &id, b"value");
+        let open = |n: &str, id: &[u8; XATTR_ID_LEN], v: &Vec<u8>| {
+            c.decrypt_xattr_value(n, XattrVersion::V2, Some(id), v.clone())
+        };
+        assert_eq!(open(&n, &id, &v).unwrap(), b"value");
         let n2 = c.encrypt_xattr_name(b"other");
-        assert_eq!(c.decrypt_xattr_value(&n2, v), Err(NameError::Unauthentic));
+        assert_eq!(open(&n2, &id, &v), Err(NameError::Unauthentic));
+    }
+
+    /// Security review, findings 6 and 10: a symlink target is bound to its
+    /// directory, an attribute value to its entry, and attribute names are
+    /// padded; the first version's forms still read.
+    #[test]
+    fn targets_and_values_are_bound_and_xattr_names_padded() {
+        let c = cipher();
+        let a = c.new_dir_iv(&c.root_iv(), b"a");
+        let b = c.new_dir_iv(&c.root_iv(), b"b");
+        let t = c.encrypt_symlink_target(&a, b"target");
+        assert_eq!(
+            c.decrypt_symlink_target(&b, t.as_bytes()),
+            Err(NameError::Unauthentic),
+            "a target copied into another directory"
+        );
+        // A copy of a's veilfs.diriv made by a sync client has a's birth.
+        let a2 = c.new_dir_iv(&c.root_iv(), b"a");
+        assert_eq!(
+            c.decrypt_symlink_target(&a2, t.as_bytes()).unwrap(),
+            b"target"
+        );
+        // Values moved between entries fail.
+        let n = c.encrypt_xattr_name(b"comment");
+        let v = c.encrypt_xattr_value(&n, &[1; XATTR_ID_LEN], b"value");
+        assert_eq!(
+            c.decrypt_xattr_value(&n, XattrVersion::V2, Some(&[2; XATTR_ID_LEN]), v),
+            Err(NameError::Unauthentic)
+        );
+        // Names of 1 and 15 bytes look alike.
+        assert_eq!(
+            c.encrypt_xattr_name(b"a").len(),
+            c.encrypt_xattr_name(b"abcdefghijklmno").len()
+        );
+        // The first version: unpadded names, values bound to the name only,
+        // symlink targets with a constant AD.
+        let old = c.encrypt_xattr_name_v1(b"comment");
+        assert_ne!(old, n);
+        assert_eq!(
+            c.decrypt_xattr_name(&old).unwrap(),
+            (b"comment".to_vec(), XattrVersion::V1)
+        );
+        let old_value = c.seal_metadata_with_nonce(
+            &[XATTR_VALUE_AD, old.as_bytes()].concat(),
+            b"v1",
+            [0; NONCE_LEN],
+        );
+        assert_eq!(
+            c.decrypt_xattr_value(&old, XattrVersion::V1, None, old_value)
+                .unwrap(),
+            b"v1"
+        );
+        let old_target = B64.encode(c.seal_metadata_with_nonce(SYMLINK_AD, b"t", [0; NONCE_LEN]));
+        assert_eq!(
+            c.decrypt_symlink_target(&b, old_target.as_bytes()).unwrap(),
+            b"t"
+        );
     }
 }

@@ -496,7 +496,7 @@ impl<'a> Offline<'a> {
         if kind != Kind::Dir {
             let plain = split_plain_path(path)?.pop().unwrap_or_default();
             let backing = r.entry.as_ref().map_or("", |e| e.entry());
-            let entry = self.describe(&r.parent, backing, plain)?;
+            let entry = self.describe(&r.parent, &r.parent_iv, backing, plain)?;
             return Ok(Listing {
                 entries: vec![entry],
                 ..Listing::default()
@@ -525,8 +525,10 @@ impl<'a> Offline<'a> {
             foreign: raw.foreign,
             entries: Vec::with_capacity(raw.entries.len()),
         };
-        for e in raw.entries {
-            match self.describe(&fd, &e.backing, e.plain.clone()) {
+        // Entries under the IV of a copy of veilfs.diriv (docs/FORMAT.md
+        // §6) are listed like the others.
+        for e in raw.entries.into_iter().chain(raw.secondary) {
+            match self.describe(&fd, &iv, &e.backing, e.plain.clone()) {
                 Ok(entry) => listing.entries.push(entry),
                 // Gone since the listing (a sync client at work): skip.
                 Err(OfflineError::NotFound { .. }) => {}
@@ -540,7 +542,7 @@ impl<'a> Offline<'a> {
     }
 
     /// lstat of one entry, with its plaintext size and symlink target.
-    fn describe(&self, dir: &OwnedFd, backing: &str, plain: Vec<u8>) -> Result<Entry> {
+    fn describe(&self, dir: &OwnedFd, iv: &DirIv, backing: &str, plain: Vec<u8>) -> Result<Entry> {
         let display = String::from_utf8_lossy(&plain).into_owned();
         let c = store::cstr(if backing.is_empty() { "." } else { backing });
         let st = store::lstat_at(dir, &c).map_err(|e| {
@@ -561,7 +563,7 @@ impl<'a> Offline<'a> {
                     .map_err(|e| e.to_string())
                     .and_then(|stored| {
                         self.names
-                            .decrypt_symlink_target(&stored)
+                            .decrypt_symlink_target(iv, &stored)
                             .map_err(|e| format!("symlink target does not decrypt: {e}"))
                     });
                 let n = t.as_ref().map_or(0, |t| t.len() as u64);

@@ -75,9 +75,37 @@ pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<Stat, Errno> {
 
 /// Reads the 16 raw bytes of a directory's `veilfs.diriv`.
 pub fn read_dir_iv<Fd: AsFd>(dir: Fd) -> Result<DirIv, Errno> {
+    read_dir_iv_file(dir, c"veilfs.diriv")
+}
+
+/// The IVs of the sync clients' conflict copies of `veilfs.diriv` among
+/// `copies` (names [`crate::conflict::is_dir_iv_copy`] accepts) that a
+/// reader accepts beside `main` ([`crate::names::same_birth`]), without
+/// duplicates, in the order given.
+pub fn secondary_dir_ivs<Fd: AsFd>(dir: Fd, main: &DirIv, copies: &[String]) -> Vec<DirIv> {
+    let mut out: Vec<DirIv> = Vec::new();
+    for name in copies {
+        match read_dir_iv_file(&dir, cstr(name).as_c_str()) {
+            Ok(iv) if crate::names::same_birth(main, &iv) => {
+                if !out.contains(&iv) {
+                    out.push(iv);
+                }
+            }
+            Ok(_) => log::warn!(
+                "{name:?}: a copy of veilfs.diriv whose IV was not created for this \
+                 directory; ignored (possible tampering)"
+            ),
+            Err(e) => log::debug!("{name:?}: unreadable copy of veilfs.diriv: {e}"),
+        }
+    }
+    out
+}
+
+/// Reads a 16-byte directory IV file, never following a symlink.
+pub fn read_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<DirIv, Errno> {
     let fd = openat(
         dir,
-        c"veilfs.diriv",
+        name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
         Mode::empty(),
     )?;
@@ -88,9 +116,15 @@ pub fn read_dir_iv<Fd: AsFd>(dir: Fd) -> Result<DirIv, Errno> {
 
 /// Writes a new directory's IV file, durably.
 pub fn write_dir_iv<Fd: AsFd>(dir: Fd, iv: &DirIv) -> Result<(), Errno> {
+    write_dir_iv_file(dir, c"veilfs.diriv", iv)
+}
+
+/// Writes a new directory IV file named `name` (never replacing one),
+/// durably.
+pub fn write_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<(), Errno> {
     let fd = openat(
         dir,
-        c"veilfs.diriv",
+        name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o400),
     )?;
@@ -288,12 +322,21 @@ pub struct Listing {
     pub bad: Vec<BadEntry>,
     /// Sync-client files and other foreign names, left alone.
     pub foreign: Vec<String>,
+    /// Entries whose names decrypt only under the IV of a conflict copy of
+    /// `veilfs.diriv` (two devices created the directory, docs/FORMAT.md
+    /// §6). Their `backing` is not the encryption of `plain` under the
+    /// directory's IV.
+    pub secondary: Vec<ListedEntry>,
+    /// Whether the directory holds a copy of `veilfs.diriv`.
+    pub dir_iv_copies: bool,
 }
 
 /// Lists and decrypts a backing directory. `dir` must be readable (see
 /// [`open_dir_read`]).
 pub fn list_dir(dir: BorrowedFd<'_>, iv: &DirIv, names: &NameCipher) -> Result<Listing, Errno> {
     let mut listing = Listing::default();
+    let mut iv_copies: Vec<String> = Vec::new();
+    let mut bad_inos: Vec<(BadEntry, u64, FileType)> = Vec::new();
     let mut reader = Dir::new(open_dir_read(dir)?)?;
     while let Some(entry) = reader.read() {
         let entry = entry?;
@@ -313,9 +356,18 @@ pub fn list_dir(dir: BorrowedFd<'_>, iv: &DirIv, names: &NameCipher) -> Result<L
                 Ok(full) => names.decrypt_name(iv, &full).map_err(|e| e.to_string()),
                 Err(e) => Err(format!("long-name record missing or damaged: {e}")),
             },
-            EntryKind::LongRecord | EntryKind::LongTargetRecord | EntryKind::Metadata => continue,
+            EntryKind::LongRecord | EntryKind::LongTargetRecord => continue,
+            EntryKind::Metadata => {
+                if crate::conflict::is_dir_iv_copy(name) {
+                    iv_copies.push(name.to_string());
+                }
+                continue;
+            }
             EntryKind::Foreign => {
                 log::debug!("ignoring foreign backing entry {name:?}");
+                if crate::conflict::is_dir_iv_copy(name) {
+                    iv_copies.push(name.to_string());
+                }
                 listing.foreign.push(name.to_string());
                 continue;
             }
@@ -327,10 +379,49 @@ pub fn list_dir(dir: BorrowedFd<'_>, iv: &DirIv, names: &NameCipher) -> Result<L
                 ino: entry.ino(),
                 file_type: entry.file_type(),
             }),
-            Err(error) => listing.bad.push(BadEntry {
-                backing: name.to_string(),
-                error,
+            Err(error) => bad_inos.push((
+                BadEntry {
+                    backing: name.to_string(),
+                    error,
+                },
+                entry.ino(),
+                entry.file_type(),
+            )),
+        }
+    }
+    listing.dir_iv_copies = !iv_copies.is_empty();
+    // Names that do not decrypt may belong to another device's IV of this
+    // directory (docs/FORMAT.md §6): only looked at when there is one.
+    let secondary = if bad_inos.is_empty() || iv_copies.is_empty() {
+        Vec::new()
+    } else {
+        iv_copies.sort();
+        secondary_dir_ivs(dir, iv, &iv_copies)
+    };
+    if secondary.is_empty() {
+        listing
+            .bad
+            .extend(bad_inos.into_iter().map(|(bad, _, _)| bad));
+        return Ok(listing);
+    }
+    for (bad, ino, file_type) in bad_inos {
+        let encoded = match classify_entry(&bad.backing) {
+            EntryKind::Long(entry) => read_long_record(dir, entry).ok(),
+            _ => Some(bad.backing.clone()),
+        };
+        let plain = encoded.and_then(|enc| {
+            secondary
+                .iter()
+                .find_map(|iv2| names.decrypt_name(iv2, &enc).ok())
+        });
+        match plain {
+            Some(plain) => listing.secondary.push(ListedEntry {
+                plain,
+                backing: bad.backing,
+                ino,
+                file_type,
             }),
+            None => listing.bad.push(bad),
         }
     }
     Ok(listing)
@@ -350,7 +441,7 @@ pub fn backing_name(names: &NameCipher, iv: &DirIv, plain: &OsStr) -> Result<Bac
 /// The IV of a directory, `(iv, whether it is stored)`. With `persist`,
 /// a missing IV file is written (see below); without, it is only computed.
 /// A directory whose IV file a crash lost right after `mkdir` (so it holds
-/// no veilfs entries yet) gets the IV it would have had; one that has
+/// no veilfs entries yet) gets a new one from `expected`; one that has
 /// entries is reported as damaged, because a guessed IV could be wrong.
 pub fn dir_iv_or_repair(
     dir: BorrowedFd<'_>,

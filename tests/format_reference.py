@@ -109,6 +109,38 @@ xattr = "user." + b64(
 )
 
 
+# §6 directory IVs written since the security review: R || BIRTH.
+def birth(parent: bytes, name: bytes) -> bytes:
+    return hmac.new(SUB["dir_iv"], b"veilfs v2 dir birth" + parent[8:] + name, hashlib.sha256).digest()[:8]
+
+
+media_iv = bytes(range(0x30, 0x38)) + birth(ROOT, b"Media")
+
+
+# §7 version 2: padded xattr names, values bound to the entry ID, symlink
+# targets bound to their directory's birth tag (the IV's last 8 bytes).
+def pad16(b: bytes) -> bytes:
+    n = 16 - len(b) % 16
+    return b + bytes([n]) * n
+
+
+xattr_v2 = "user." + b64(
+    AESGCMSIV(SUB["names"]).encrypt(bytes(12), pad16(b"comment"), b"veilfs v2 xattr name")
+)
+ENTRY_ID = bytes(range(0x20, 0x30))
+XV_NONCE = bytes(range(0xD0, 0xDC))
+xattr_value_v2 = XV_NONCE + AESGCMSIV(SUB["metadata"]).encrypt(
+    XV_NONCE, b"hello", b"veilfs v2 xattr value" + xattr_v2.encode() + ENTRY_ID
+)
+SL_NONCE = bytes(range(0xC0, 0xCC))
+symlink_v2 = b64(
+    SL_NONCE
+    + AESGCMSIV(SUB["metadata"]).encrypt(
+        SL_NONCE, b"../WhatsApp/msgstore.db", b"veilfs v2 symlink" + media_iv[8:]
+    )
+)
+
+
 # --- §3 config --------------------------------------------------------------
 def u32(v: int) -> bytes:
     return struct.pack(">I", v)
@@ -176,6 +208,10 @@ def vectors():
     yield "4095 x 'a' symlink target, sha256 of the record", hashlib.sha256(
         long_sealed.encode()
     ).hexdigest()
+    yield "IV of 'Media' in the root, random half 30..37", media_iv.hex()
+    yield "xattr name 'comment', padded", xattr_v2
+    yield "xattr value 'hello' of 'comment', entry ID 20..2f", xattr_value_v2.hex()
+    yield "symlink target in Media", symlink_v2
     yield "password config", config("2026-01-01T00:00:00Z", PASSWORD_SLOT)
     yield "key-only config", config("2026-01-01T00:00:00Z", None)
 

@@ -239,9 +239,16 @@ fn fuzz_names_arbitrary() {
             prop_assert!(nc.decrypt_name(&iv, &name).is_err());
             prop_assert!(nc.decrypt_name(&nc.root_iv(), &name).is_err());
             prop_assert!(nc.decrypt_xattr_name(&name).is_err());
-            prop_assert!(nc.decrypt_symlink_target(&blob).is_err());
-            prop_assert!(nc.decrypt_symlink_target(name.as_bytes()).is_err());
-            prop_assert!(nc.decrypt_xattr_value(&name, blob).is_err());
+            prop_assert!(nc.decrypt_symlink_target(&iv, &blob).is_err());
+            prop_assert!(nc.decrypt_symlink_target(&iv, name.as_bytes()).is_err());
+            prop_assert!(
+                nc.decrypt_xattr_value(&name, names::XattrVersion::V1, None, blob.clone())
+                    .is_err()
+            );
+            prop_assert!(
+                nc.decrypt_xattr_value(&name, names::XattrVersion::V2, Some(&iv.0), blob)
+                    .is_err()
+            );
             Ok(())
         },
     );
@@ -286,25 +293,36 @@ fn fuzz_names_mutated() {
                 );
             }
             // Symlink targets and xattrs: the same.
-            let t = nc.encrypt_symlink_target(&plain);
+            let t = nc.encrypt_symlink_target(&iv, &plain);
             prop_assert_eq!(
-                nc.decrypt_symlink_target(t.as_bytes()).unwrap(),
+                nc.decrypt_symlink_target(&iv, t.as_bytes()).unwrap(),
                 plain.clone()
             );
+            let mut far = iv;
+            far.0[15] ^= 1;
+            prop_assert!(nc.decrypt_symlink_target(&far, t.as_bytes()).is_err());
             let mut tb = t.into_bytes();
             let i = at.index(tb.len());
             if tb[i] != c {
                 tb[i] = c;
-                prop_assert!(nc.decrypt_symlink_target(&tb).is_err());
+                prop_assert!(nc.decrypt_symlink_target(&iv, &tb).is_err());
             }
             let xn = nc.encrypt_xattr_name(&plain);
-            prop_assert_eq!(nc.decrypt_xattr_name(&xn).unwrap(), plain.clone());
-            let xv = nc.encrypt_xattr_value(&xn, &plain);
+            prop_assert_eq!(
+                nc.decrypt_xattr_name(&xn).unwrap(),
+                (plain.clone(), names::XattrVersion::V2)
+            );
+            let v2 = names::XattrVersion::V2;
+            let xv = nc.encrypt_xattr_value(&xn, &iv.0, &plain);
             let mut xv2 = xv.clone();
             let i = at.index(xv2.len());
             xv2[i] ^= byte | 1;
-            prop_assert!(nc.decrypt_xattr_value(&xn, xv2).is_err());
-            prop_assert!(nc.decrypt_xattr_value("user.other", xv).is_err());
+            prop_assert!(nc.decrypt_xattr_value(&xn, v2, Some(&iv.0), xv2).is_err());
+            prop_assert!(
+                nc.decrypt_xattr_value("user.other", v2, Some(&iv.0), xv.clone())
+                    .is_err()
+            );
+            prop_assert!(nc.decrypt_xattr_value(&xn, v2, Some(&far.0), xv).is_err());
             Ok(())
         },
     );

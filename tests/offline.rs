@@ -122,8 +122,8 @@ impl TV {
     }
 
     fn symlink(&self, plain: &str, target: &str) {
-        let (dir, _, name, _) = self.locate(plain);
-        let stored = self.names.encrypt_symlink_target(target.as_bytes());
+        let (dir, iv, name, _) = self.locate(plain);
+        let stored = self.names.encrypt_symlink_target(&iv, target.as_bytes());
         std::os::unix::fs::symlink(stored, dir.join(name.entry())).unwrap();
         Self::write_record(&dir, &name);
     }
@@ -599,7 +599,11 @@ fn missing_iv_of_empty_directory_is_repaired() {
     let r = tv.fsck_with(true);
     assert!(r.is_clean());
     assert_eq!(r.repairs.len(), 1);
-    assert_eq!(fs::read(&iv_file).unwrap(), iv, "the IV is the derived one");
+    // A new IV (docs/FORMAT.md §6): never the old one, which another
+    // directory may still hold after a rename.
+    let new_iv = fs::read(&iv_file).unwrap();
+    assert_eq!(new_iv.len(), 16);
+    assert_ne!(new_iv, iv, "a fresh IV, not a derived one");
     assert!(tv.fsck().problems.is_empty());
 }
 

@@ -68,6 +68,25 @@ fn plant(
     to
 }
 
+/// A sync client's conflict copy of the whole plaintext directory `rel`
+/// (its backing directory copied, `veilfs.diriv` and all, under the
+/// original's backing name plus `marker`). Returns the copy's path.
+fn copy_dir_as_conflict(m: &TestMount, names: &NameCipher, rel: &str, marker: &str) -> PathBuf {
+    let (parent_rel, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let (parent, piv) = backing_dir(m, names, parent_rel);
+    let orig = names.backing_name(&piv, name.as_bytes()).unwrap();
+    let to = parent.join(copy_name(&orig, marker));
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(parent.join(orig.entry()))
+        .arg(&to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a");
+    to
+}
+
 fn listing(p: &Path) -> BTreeSet<String> {
     fs::read_dir(p)
         .unwrap()
@@ -204,19 +223,14 @@ fn conflict_copies_of_long_names_and_directories() {
     );
     let b = plant(&m, &names, "photos", "s2", &long, " (1)");
     assert!(a.ends_with(".vln") && b.ends_with(".vln"), "{a} {b}");
-    // A Dropbox conflict copy of a whole directory.
+    // A Dropbox conflict copy of a whole directory: a copy of the folder
+    // (same veilfs.diriv) in which dog.jpg was kept while this device
+    // deleted it.
     fs::create_dir(m.path("album")).unwrap();
     fs::write(m.path("album/cat.jpg"), b"meow").unwrap();
-    fs::create_dir(m.path("album2")).unwrap();
-    fs::write(m.path("album2/dog.jpg"), b"woof").unwrap();
-    plant(
-        &m,
-        &names,
-        "",
-        "album2",
-        "album",
-        " (conflicted copy 2026-11-26)",
-    );
+    fs::write(m.path("album/dog.jpg"), b"woof").unwrap();
+    copy_dir_as_conflict(&m, &names, "album", " (conflicted copy 2026-11-26)");
+    fs::remove_file(m.path("album/dog.jpg")).unwrap();
 
     let stem = "é".repeat(120);
     let got = listing(&m.path("photos"));
@@ -281,9 +295,15 @@ fn read_only_mount_shows_copies_without_touching_cipherdir() {
     fs::write(m.path("scratch"), b"B").unwrap();
     fs::create_dir(m.path("dir")).unwrap();
     fs::write(m.path("dir/x"), b"X").unwrap();
-    fs::create_dir(m.path("dir2")).unwrap();
-    fs::write(m.path("dir2/y"), b"Y").unwrap();
+    fs::write(m.path("dir/y"), b"Y").unwrap();
     m.unmount();
+    // A conflict copy of "dir" (same veilfs.diriv) holding only y, while
+    // the original holds only x.
+    let copy = copy_dir_as_conflict(&m, &names, "dir", " (1)");
+    let (dir, dir_iv) = backing_dir(&m, &names, "dir");
+    let entry = |n: &str| names.backing_name(&dir_iv, n.as_bytes()).unwrap();
+    fs::remove_file(dir.join(entry("y").entry())).unwrap();
+    fs::remove_file(copy.join(entry("x").entry())).unwrap();
     // Plant while unmounted, as a sync client would.
     let (root, iv) = (m.cipher.clone(), names.root_iv());
     let rename_backing = |from: &str, original: &str, marker: &str| {
@@ -296,7 +316,6 @@ fn read_only_mount_shows_copies_without_touching_cipherdir() {
         "chat.db",
         ".sync-conflict-20261126-101500-ABCDEF7",
     );
-    rename_backing("dir2", "dir", " (1)");
     let before = backing_names(&m.cipher);
 
     m.extra_args = vec!["--ro".into()];
@@ -630,4 +649,92 @@ fn small_change_in_a_large_file_touches_only_its_chunks() {
     f.read_exact(&mut got).unwrap();
     assert_eq!(&got[1..4097], &patch[..]);
     assert_ne!(got[0], 0xA5);
+}
+
+fn fsck_json(m: &TestMount) -> (i32, serde_json::Value) {
+    let o = std::process::Command::new(common::BIN)
+        .args(["fsck", "--json", "--key-file"])
+        .arg(&m.keyfile)
+        .arg(&m.cipher)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fsck output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.code().unwrap(), v)
+}
+
+fn problem_kinds(report: &serde_json::Value) -> Vec<String> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Security review, finding 1: a conflict copy must have its original's
+/// file type (and a directory its original's `veilfs.diriv`), and markers
+/// follow the clients' fixed formats. Before, a directory copied next to a
+/// file's backing name with a Syncthing marker was shown (and renamed into
+/// a genuine entry), and a marker's free text put a terminal escape into a
+/// plaintext name.
+#[test]
+fn grafted_conflict_copies_are_not_shown_renamed_or_clean() {
+    let mut m = TestMount::new();
+    let names = names_of(&m);
+    fs::create_dir(m.path("dirA")).unwrap();
+    fs::write(m.path("dirA/secret.bin"), b"secret").unwrap();
+    fs::create_dir(m.path("dirB")).unwrap();
+    fs::write(m.path("dirB/note.txt"), b"note").unwrap();
+    fs::write(m.path("dirB/scratch"), b"scratch").unwrap();
+    let (dir_a, _) = backing_dir(&m, &names, "dirA");
+    let (dir_b, iv_b) = backing_dir(&m, &names, "dirB");
+    let note = names.backing_name(&iv_b, b"note.txt").unwrap();
+    let graft = copy_name(&note, ".sync-conflict-20260101-000000-ATTACK");
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&dir_a)
+        .arg(dir_b.join(&graft))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a");
+    // A file of the right type, under a marker carrying a terminal escape.
+    let escape = plant(
+        &m,
+        &names,
+        "dirB",
+        "scratch",
+        "note.txt",
+        " (\u{1b}]0;pwned\u{7} conflict)",
+    );
+    let before = backing_names(&dir_b);
+
+    assert_eq!(listing(&m.path("dirB")), ["note.txt".to_string()].into());
+    assert_eq!(fs::read(m.path("dirB/note.txt")).unwrap(), b"note");
+    assert!(
+        fs::symlink_metadata(m.path("dirB/note (conflict 2026-01-01 000000 ATTACK).txt")).is_err()
+    );
+    assert_eq!(backing_names(&dir_b), before, "nothing was renamed");
+    assert!(dir_b.join(&graft).join("veilfs.diriv").exists());
+    assert!(dir_b.join(&escape).exists());
+    let log = m.log_text();
+    assert!(
+        log.contains("conflict copy but is not shown"),
+        "the rejected graft is logged: {log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no escape reaches the log");
+    m.unmount();
+
+    let (code, report) = fsck_json(&m);
+    assert_ne!(code, 0, "fsck must not call this vault clean: {report}");
+    let kinds = problem_kinds(&report);
+    assert!(
+        kinds.iter().any(|k| k == "conflict_copy_rejected"),
+        "{report}"
+    );
 }

@@ -12,7 +12,7 @@ use veilfs::content::{CHUNK_OVERHEAD, ChunkError, ChunkLayout, ContentCipher, Fi
 use veilfs::keys::MasterKey;
 use veilfs::names::{
     BackingName, DEFAULT_LONG_NAME_THRESHOLD, DirIv, LONG_TARGET_LINK_LEN, NameCipher, NameError,
-    StoredTarget, long_entry_name, long_target_record, long_target_record_matches,
+    StoredTarget, XattrVersion, long_entry_name, long_target_record, long_target_record_matches,
 };
 use veilfs::vault::{self, FixedSlot, KdfParams, VaultError};
 
@@ -237,8 +237,11 @@ const SYMLINK_NONCE_START: u8 = 0x40;
 #[test]
 fn short_symlink_target_is_inline() {
     let n = names();
-    let stored =
-        n.store_symlink_target_with_nonce(b"../media/IMG-0001.jpg", seq(SYMLINK_NONCE_START));
+    let stored = n.store_symlink_target_with_nonce(
+        &n.root_iv(),
+        b"../media/IMG-0001.jpg",
+        seq(SYMLINK_NONCE_START),
+    );
     let StoredTarget::Inline(s) = &stored else {
         panic!("expected an inline target, got {stored:?}");
     };
@@ -247,7 +250,8 @@ fn short_symlink_target_is_inline() {
         "QEFCQ0RFRkdISUpL_GHOLhX1H9OYYhPGDpXOTcEvTbJXCQmKqEofjsbhDesgv1GsNw"
     );
     assert_eq!(
-        n.decrypt_symlink_target(s.as_bytes()).unwrap(),
+        n.decrypt_symlink_target(&n.root_iv(), s.as_bytes())
+            .unwrap(),
         b"../media/IMG-0001.jpg"
     );
 }
@@ -256,7 +260,7 @@ fn short_symlink_target_is_inline() {
 fn path_max_symlink_target_is_kept_in_a_record() {
     let n = names();
     let target = [b'a'; 4095];
-    let stored = n.store_symlink_target_with_nonce(&target, seq(SYMLINK_NONCE_START));
+    let stored = n.store_symlink_target_with_nonce(&n.root_iv(), &target, seq(SYMLINK_NONCE_START));
     let StoredTarget::Long { link, sealed } = &stored else {
         panic!("expected a long target, got {stored:?}");
     };
@@ -270,21 +274,87 @@ fn path_max_symlink_target_is_kept_in_a_record() {
     assert_eq!(long_target_record(link.as_bytes()), Some(link.as_str()));
     assert!(long_target_record_matches(link, sealed.as_bytes()));
     assert!(!long_target_record_matches(link, &sealed.as_bytes()[1..]));
-    assert_eq!(n.decrypt_symlink_target(sealed.as_bytes()).unwrap(), target);
+    assert_eq!(
+        n.decrypt_symlink_target(&n.root_iv(), sealed.as_bytes())
+            .unwrap(),
+        target
+    );
     // The longest inline target and the shortest record.
-    let inline = n.store_symlink_target(&[b'a'; 740]);
+    let inline = n.store_symlink_target(&n.root_iv(), &[b'a'; 740]);
     assert!(matches!(&inline, StoredTarget::Inline(s) if s.len() == 1024));
     assert!(matches!(
-        n.store_symlink_target(&[b'a'; 741]),
+        n.store_symlink_target(&n.root_iv(), &[b'a'; 741]),
         StoredTarget::Long { .. }
     ));
 }
 
 #[test]
 fn xattr_name() {
+    // The first version (unpadded): still read.
+    let n = names();
     assert_eq!(
-        names().encrypt_xattr_name(b"comment"),
+        n.encrypt_xattr_name_v1(b"comment"),
         "user.COUyTedafZ6tw5VZ5lmb4gq71HneNlg"
+    );
+    assert_eq!(
+        n.decrypt_xattr_name("user.COUyTedafZ6tw5VZ5lmb4gq71HneNlg")
+            .unwrap(),
+        (b"comment".to_vec(), XattrVersion::V1)
+    );
+    // Version 2: padded to 16 bytes.
+    assert_eq!(
+        n.encrypt_xattr_name(b"comment"),
+        "user.AmBc8BOXmvWY2Hj4qaGLmj5YqXBei1QvZWOLwrw_mLI"
+    );
+}
+
+#[test]
+fn dir_iv_birth_tag() {
+    let n = names();
+    let birth = n.dir_birth_tag(&n.root_iv(), b"Media");
+    let mut iv = [0u8; 16];
+    iv[..8].copy_from_slice(&seq::<8>(0x30));
+    iv[8..].copy_from_slice(&birth);
+    assert_eq!(hex::encode(iv), "30313233343536378e76fcb64642b47b");
+    let fresh = n.new_dir_iv(&n.root_iv(), b"Media");
+    assert_eq!(fresh.0[8..], birth);
+}
+
+#[test]
+fn xattr_value_bound_to_its_entry() {
+    let n = names();
+    let name = n.encrypt_xattr_name(b"comment");
+    let id = seq::<16>(0x20);
+    let v = n.encrypt_xattr_value_with_nonce(&name, &id, b"hello", seq::<12>(0xD0));
+    assert_eq!(
+        hex::encode(&v),
+        "d0d1d2d3d4d5d6d7d8d9dadb85ede7d469d51303e286d17c0c10dafc990dae0367"
+    );
+    assert_eq!(
+        n.decrypt_xattr_value(&name, XattrVersion::V2, Some(&id), v)
+            .unwrap(),
+        b"hello"
+    );
+}
+
+#[test]
+fn symlink_target_bound_to_its_directory() {
+    let n = names();
+    let media =
+        DirIv::from_slice(&hex::decode("30313233343536378e76fcb64642b47b").unwrap()).unwrap();
+    let t =
+        n.encrypt_symlink_target_with_nonce(&media, b"../WhatsApp/msgstore.db", seq::<12>(0xC0));
+    assert_eq!(
+        t,
+        "wMHCw8TFxsfIycrLVKMnVMPM4DdX9crZ2wUCa_iSRaHX8st_I9V_xNDcaQj7Bib0JGqk"
+    );
+    assert_eq!(
+        n.decrypt_symlink_target(&media, t.as_bytes()).unwrap(),
+        b"../WhatsApp/msgstore.db"
+    );
+    assert!(
+        n.decrypt_symlink_target(&n.root_iv(), t.as_bytes())
+            .is_err()
     );
 }
 

@@ -125,9 +125,6 @@ impl VeilFs {
         pfd: &OwnedFd,
         name: &OsStr,
     ) -> Res<(Arc<Node>, Stat)> {
-        if !conflict::may_be_display_name(name.as_bytes()) {
-            return Err(Errno::ENOENT);
-        }
         let shown = |fs: &Self| -> (Option<String>, Option<(i64, i64, u64)>) {
             let table = fs.conflicts.0.lock().unwrap();
             match table.get(&parent.ino) {
@@ -137,6 +134,12 @@ impl VeilFs {
         };
         let backing = match shown(self) {
             (Some(backing), _) => backing,
+            // Only display names are searched for by listing again; an
+            // entry under a copy of veilfs.diriv shown under its own name
+            // (read-only mounts) is found once its directory was listed.
+            (None, _) if !conflict::may_be_display_name(name.as_bytes()) => {
+                return Err(Errno::ENOENT);
+            }
             (None, last) => {
                 let now = store::stat_fd(pfd).map_err(errno)?;
                 if last == Some(stamp(&now)) {

@@ -16,7 +16,7 @@ pub mod node;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +36,9 @@ use rustix::io::Errno as SysErrno;
 use crate::content::{ContentCipher, FileHeader};
 use crate::cryptfile::{CryptFile, CryptFileError};
 use crate::journal::Journal;
-use crate::names::{self, BackingName, DirIv, NameCipher};
+use crate::names::{
+    self, BackingName, DirIv, NameCipher, XATTR_ID_LEN, XATTR_ID_NAME, XattrVersion,
+};
 use crate::reclaim::Reclaimer;
 use crate::store::{self, cstr};
 use node::{FileData, Location, Node, NodeTable};
@@ -644,9 +646,9 @@ impl VeilFs {
 
     /// A directory's IV for reading. An empty directory without its IV
     /// file (a crash right after mkdir, or a sync client that created the
-    /// folder before its IV file arrived) gets the IV it would have had,
-    /// in memory only: writing a guess could conflict with the real file
-    /// on its way, and for a renamed folder the guess is wrong.
+    /// folder before its IV file arrived) gets a new IV in memory only
+    /// (it has no names to decrypt): writing one now could conflict with
+    /// the real file on its way.
     fn dir_iv(&self, node: &Arc<Node>) -> Res<DirIv> {
         self.dir_iv_with(node, false)
     }
@@ -660,20 +662,15 @@ impl VeilFs {
 
     fn dir_iv_with(&self, node: &Arc<Node>, persist: bool) -> Res<DirIv> {
         if let Some(iv) = node.dir_iv.get() {
-            return Ok(*iv);
+            return Ok(iv);
         }
         let fd = self.dir_fd(node)?;
         let expected = || {
             let loc = node.location.lock().unwrap();
             match loc.as_ref() {
                 Some(l) => {
-                    let parent_iv = l
-                        .parent
-                        .dir_iv
-                        .get()
-                        .copied()
-                        .unwrap_or(self.names.root_iv());
-                    self.names.child_dir_iv(&parent_iv, &l.plain)
+                    let parent_iv = l.parent.dir_iv.get().unwrap_or(self.names.root_iv());
+                    self.names.new_dir_iv(&parent_iv, &l.plain)
                 }
                 None => self.names.root_iv(),
             }
@@ -1058,11 +1055,20 @@ impl VeilFs {
             let name = entry.file_name();
             match name.to_bytes() {
                 b"." | b".." | b"veilfs.diriv" => {}
-                raw => match std::str::from_utf8(raw).map(crate::names::classify_entry) {
-                    Ok(
-                        crate::names::EntryKind::LongRecord
-                        | crate::names::EntryKind::LongTargetRecord,
-                    ) => leftovers.push(name.to_owned()),
+                raw => match std::str::from_utf8(raw) {
+                    // Long-name and long-target records left by deletions,
+                    // and copies of veilfs.diriv made when two devices
+                    // created this directory (docs/FORMAT.md §6):
+                    // veilfs's own files.
+                    Ok(n)
+                        if matches!(
+                            crate::names::classify_entry(n),
+                            crate::names::EntryKind::LongRecord
+                                | crate::names::EntryKind::LongTargetRecord
+                        ) || crate::conflict::is_dir_iv_copy(n) =>
+                    {
+                        leftovers.push(name.to_owned())
+                    }
                     _ => return Ok(true),
                 },
             }
@@ -1075,8 +1081,25 @@ impl VeilFs {
 
     fn list(&self, node: &Arc<Node>) -> Res<Vec<(u64, FileType, OsString, String)>> {
         let fd = self.dir_fd(node)?;
-        let iv = self.dir_iv(node)?;
+        let mut iv = self.dir_iv(node)?;
         let mut listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
+        // Another device's IV of this folder beside ours: the sync client
+        // may have swapped veilfs.diriv since it was read (docs/FORMAT.md
+        // §6). Follow the file, so that every mount renames to one IV.
+        if listing.dir_iv_copies
+            && node.ino != INodeNo::ROOT.0
+            && let Ok(disk) = store::read_dir_iv(&*fd)
+            && disk != iv
+            && crate::names::same_birth(&iv, &disk)
+        {
+            log::info!(
+                "{}: veilfs.diriv now holds another device's IV of this folder; using it",
+                self.log_name(node)
+            );
+            node.dir_iv.replace(disk);
+            iv = disk;
+            listing = store::list_dir(fd.as_fd(), &iv, &self.names).map_err(errno)?;
+        }
         self.resolve_conflicts(node, &fd, &iv, &mut listing);
         if !listing.bad.is_empty() {
             let path = self.log_name(node);
@@ -1436,7 +1459,7 @@ impl VeilFs {
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         let entry = cstr(b.entry());
         rustix::fs::mkdirat(&*pfd, &entry, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
-        let child_iv = self.names.child_dir_iv(&iv, name.as_bytes());
+        let child_iv = self.names.new_dir_iv(&iv, name.as_bytes());
         let written = store::open_dir_path(&*pfd, &entry)
             .and_then(|dfd| store::write_dir_iv(&dfd, &child_iv));
         if let Err(e) = written {
@@ -1545,13 +1568,13 @@ impl VeilFs {
             return Err(Errno::EROFS);
         }
         let parent = self.node(parent)?;
-        let (pfd, _, b) = self.new_child(&parent, name)?;
+        let (pfd, iv, b) = self.new_child(&parent, name)?;
         let target = target.as_os_str().as_bytes();
         if target.len() > crate::names::MAX_SYMLINK_TARGET {
             return Err(Errno::ENAMETOOLONG);
         }
         // A long target goes to a record beside the symlink (FORMAT.md §7).
-        let stored = self.names.store_symlink_target(target);
+        let stored = self.names.store_symlink_target(&iv, target);
         store::write_long_record(&*pfd, &b).map_err(errno)?;
         store::write_long_target_record(&*pfd, &stored).map_err(errno)?;
         let entry = cstr(b.entry());
@@ -1562,6 +1585,8 @@ impl VeilFs {
 
     fn do_readlink(&self, ino: INodeNo) -> Res<Vec<u8>> {
         let node = self.node(ino)?;
+        let (parent, _) = node.parent_and_entry().ok_or(Errno::EINVAL)?;
+        let iv = self.dir_iv(&parent)?;
         let (pfd, entry) = self.locate(&node)?;
         let stored = store::read_symlink_sealed(&*pfd, &entry).map_err(|e| {
             if e == SysErrno::IO {
@@ -1572,10 +1597,12 @@ impl VeilFs {
             }
             errno(e)
         })?;
-        self.names.decrypt_symlink_target(&stored).map_err(|e| {
-            log::warn!("{}: symlink target: {e}", self.log_name(&node));
-            Errno::EIO
-        })
+        self.names
+            .decrypt_symlink_target(&iv, &stored)
+            .map_err(|e| {
+                log::warn!("{}: symlink target: {e}", self.log_name(&node));
+                Errno::EIO
+            })
     }
 
     fn do_rename(
@@ -1898,17 +1925,38 @@ impl VeilFs {
         let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
             return Err(Errno::NO_XATTR);
         };
-        let bname = self.names.encrypt_xattr_name(user);
         let (_keep, path) = self.xattr_path(&node)?;
         let mut buf = vec![0u8; 65536 + 64];
-        let n = rustix::fs::lgetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &mut buf[..])
-            .map_err(errno)?;
+        // Padded names (version 2) first; attributes written before
+        // padding are found under their old names (docs/FORMAT.md §7).
+        let bname = self.names.encrypt_xattr_name(user);
+        let (bname, version, n) =
+            match rustix::fs::lgetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &mut buf[..]) {
+                Ok(n) => (bname, XattrVersion::V2, n),
+                Err(SysErrno::NODATA) => {
+                    let old = self.names.encrypt_xattr_name_v1(user);
+                    let n =
+                        rustix::fs::lgetxattr(path.as_c_str(), cstr(&old).as_c_str(), &mut buf[..])
+                            .map_err(errno)?;
+                    (old, XattrVersion::V1, n)
+                }
+                Err(e) => return Err(errno(e)),
+            };
         buf.truncate(n);
-        self.names.decrypt_xattr_value(&bname, buf).map_err(|e| {
-            log::warn!("{}: an extended attribute: {e}", self.log_name(&node));
-            log::debug!("the damaged extended attribute is {name:?}");
-            Errno::EIO
-        })
+        let id = match version {
+            XattrVersion::V2 => xattr_entry_id(&path),
+            XattrVersion::V1 => None,
+        };
+        self.names
+            .decrypt_xattr_value(&bname, version, id.as_ref(), buf)
+            .map_err(|e| {
+                log::warn!(
+                    "{}: extended attribute {name:?}: {e} (tampered, or copied from another \
+                     entry)",
+                    self.log_name(&node)
+                );
+                Errno::EIO
+            })
     }
 
     fn do_setxattr(&self, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32) -> Res<()> {
@@ -1923,10 +1971,30 @@ impl VeilFs {
             return Err(Errno::EINVAL);
         }
         let bname = self.names.encrypt_xattr_name(user);
-        let enc = self.names.encrypt_xattr_value(&bname, value);
+        let old = cstr(&self.names.encrypt_xattr_name_v1(user));
         let (_keep, path) = self.xattr_path(&node)?;
-        let xflags = rustix::fs::XattrFlags::from_bits_truncate(flags as u32);
-        rustix::fs::lsetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &enc, xflags).map_err(errno)
+        let mut xflags = rustix::fs::XattrFlags::from_bits_truncate(flags as u32);
+        // The attribute may exist under its unpadded name (written before
+        // padding): it is replaced by the padded one.
+        let old_exists =
+            rustix::fs::lgetxattr(path.as_c_str(), old.as_c_str(), &mut [0u8; 0][..]).is_ok();
+        if old_exists {
+            if xflags.contains(rustix::fs::XattrFlags::CREATE) {
+                return Err(Errno::EEXIST);
+            }
+            xflags.remove(rustix::fs::XattrFlags::REPLACE);
+        }
+        let id = ensure_xattr_entry_id(&path).map_err(errno)?;
+        let enc = self.names.encrypt_xattr_value(&bname, &id, value);
+        rustix::fs::lsetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &enc, xflags)
+            .map_err(errno)?;
+        if old_exists {
+            match rustix::fs::lremovexattr(path.as_c_str(), old.as_c_str()) {
+                Ok(()) | Err(SysErrno::NODATA) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        Ok(())
     }
 
     fn do_listxattr(&self, ino: INodeNo) -> Res<Vec<u8>> {
@@ -1935,14 +2003,21 @@ impl VeilFs {
         let mut buf = vec![0u8; 65536];
         let n = rustix::fs::llistxattr(path.as_c_str(), &mut buf[..]).map_err(errno)?;
         let mut out = Vec::new();
+        let mut seen: Vec<Vec<u8>> = Vec::new();
         for raw in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
             let Ok(s) = std::str::from_utf8(raw) else {
                 continue;
             };
-            if let Ok(plain) = self.names.decrypt_xattr_name(s) {
+            if let Ok((plain, _)) = self.names.decrypt_xattr_name(s) {
+                // Both forms of one name exist only if a crash interrupted
+                // the replacement of an unpadded name in setxattr.
+                if seen.contains(&plain) {
+                    continue;
+                }
                 out.extend_from_slice(b"user.");
                 out.extend_from_slice(&plain);
                 out.push(0);
+                seen.push(plain);
             }
         }
         Ok(out)
@@ -1958,7 +2033,13 @@ impl VeilFs {
         };
         let bname = self.names.encrypt_xattr_name(user);
         let (_keep, path) = self.xattr_path(&node)?;
-        rustix::fs::lremovexattr(path.as_c_str(), cstr(&bname).as_c_str()).map_err(errno)
+        match rustix::fs::lremovexattr(path.as_c_str(), cstr(&bname).as_c_str()) {
+            Err(SysErrno::NODATA) => {
+                let old = self.names.encrypt_xattr_name_v1(user);
+                rustix::fs::lremovexattr(path.as_c_str(), cstr(&old).as_c_str()).map_err(errno)
+            }
+            r => r.map_err(errno),
+        }
     }
 
     fn do_fallocate(&self, fh: FileHandle, offset: u64, length: u64, mode: i32) -> Res<()> {
@@ -1977,6 +2058,39 @@ impl VeilFs {
             self.truncate_node(&handle.node, &handle.fd, end)?;
         }
         Ok(())
+    }
+}
+
+/// The entry ID its attribute values are bound to (docs/FORMAT.md §7), if
+/// it has one. `path` is an [`VeilFs::xattr_path`].
+fn xattr_entry_id(path: &CStr) -> Option<[u8; XATTR_ID_LEN]> {
+    let mut id = [0u8; XATTR_ID_LEN + 1];
+    match rustix::fs::lgetxattr(path, cstr(XATTR_ID_NAME).as_c_str(), &mut id[..]) {
+        Ok(XATTR_ID_LEN) => id[..XATTR_ID_LEN].try_into().ok(),
+        _ => None,
+    }
+}
+
+/// The entry's ID, created (16 random bytes) if it has none yet.
+fn ensure_xattr_entry_id(path: &CStr) -> Result<[u8; XATTR_ID_LEN], SysErrno> {
+    if let Some(id) = xattr_entry_id(path) {
+        return Ok(id);
+    }
+    let mut id = [0u8; XATTR_ID_LEN];
+    getrandom::fill(&mut id).expect("the OS random number generator failed");
+    let name = cstr(XATTR_ID_NAME);
+    match rustix::fs::lsetxattr(path, name.as_c_str(), &id, rustix::fs::XattrFlags::CREATE) {
+        Ok(()) => Ok(id),
+        // Set by a concurrent setxattr, or present but damaged: a damaged
+        // ID is replaced, which the values bound to it then report.
+        Err(SysErrno::EXIST) => match xattr_entry_id(path) {
+            Some(id) => Ok(id),
+            None => {
+                rustix::fs::lsetxattr(path, name.as_c_str(), &id, rustix::fs::XattrFlags::REPLACE)?;
+                Ok(id)
+            }
+        },
+        Err(e) => Err(e),
     }
 }
 

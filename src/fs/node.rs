@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::content::FileHeader;
 use crate::names::{BackingName, DirIv};
@@ -82,14 +82,82 @@ impl Links {
     }
 }
 
+/// A directory IV that lookups read without taking a lock (a sequence
+/// lock: readers retry while the rare writer is at work).
+#[derive(Default)]
+pub struct IvCell {
+    /// 0: unset; odd: being written; even: set.
+    seq: AtomicU64,
+    hi: AtomicU64,
+    lo: AtomicU64,
+    writer: Mutex<()>,
+}
+
+impl IvCell {
+    pub fn get(&self) -> Option<DirIv> {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 == 0 {
+                return None;
+            }
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let hi = self.hi.load(Ordering::Relaxed);
+            let lo = self.lo.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                let mut iv = [0u8; 16];
+                iv[..8].copy_from_slice(&hi.to_be_bytes());
+                iv[8..].copy_from_slice(&lo.to_be_bytes());
+                return Some(DirIv(iv));
+            }
+        }
+    }
+
+    /// Sets the IV if none is set yet; returns whether it did.
+    pub fn set(&self, iv: DirIv) -> bool {
+        self.store(iv, false)
+    }
+
+    /// Replaces the IV.
+    pub fn replace(&self, iv: DirIv) {
+        self.store(iv, true);
+    }
+
+    fn store(&self, iv: DirIv, replace: bool) -> bool {
+        let _w = self.writer.lock().unwrap();
+        let s = self.seq.load(Ordering::Relaxed);
+        if s != 0 && !replace {
+            return false;
+        }
+        self.seq.store(s + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let (hi, lo) = iv.0.split_at(8);
+        self.hi.store(
+            u64::from_be_bytes(hi.try_into().unwrap()),
+            Ordering::Relaxed,
+        );
+        self.lo.store(
+            u64::from_be_bytes(lo.try_into().unwrap()),
+            Ordering::Relaxed,
+        );
+        self.seq.store(s + 2, Ordering::Release);
+        true
+    }
+}
+
 pub struct Node {
     pub ino: u64,
     pub is_dir: bool,
     pub lookups: AtomicU64,
     /// Empty only for the root.
     pub location: Mutex<Links>,
-    /// A directory's IV, read once: a rename keeps the stored IV.
-    pub dir_iv: OnceLock<DirIv>,
+    /// A directory's IV, read once (a rename keeps the stored IV) and
+    /// replaced only when a sync client swapped `veilfs.diriv` for another
+    /// device's IV of the same folder (docs/FORMAT.md §6).
+    pub dir_iv: IvCell,
     pub data: RwLock<FileData>,
     pub open: Mutex<OpenState>,
     /// FUSE generation: bumped when the backing file changed in place
@@ -111,7 +179,7 @@ impl Node {
             is_dir,
             lookups: AtomicU64::new(0),
             location: Mutex::new(Links(location.into_iter().collect())),
-            dir_iv: OnceLock::new(),
+            dir_iv: IvCell::default(),
             data: RwLock::new(FileData::default()),
             open: Mutex::new(OpenState::default()),
             generation: AtomicU64::new(0),
