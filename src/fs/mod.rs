@@ -1762,15 +1762,20 @@ impl VeilFs {
         let (opfd, old) = self.locate(&node)?;
         let newparent = self.node(newparent)?;
         let (npfd, _, nb) = self.new_child(&newparent, newname)?;
-        // Never vouch for links planted before this one.
+        // Never vouch for links planted before this one. Only regular files
+        // are written through, so only they carry link records (a symlink
+        // cannot hold a user attribute).
         let st = store::lstat_at(&*opfd, &old).map_err(errno)?;
-        self.refuse_unvouched(&node, &st, |buf| {
-            rustix::fs::lgetxattr(
-                self.entry_path(&opfd, &old).as_c_str(),
-                names::LINK_RECORD_XATTR,
-                buf,
-            )
-        })?;
+        let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if regular {
+            self.refuse_unvouched(&node, &st, |buf| {
+                rustix::fs::lgetxattr(
+                    self.entry_path(&opfd, &old).as_c_str(),
+                    names::LINK_RECORD_XATTR,
+                    buf,
+                )
+            })?;
+        }
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
         store::copy_long_target_record(&*opfd, &old, &*npfd).map_err(errno)?;
         let new = cstr(nb.entry());
@@ -1778,7 +1783,7 @@ impl VeilFs {
             .map_err(errno)?;
         // Vouch for the new link count, or take the link back: a link the
         // mount made must stay writable (see `refuse_planted_links`).
-        if let Err(e) = self.record_links(&npfd, &new, st.st_ino, st.st_nlink + 1) {
+        if regular && let Err(e) = self.record_links(&npfd, &new, st.st_ino, st.st_nlink + 1) {
             log::warn!(
                 "{}: cannot record the new hard link ({e:?}); link refused",
                 log_name(&node)
