@@ -260,6 +260,12 @@ impl Node {
         self.generation.load(Ordering::Relaxed)
     }
 
+    /// Parent node and plaintext name, cloned out of the lock.
+    pub(super) fn parent_and_plain(&self) -> Option<(Arc<Node>, Box<[u8]>)> {
+        let loc = self.location.lock().unwrap();
+        loc.as_ref().map(|l| (l.parent.clone(), l.plain.clone()))
+    }
+
     /// Parent node and backing entry name, cloned out of the lock.
     pub fn parent_and_entry(&self) -> Option<(Arc<Node>, BackingName)> {
         let loc = self.location.lock().unwrap();

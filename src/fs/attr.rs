@@ -1,0 +1,194 @@
+//! Attribute operations: setattr (mode, owner, times, size) and access.
+
+use super::*;
+
+pub(super) fn to_timestamp(t: Option<TimeOrNow>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (mut s, mut n) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+                if n < 0 {
+                    s -= 1;
+                    n += 1_000_000_000;
+                }
+                Timespec {
+                    tv_sec: s,
+                    tv_nsec: n,
+                }
+            }
+        },
+    }
+}
+
+impl VeilFs {
+    /// access(2) and chdir. Without --allow-other the kernel leaves
+    /// permission checks to the daemon (see mount.rs): the only caller is
+    /// the daemon's own user, so the backing file system answers for it.
+    /// With --allow-other the kernel has already checked the modes.
+    pub(super) fn do_access(&self, ino: INodeNo, mask: AccessFlags) -> Res<()> {
+        let node = self.node(ino)?;
+        let access = Access::from_bits_truncate(mask.bits() as _);
+        let r = if node.is_dir {
+            let fd = self.dir_fd(&node)?;
+            rustix::fs::accessat(&*fd, c".", access, AtFlags::EACCESS)
+        } else {
+            let (pfd, entry) = self.locate(&node)?;
+            rustix::fs::accessat(
+                &*pfd,
+                entry.as_c_str(),
+                access,
+                AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
+            )
+        };
+        match r {
+            // Unlinked while open: it exists while the descriptor does.
+            Err(rustix::io::Errno::NOENT) if node.open.lock().unwrap().fd.is_some() => Ok(()),
+            r => r.map_err(errno),
+        }
+    }
+
+    /// Changes a file that has no open descriptor by name (setattr on a
+    /// directory or an open file goes through its descriptor instead).
+    pub(super) fn set_mode_by_name(&self, node: &Arc<Node>, mode: Mode) -> Res<()> {
+        let (pfd, entry) = self.locate(node)?;
+        // fchmodat2 (Linux 6.6) refuses to follow a symlink swapped in by
+        // a hostile sync peer; older kernels fall back to the plain call
+        // on what lstat saw as a non-symlink.
+        let r = unsafe {
+            libc::syscall(
+                452,
+                pfd.as_raw_fd(),
+                entry.as_ptr(),
+                mode.bits(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        if err != libc::ENOSYS {
+            return Err(Errno::from_i32(err));
+        }
+        let st = store::lstat_at(&*pfd, &entry).map_err(errno)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        rustix::fs::chmodat(&*pfd, &entry, mode, AtFlags::empty()).map_err(errno)
+    }
+
+    pub(super) fn set_times_by_name(&self, node: &Arc<Node>, ts: &Timestamps) -> Res<()> {
+        let (pfd, entry) = self.locate(node)?;
+        rustix::fs::utimensat(&*pfd, &entry, ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+    }
+
+    pub(super) fn set_owner_by_name(
+        &self,
+        node: &Arc<Node>,
+        uid: Option<Uid>,
+        gid: Option<Gid>,
+    ) -> Res<()> {
+        let (pfd, entry) = self.locate(node)?;
+        rustix::fs::chownat(&*pfd, &entry, uid, gid, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn do_setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> Res<FileAttr> {
+        let handle = fh.and_then(|fh| self.handle(fh).ok());
+        // Through a handle, truncate under the very node its writes lock.
+        let node = match &handle {
+            Some(h) => h.node.clone(),
+            None => self.node(ino)?,
+        };
+        if let Some(size) = size {
+            if node.is_dir {
+                return Err(Errno::EISDIR);
+            }
+            let fd = match &handle {
+                Some(h) => h.fd.clone(),
+                None => self.open_backing(&node, true)?,
+            };
+            self.truncate_node(&node, &fd, size)?;
+        }
+        // An open file is changed through its descriptor: it may have been
+        // unlinked or renamed meanwhile (the writeback cache sends times at
+        // fsync and close, by handle), and there is no name to resolve.
+        // Everything else by name, without following symlinks.
+        let changes_inode =
+            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        let fd = if !changes_inode {
+            None
+        } else if node.is_dir {
+            // A directory by name (its owner may chmod it even at mode
+            // 000, when it cannot be opened); only the root has no name.
+            if node.parent_and_entry().is_some() {
+                None
+            } else {
+                Some(Arc::new(
+                    store::open_dir_read(&*self.dir_fd(&node)?).map_err(errno)?,
+                ))
+            }
+        } else {
+            match &handle {
+                Some(h) => Some(h.fd.clone()),
+                None => node.open.lock().unwrap().fd.clone(),
+            }
+        };
+        if let Some(mode) = mode {
+            let mode = Mode::from_raw_mode(mode & 0o7777);
+            match &fd {
+                Some(fd) => rustix::fs::fchmod(&**fd, mode).map_err(errno)?,
+                None => self.set_mode_by_name(&node, mode)?,
+            }
+        }
+        if uid.is_some() || gid.is_some() {
+            let (uid, gid) = (uid.map(Uid::from_raw), gid.map(Gid::from_raw));
+            match &fd {
+                Some(fd) => rustix::fs::fchown(&**fd, uid, gid).map_err(errno)?,
+                None => self.set_owner_by_name(&node, uid, gid)?,
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let ts = Timestamps {
+                last_access: to_timestamp(atime),
+                last_modification: to_timestamp(mtime),
+            };
+            match &fd {
+                Some(fd) => rustix::fs::futimens(&**fd, &ts).map_err(errno)?,
+                None => self.set_times_by_name(&node, &ts)?,
+            }
+        }
+        let st = self.stat_node(&node)?;
+        if size.is_some() {
+            node.note_backing(&st);
+        } else {
+            node.note_attr_change(&st);
+        }
+        Ok(self.attr(node.ino, &st))
+    }
+}

@@ -1,0 +1,188 @@
+//! Extended attributes: `user.*` names encrypted, values bound to their
+//! entry (docs/FORMAT.md §7).
+
+use super::*;
+
+/// The entry ID its attribute values are bound to (docs/FORMAT.md §7), if
+/// it has one. `path` is an [`VeilFs::xattr_path`].
+pub(super) fn xattr_entry_id(path: &CStr) -> Option<[u8; XATTR_ID_LEN]> {
+    let mut id = [0u8; XATTR_ID_LEN + 1];
+    match rustix::fs::lgetxattr(path, cstr(XATTR_ID_NAME).as_c_str(), &mut id[..]) {
+        Ok(XATTR_ID_LEN) => id[..XATTR_ID_LEN].try_into().ok(),
+        _ => None,
+    }
+}
+
+/// The entry's ID, created (16 random bytes) if it has none yet.
+pub(super) fn ensure_xattr_entry_id(path: &CStr) -> Result<[u8; XATTR_ID_LEN], SysErrno> {
+    if let Some(id) = xattr_entry_id(path) {
+        return Ok(id);
+    }
+    let mut id = [0u8; XATTR_ID_LEN];
+    getrandom::fill(&mut id).expect("the OS random number generator failed");
+    let name = cstr(XATTR_ID_NAME);
+    match rustix::fs::lsetxattr(path, name.as_c_str(), &id, rustix::fs::XattrFlags::CREATE) {
+        Ok(()) => Ok(id),
+        // Set by a concurrent setxattr, or present but damaged: a damaged
+        // ID is replaced, which the values bound to it then report.
+        Err(SysErrno::EXIST) => match xattr_entry_id(path) {
+            Some(id) => Ok(id),
+            None => {
+                rustix::fs::lsetxattr(path, name.as_c_str(), &id, rustix::fs::XattrFlags::REPLACE)?;
+                Ok(id)
+            }
+        },
+        Err(e) => Err(e),
+    }
+}
+
+impl VeilFs {
+    /// `/proc/self/fd/N[/entry]`: a path for the l*xattr calls that
+    /// resolves through our own descriptor, never following the last
+    /// component.
+    pub(super) fn xattr_path(&self, node: &Arc<Node>) -> Res<(Arc<OwnedFd>, CString)> {
+        if node.is_dir {
+            let fd = self.dir_fd(node)?;
+            // `/.`: the l*xattr calls do not follow a last component, and
+            // `/proc/self/fd/N` itself is a (magic) symlink: EPERM.
+            let p = format!("/proc/self/fd/{}/.", fd.as_raw_fd());
+            Ok((fd, cstr(&p)))
+        } else {
+            let (pfd, entry) = self.locate(node)?;
+            let p = format!(
+                "/proc/self/fd/{}/{}",
+                pfd.as_raw_fd(),
+                entry.to_str().unwrap_or("")
+            );
+            Ok((pfd, cstr(&p)))
+        }
+    }
+
+    pub(super) fn do_getxattr(&self, ino: INodeNo, name: &OsStr) -> Res<Vec<u8>> {
+        let node = self.node(ino)?;
+        let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
+            return Err(Errno::NO_XATTR);
+        };
+        let (_keep, path) = self.xattr_path(&node)?;
+        let mut buf = vec![0u8; 65536 + 64];
+        // Padded names (version 2) first; attributes written before
+        // padding are found under their old names (docs/FORMAT.md §7).
+        let bname = self.names.encrypt_xattr_name(user);
+        let (bname, version, n) =
+            match rustix::fs::lgetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &mut buf[..]) {
+                Ok(n) => (bname, XattrVersion::V2, n),
+                Err(SysErrno::NODATA) => {
+                    let old = self.names.encrypt_xattr_name_v1(user);
+                    let n =
+                        rustix::fs::lgetxattr(path.as_c_str(), cstr(&old).as_c_str(), &mut buf[..])
+                            .map_err(errno)?;
+                    (old, XattrVersion::V1, n)
+                }
+                Err(e) => return Err(errno(e)),
+            };
+        buf.truncate(n);
+        let id = match version {
+            XattrVersion::V2 => xattr_entry_id(&path),
+            XattrVersion::V1 => None,
+        };
+        self.names
+            .decrypt_xattr_value(&bname, version, id.as_ref(), buf)
+            .map_err(|e| {
+                log::warn!(
+                    "{}: extended attribute {name:?}: {e} (tampered, or copied from another \
+                     entry)",
+                    self.log_name(&node)
+                );
+                Errno::EIO
+            })
+    }
+
+    pub(super) fn do_setxattr(
+        &self,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Res<()> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
+            return Err(Errno::EOPNOTSUPP);
+        };
+        if user.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let bname = self.names.encrypt_xattr_name(user);
+        let old = cstr(&self.names.encrypt_xattr_name_v1(user));
+        let (_keep, path) = self.xattr_path(&node)?;
+        let mut xflags = rustix::fs::XattrFlags::from_bits_truncate(flags as u32);
+        // The attribute may exist under its unpadded name (written before
+        // padding): it is replaced by the padded one.
+        let old_exists =
+            rustix::fs::lgetxattr(path.as_c_str(), old.as_c_str(), &mut [0u8; 0][..]).is_ok();
+        if old_exists {
+            if xflags.contains(rustix::fs::XattrFlags::CREATE) {
+                return Err(Errno::EEXIST);
+            }
+            xflags.remove(rustix::fs::XattrFlags::REPLACE);
+        }
+        let id = ensure_xattr_entry_id(&path).map_err(errno)?;
+        let enc = self.names.encrypt_xattr_value(&bname, &id, value);
+        rustix::fs::lsetxattr(path.as_c_str(), cstr(&bname).as_c_str(), &enc, xflags)
+            .map_err(errno)?;
+        if old_exists {
+            match rustix::fs::lremovexattr(path.as_c_str(), old.as_c_str()) {
+                Ok(()) | Err(SysErrno::NODATA) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_listxattr(&self, ino: INodeNo) -> Res<Vec<u8>> {
+        let node = self.node(ino)?;
+        let (_keep, path) = self.xattr_path(&node)?;
+        let mut buf = vec![0u8; 65536];
+        let n = rustix::fs::llistxattr(path.as_c_str(), &mut buf[..]).map_err(errno)?;
+        let mut out = Vec::new();
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        for raw in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+            let Ok(s) = std::str::from_utf8(raw) else {
+                continue;
+            };
+            if let Ok((plain, _)) = self.names.decrypt_xattr_name(s) {
+                // Both forms of one name exist only if a crash interrupted
+                // the replacement of an unpadded name in setxattr.
+                if seen.contains(&plain) {
+                    continue;
+                }
+                out.extend_from_slice(b"user.");
+                out.extend_from_slice(&plain);
+                out.push(0);
+                seen.push(plain);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn do_removexattr(&self, ino: INodeNo, name: &OsStr) -> Res<()> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
+            return Err(Errno::NO_XATTR);
+        };
+        let bname = self.names.encrypt_xattr_name(user);
+        let (_keep, path) = self.xattr_path(&node)?;
+        match rustix::fs::lremovexattr(path.as_c_str(), cstr(&bname).as_c_str()) {
+            Err(SysErrno::NODATA) => {
+                let old = self.names.encrypt_xattr_name_v1(user);
+                rustix::fs::lremovexattr(path.as_c_str(), cstr(&old).as_c_str()).map_err(errno)
+            }
+            r => r.map_err(errno),
+        }
+    }
+}
