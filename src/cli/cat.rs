@@ -38,12 +38,12 @@ pub fn run(args: CatArgs) -> Result<(), CliError> {
         }
         Err(e) if e.is_corruption() => {
             let _ = out.flush();
-            super::fsck::exit_corrupt(e)
+            super::output::exit_corrupt(e)
         }
         Err(e) => return Err(CliError::Other(e.to_string())),
     };
     drop(out);
-    let path = super::ls::printable(&report.path);
+    let path = super::output::printable(&report.path);
     if let Some(why) = &report.header_error {
         eprintln!(
             "veilfs: {path}: {why}; no chunk can be authenticated, wrote {} zero bytes",
@@ -62,7 +62,7 @@ pub fn run(args: CatArgs) -> Result<(), CliError> {
         );
     }
     if !report.is_clean() {
-        super::fsck::exit_corrupt(format_args!(
+        super::output::exit_corrupt(format_args!(
             "{path}: damaged; every readable byte was written"
         ));
     }

@@ -113,7 +113,7 @@ fn render_subcommand(
 
 pub fn run_man(_args: ManArgs) -> Result<(), CliError> {
     let page = man_page().map_err(|e| CliError::Other(format!("rendering the man page: {e}")))?;
-    super::fsck::emit(&String::from_utf8_lossy(&page))
+    super::output::emit(&String::from_utf8_lossy(&page))
 }
 
 pub fn run_completions(args: CompletionsArgs) -> Result<(), CliError> {
@@ -125,7 +125,7 @@ pub fn run_completions(args: CompletionsArgs) -> Result<(), CliError> {
         Shell::Fish => clap_complete::Shell::Fish,
     };
     clap_complete::generate(shell, &mut cmd, "veilfs", &mut out);
-    super::fsck::emit(&String::from_utf8_lossy(&out))
+    super::output::emit(&String::from_utf8_lossy(&out))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::ls::printable;
+use super::output::printable;
 use super::{CliError, UnlockArgs};
 use crate::export::{self, ExportError, ExportOptions, ExportProgress};
 use crate::offline::Offline;
@@ -65,7 +65,7 @@ pub fn run(args: ExportArgs) -> Result<(), CliError> {
     }
     let report = match result {
         Ok(r) => r,
-        Err(e) if e.is_corruption() => super::fsck::exit_corrupt(format_args!(
+        Err(e) if e.is_corruption() => super::output::exit_corrupt(format_args!(
             "{}; the export stopped there: use --salvage to export everything readable",
             printable(&e.to_string())
         )),
@@ -83,7 +83,7 @@ pub fn run(args: ExportArgs) -> Result<(), CliError> {
     for d in &report.damaged {
         eprintln!("veilfs: damaged: {}", printable(d));
     }
-    let count = super::fsck::count;
+    let count = super::output::count;
     super::say!(
         "Exported {}, {} ({} bytes), {}, {} to {}.",
         count(report.dirs, "directory").replace("directorys", "directories"),
@@ -94,9 +94,9 @@ pub fn run(args: ExportArgs) -> Result<(), CliError> {
         args.destdir.display()
     );
     if !report.is_clean() {
-        super::fsck::exit_corrupt(format_args!(
+        super::output::exit_corrupt(format_args!(
             "{} damaged; everything readable was exported",
-            super::fsck::count(report.damaged.len() as u64, "entry").replace("entrys", "entries")
+            super::output::count(report.damaged.len() as u64, "entry").replace("entrys", "entries")
         ));
     }
     Ok(())

@@ -1,19 +1,15 @@
 //! `veilfs fsck`: check a whole vault without mounting it.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use super::ls::printable;
+use super::output::{count, emit, exit_corrupt, printable};
 use super::{CliError, UnlockArgs};
 use crate::check::{self, FsckOptions, Progress, Report};
 use crate::vault::LockKind;
-
-/// Exit code of `fsck`, `ls` and `cat` when the vault is damaged.
-pub const EXIT_CORRUPT: i32 = 6;
 
 #[derive(Debug, Clone, Args)]
 pub struct FsckArgs {
@@ -40,39 +36,12 @@ pub struct FsckArgs {
     pub cipherdir: PathBuf,
 }
 
-/// Prints one error line and exits with [`EXIT_CORRUPT`].
-pub(crate) fn exit_corrupt(msg: impl std::fmt::Display) -> ! {
-    let _ = std::io::stdout().flush();
-    eprintln!("veilfs: error: {msg}");
-    std::process::exit(EXIT_CORRUPT);
-}
-
 #[derive(Serialize)]
 struct JsonReport<'a> {
     cipherdir: String,
     clean: bool,
     #[serde(flatten)]
     report: &'a Report,
-}
-
-/// `n thing` or `n things`.
-pub(crate) fn count(n: u64, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
-/// Writes command output to stdout. A reader that went away (`| head`)
-/// ends the output quietly instead of panicking.
-pub(crate) fn emit(text: &str) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::Other(format!("writing to stdout: {e}"))),
-    }
 }
 
 fn report_text(cipherdir: &str, r: &Report) -> String {

@@ -89,7 +89,7 @@ pub fn run(args: InfoArgs) -> Result<(), CliError> {
         };
         let mut text = serde_json::to_string_pretty(&info).expect("the info serializes");
         text.push('\n');
-        return super::fsck::emit(&text);
+        return super::output::emit(&text);
     }
     let flags = if config.feature_flags.is_empty() {
         "none".to_string()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::output::{emit, exit_corrupt, printable};
 use super::{CliError, UnlockArgs};
 use crate::offline::{Entry, Kind, Offline};
 
@@ -16,20 +17,6 @@ pub struct LsArgs {
     /// A plaintext path inside the vault (default: the root).
     #[arg(default_value = "/")]
     pub path: PathBuf,
-}
-
-/// Shows a name with control characters escaped, so a hostile name cannot
-/// drive the terminal.
-pub(crate) fn printable(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 fn mode_string(kind: Kind, mode: u32) -> String {
@@ -77,7 +64,7 @@ pub fn run(args: LsArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("{}: {e}", args.cipherdir.display())))?;
     let listing = match off.list(&args.path) {
         Ok(l) => l,
-        Err(e) if e.is_corruption() => super::fsck::exit_corrupt(e),
+        Err(e) if e.is_corruption() => exit_corrupt(e),
         Err(e) => return Err(CliError::Other(e.to_string())),
     };
     let mut text = String::new();
@@ -85,7 +72,7 @@ pub fn run(args: LsArgs) -> Result<(), CliError> {
         text.push_str(&line(e));
         text.push('\n');
     }
-    super::fsck::emit(&text)?;
+    emit(&text)?;
     let bad_targets = listing
         .entries
         .iter()
@@ -98,7 +85,7 @@ pub fn run(args: LsArgs) -> Result<(), CliError> {
         );
     }
     if !listing.bad.is_empty() || bad_targets > 0 {
-        super::fsck::exit_corrupt(format_args!(
+        exit_corrupt(format_args!(
             "{}: {} entries could not be decrypted; run `veilfs fsck`",
             args.path.display(),
             listing.bad.len() + bad_targets

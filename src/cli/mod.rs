@@ -5,6 +5,7 @@
 //! [`UnlockArgs`] so every one of them takes the same unlock options.
 
 mod cat;
+mod daemon;
 mod docs;
 mod error;
 mod export;
@@ -14,6 +15,7 @@ mod init;
 mod ls;
 mod mount;
 mod mount_opts;
+mod output;
 mod passwd;
 mod path;
 mod progress;
@@ -105,9 +107,7 @@ pub fn init_logging(cli: &Cli) {
     if let Command::Mount(args) = &cli.command
         && mount::logs_to_syslog(args)
     {
-        crate::fs::daemon::SyslogLogger::install(syslog_filter(
-            std::env::var("RUST_LOG").ok().as_deref(),
-        ));
+        daemon::SyslogLogger::install(syslog_filter(std::env::var("RUST_LOG").ok().as_deref()));
         return;
     }
     let default = if cli.quiet {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::daemon;
 use super::{CliError, UnlockArgs, mount_opts};
 use crate::fs::FsOptions;
-use crate::fs::daemon;
 use crate::fs::mount::{self, MountConfig};
 use crate::vault::{self, LockKind, UnlockedVault, VaultLock};
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::ls::printable;
+use super::output::printable;
 use super::{CliError, UnlockArgs};
 use crate::offline::OfflineError;
 use crate::pathmap::{self, Decrypted};
@@ -38,7 +38,7 @@ pub struct OnePath {
 
 fn fail(e: OfflineError) -> CliError {
     if e.is_corruption() {
-        super::fsck::exit_corrupt(e)
+        super::output::exit_corrupt(e)
     }
     CliError::Other(e.to_string())
 }
@@ -54,7 +54,7 @@ pub fn run(args: PathArgs) -> Result<(), CliError> {
             } else {
                 backing.display().to_string()
             };
-            super::fsck::emit(&format!("{shown}\n"))
+            super::output::emit(&format!("{shown}\n"))
         }
         Direction::Decrypt(a) => {
             let vault = a.unlock.unlock(&a.cipherdir)?;
@@ -82,7 +82,7 @@ pub fn run(args: PathArgs) -> Result<(), CliError> {
                     )));
                 }
             };
-            super::fsck::emit(&format!("{out}\n"))
+            super::output::emit(&format!("{out}\n"))
         }
     }
 }

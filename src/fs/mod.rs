@@ -10,7 +10,6 @@
 
 mod attr;
 mod conflicts;
-pub mod daemon;
 mod dir;
 mod file;
 pub mod idle;
