@@ -691,7 +691,8 @@ impl<'a> Checker<'a> {
                         iv_copies.push(name.clone());
                     }
                     if let Some(iv) = &iv
-                        && let Err(r) = conflict::examine(fd.as_fd(), iv, self.names, &name)
+                        && let Err(r) =
+                            crate::store::resolve::examine(fd.as_fd(), iv, self.names, &name)
                     {
                         self.problem(
                             ProblemKind::ConflictCopyRejected,

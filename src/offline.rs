@@ -3,7 +3,7 @@
 //!
 //! Works on a machine without FUSE and on a damaged backup. Every path is
 //! walked from the backing root one component at a time with `*at()`
-//! calls and `O_NOFOLLOW` (src/store.rs), so a symlink planted in
+//! calls and `O_NOFOLLOW` (src/store/), so a symlink planted in
 //! CIPHERDIR is reported, never followed. Nothing here writes to
 //! CIPHERDIR.
 

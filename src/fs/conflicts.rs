@@ -18,8 +18,9 @@ use rustix::fs::Stat;
 
 use super::node::{Location, Node};
 use super::{Res, VeilFs, errno};
-use crate::conflict::{self, Mode};
+use crate::conflict;
 use crate::names::{BackingName, DirIv};
+use crate::store::resolve::{self, Mode};
 use crate::store::{self, Listing, cstr};
 
 /// Directories remembered at most; past this the table starts afresh
@@ -59,7 +60,7 @@ impl VeilFs {
             Mode::Rename
         };
         let mut shown = HashMap::new();
-        for r in conflict::resolve_listing(fd.as_fd(), iv, &self.names, listing, mode) {
+        for r in resolve::resolve_listing(fd.as_fd(), iv, &self.names, listing, mode) {
             let plain = String::from_utf8_lossy(&r.plain);
             if r.renamed {
                 log::info!(

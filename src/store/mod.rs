@@ -5,6 +5,8 @@
 //! opened with `O_NOFOLLOW` relative to its parent's descriptor, so nothing
 //! here ever resolves a path outside the backing directory.
 
+pub mod resolve;
+
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
