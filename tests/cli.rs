@@ -2,6 +2,8 @@
 //! stay non-interactive (--passfile, --key-file, stdin closed) and use the
 //! cheapest KDF parameters the format allows.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -11,16 +13,10 @@ use veilfs::keys::MasterKey;
 use veilfs::names::{BackingName, DIR_IV_FILE};
 use veilfs::vault;
 
+use common::FAST_KDF;
+
 const EXIT_WRONG_SECRET: i32 = 3;
 const EXIT_BAD_CONFIG: i32 = 4;
-const FAST_KDF: [&str; 6] = [
-    "--kdf-memory",
-    "32768",
-    "--kdf-time",
-    "2",
-    "--kdf-parallelism",
-    "1",
-];
 
 struct Run {
     code: i32,

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{BIN, TestMount, have, run_ok, test_root};
+use common::{BIN, TestMount, have, pattern, run_ok, test_root};
 
 /// A tmpfs mounted for the test, unmounted on drop (also on panic).
 /// Declare it before the `TestMount` that uses it, so the FUSE mount (which
@@ -64,18 +64,6 @@ impl Drop for Tmpfs {
             let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         }
     }
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Checks a file through the mount against what was acknowledged.

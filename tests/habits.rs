@@ -12,16 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, is_mounted, wait_until};
-
-const FAST_KDF: [&str; 6] = [
-    "--kdf-memory",
-    "32768",
-    "--kdf-time",
-    "2",
-    "--kdf-parallelism",
-    "1",
-];
+use common::{BIN, FAST_KDF, is_mounted, wait_until};
 
 struct Run {
     code: i32,

@@ -9,13 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt
 use std::path::Path;
 use std::process::Command;
 
-use common::{TestMount, run_ok};
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
+use common::{TestMount, pattern, run_ok};
 
 #[test]
 fn write_read_round_trip_sizes() {
@@ -35,7 +29,7 @@ fn write_read_round_trip_sizes() {
     .enumerate()
     {
         let p = m.path(&format!("f{i}"));
-        let data = pattern(size, i as u8);
+        let data = pattern(size, i as u64);
         fs::write(&p, &data).unwrap();
         assert_eq!(
             fs::metadata(&p).unwrap().len(),

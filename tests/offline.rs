@@ -19,6 +19,8 @@ use veilfs::names::{BackingName, DIR_IV_FILE, DirIv, NameCipher};
 use veilfs::offline::{Kind, Offline, OfflineError};
 use veilfs::vault::{CreateOptions, create_vault};
 
+use common::pattern;
+
 const CS: usize = 4096;
 const STORED: usize = CS + CHUNK_OVERHEAD;
 
@@ -30,18 +32,6 @@ struct TV {
     keyfile: PathBuf,
     content: ContentCipher,
     names: NameCipher,
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = seed as u32 | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 impl TV {
@@ -1353,7 +1343,7 @@ fn vault_written_through_the_mount_checks_clean_and_reads_offline() {
         .enumerate()
     {
         let rel = format!("WhatsApp/Media/file{i}.bin");
-        let data = pattern(*len, i as u8);
+        let data = pattern(*len, i as u64);
         fs::write(m.path(&rel), &data).unwrap();
         expect.push((rel, data));
     }
@@ -1361,7 +1351,7 @@ fn vault_written_through_the_mount_checks_clean_and_reads_offline() {
     let rel = "WhatsApp/msgstore.db-wal".to_string();
     let mut data = Vec::new();
     for k in 0..40 {
-        let piece = pattern(777 + k * 91, k as u8);
+        let piece = pattern(777 + k * 91, k as u64);
         let mut f = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1491,7 +1481,7 @@ fn daemon_killed_during_appends_fsck_repairs_and_fsynced_data_survives() {
         .map(|i| {
             (
                 format!("stable{i}"),
-                pattern(10_000 * i + 123, 50 + i as u8),
+                pattern(10_000 * i + 123, 50 + i as u64),
             )
         })
         .collect();
@@ -1528,7 +1518,7 @@ fn daemon_killed_during_appends_fsck_repairs_and_fsynced_data_survives() {
             while !stop.load(Ordering::Relaxed) {
                 k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 let mut a = active[(t * 2 + (k as usize >> 8) % 2) % 8].lock().unwrap();
-                let piece = pattern(1 + (k as usize >> 4) % 9000, k as u8);
+                let piece = pattern(1 + (k as usize >> 4) % 9000, k as u64);
                 let Ok(mut f) = fs::OpenOptions::new()
                     .create(true)
                     .append(true)

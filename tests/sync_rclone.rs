@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::pattern;
 use sync_common::{
     DeviceMount, Item, free_port, init_vault, require, run_ok, sha256_hex, test_root, tree,
     wait_for,
@@ -85,12 +86,6 @@ fn rclone(port: u16, config: &Path, args: &[&str], src: &str, dst: &str) {
             )
             .env("RCLONE_CONFIG_CLOUD_VENDOR", "other"),
     );
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(97).wrapping_add(seed) ^ (i >> 13) as u8)
-        .collect()
 }
 
 #[test]

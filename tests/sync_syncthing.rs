@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::pattern;
 use serde_json::Value;
 use sync_common::{
     DeviceMount, Item, free_port, init_vault, require, run_ok, test_root, tree, wait_for,
@@ -462,12 +463,6 @@ fn conflict_copies(dir: &Path) -> Vec<String> {
 
 fn sqlite(db: &Path, sql: &str) -> String {
     run_ok(Command::new("sqlite3").arg("-batch").arg(db).arg(sql))
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(131).wrapping_add(seed) ^ (i >> 12) as u8)
-        .collect()
 }
 
 #[test]

@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_veilfs");
 
+/// Cheap Argon2 parameters for `veilfs init`: these tests are not about
+/// the KDF.
+pub const FAST_KDF: [&str; 6] = [
+    "--kdf-memory",
+    "32768",
+    "--kdf-time",
+    "2",
+    "--kdf-parallelism",
+    "1",
+];
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -26,16 +37,9 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-pub fn is_mounted(path: &Path) -> bool {
-    let Ok(canon) = path.canonicalize() else {
-        return false;
-    };
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| mp == want)
-}
+/// Whether `path` is a mount point now: the crate's own check, which reads
+/// /proc/self/mountinfo and undoes its octal escapes.
+pub use veilfs::fs::mount::is_mounted;
 
 /// Whether /proc/mounts lists a mount on `mnt`, without touching the path
 /// itself (on a mount whose daemon died, `stat` and `canonicalize` fail
@@ -63,20 +67,35 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Whether an external tool is installed; prints why a check is skipped
-/// when it is not (scripts/test.sh installs them, so CI never skips).
-pub fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
+/// Whether `tool` is on the PATH.
+fn installed(tool: &str) -> bool {
+    Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .stdout(Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false);
+        .unwrap_or(false)
+}
+
+/// Whether an external tool is installed; prints why a check is skipped
+/// when it is not (scripts/test.sh installs them, so CI never skips).
+pub fn have(tool: &str) -> bool {
+    let ok = installed(tool);
     if !ok {
         eprintln!("SKIPPED: {tool} is not installed (scripts/test.sh installs it)");
     }
     ok
+}
+
+/// Fails the test with a clear message when a tool is missing: for tests
+/// that are never skipped silently (scripts/test.sh installs the tools).
+pub fn require(tool: &str, package: &str) {
+    assert!(
+        installed(tool),
+        "`{tool}` is not installed: this test needs the Debian package `{package}` \
+         (scripts/test.sh installs it: apt-get install {package})"
+    );
 }
 
 pub struct TestMount {
@@ -317,8 +336,9 @@ impl Rng {
         self.0
     }
 
+    /// A number below `n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next() % n.max(1)
     }
 
     /// Random bytes, `min` to `max` of them.
@@ -331,4 +351,16 @@ impl Rng {
         v.truncate(len);
         v
     }
+}
+
+/// `len` reproducible bytes for `seed`, without period (so no two chunks
+/// of a file are alike and a moved chunk is noticed).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }

@@ -13,34 +13,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-pub use crate::common::{BIN, is_mounted, run_ok, test_root, wait_until};
-
-/// Cheap Argon2 parameters: these tests are about syncing, not the KDF.
-pub const FAST_KDF: [&str; 6] = [
-    "--kdf-memory",
-    "32768",
-    "--kdf-time",
-    "2",
-    "--kdf-parallelism",
-    "1",
-];
-
-/// Fails the test with a clear message when a tool is missing: these tests
-/// are never skipped silently (scripts/test.sh installs the tools).
-pub fn require(tool: &str, package: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{tool}` is not installed: this test needs the Debian package `{package}` \
-         (scripts/test.sh installs it: apt-get install {package})"
-    );
-}
+pub use crate::common::{BIN, FAST_KDF, is_mounted, require, run_ok, test_root, wait_until};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
