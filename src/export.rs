@@ -60,26 +60,18 @@ impl ExportReport {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The destination cannot be used or written.
+    #[error("{}: {error}", path.display())]
     Dest { path: PathBuf, error: io::Error },
     /// Reading the vault failed (a wrong `--path`, an I/O error).
+    #[error("{0}")]
     Vault(OfflineError),
     /// Without salvage: the first damage, where the export stopped.
+    #[error("{0}")]
     Damaged(OfflineError),
 }
-
-impl std::fmt::Display for ExportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExportError::Dest { path, error } => write!(f, "{}: {error}", path.display()),
-            ExportError::Vault(e) | ExportError::Damaged(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for ExportError {}
 
 impl ExportError {
     pub fn is_corruption(&self) -> bool {
@@ -383,16 +375,9 @@ impl Exporter<'_> {
 }
 
 /// A vault error met while exporting a file, carried through io::Error.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 struct ExportVaultError(OfflineError);
-
-impl std::fmt::Display for ExportVaultError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for ExportVaultError {}
 
 impl Visitor for Exporter<'_> {
     fn visit(&mut self, off: &Offline, e: &Entry<'_>) -> crate::offline::Result<bool> {

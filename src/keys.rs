@@ -57,29 +57,17 @@ impl fmt::Debug for SecretKey {
 }
 
 /// Why a typed-in 64-digit key was refused. None of these reveal the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyParseError {
     /// A character that is not a hex digit, space or dash.
+    #[error(
+        "the key contains {0:?}; a veilfs key is 64 hex digits (0-9, a-f), optionally grouped with spaces or dashes"
+    )]
     InvalidCharacter(char),
     /// Not exactly 64 hex digits.
+    #[error("the key has {0} hex digits; a veilfs key has exactly 64")]
     WrongLength(usize),
 }
-
-impl fmt::Display for KeyParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyParseError::InvalidCharacter(c) => write!(
-                f,
-                "the key contains {c:?}; a veilfs key is 64 hex digits (0-9, a-f), optionally grouped with spaces or dashes"
-            ),
-            KeyParseError::WrongLength(n) => {
-                write!(f, "the key has {n} hex digits; a veilfs key has exactly 64")
-            }
-        }
-    }
-}
-
-impl std::error::Error for KeyParseError {}
 
 /// The vault's master key. Generated once at `init`, never stored in clear.
 #[derive(Clone, Debug)]

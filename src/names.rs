@@ -148,34 +148,23 @@ impl DirIv {
 }
 
 /// Why a name could not be encrypted or decrypted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// Empty, `.`/`..`, containing `/` or NUL, or longer than 255 bytes.
+    #[error("invalid file name")]
     Invalid,
+    #[error("file name longer than 255 bytes")]
     TooLong,
     /// Not base64url, or a length no encryption produces.
+    #[error("not a veilfs encrypted name")]
     BadEncoding,
     /// Authentication failed: tampered, or moved from another directory.
+    #[error("encrypted name failed authentication (tampered, or moved from another directory)")]
     Unauthentic,
     /// The padding is malformed although the tag matched (a writer bug).
+    #[error("encrypted name has bad padding")]
     BadPadding,
 }
-
-impl fmt::Display for NameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NameError::Invalid => "invalid file name",
-            NameError::TooLong => "file name longer than 255 bytes",
-            NameError::BadEncoding => "not a veilfs encrypted name",
-            NameError::Unauthentic => {
-                "encrypted name failed authentication (tampered, or moved from another directory)"
-            }
-            NameError::BadPadding => "encrypted name has bad padding",
-        })
-    }
-}
-
-impl std::error::Error for NameError {}
 
 /// Rejects what must never reach the backing store.
 pub fn validate_plain_name(name: &[u8]) -> Result<(), NameError> {

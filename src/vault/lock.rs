@@ -20,7 +20,6 @@
 //! can name the mount point. File systems without `flock` (some network
 //! file systems refuse it on directories) get a warning and no lock.
 
-use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -48,59 +47,35 @@ pub struct VaultLock {
 }
 
 /// Why a vault could not be locked.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds a conflicting lock: a live mount (then
     /// `mountpoint` says where, when it can be found) or another veilfs
     /// command (`fsck`, `passwd`, a mount being detached lazily, ...).
+    #[error("{}", in_use_message(cipherdir, mountpoint.as_deref()))]
     InUse {
         cipherdir: PathBuf,
         mountpoint: Option<PathBuf>,
     },
     /// CIPHERDIR could not be opened (missing, not a directory, no
     /// permission).
+    #[error("opening the vault directory {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
 
-impl fmt::Display for LockError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::InUse {
-                cipherdir,
-                mountpoint: Some(mp),
-            } => write!(
-                f,
-                "the vault {} is mounted on {}",
-                cipherdir.display(),
-                mp.display()
-            ),
-            LockError::InUse {
-                cipherdir,
-                mountpoint: None,
-            } => write!(
-                f,
-                "the vault {} is in use by another veilfs process (a mount, possibly one \
-                 being detached lazily, or fsck, passwd or recover-config; `fuser -v {}` lists it)",
-                cipherdir.display(),
-                cipherdir.display()
-            ),
-            LockError::Io { path, source } => {
-                write!(
-                    f,
-                    "opening the vault directory {}: {source}",
-                    path.display()
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for LockError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LockError::Io { source, .. } => Some(source),
-            LockError::InUse { .. } => None,
-        }
+fn in_use_message(cipherdir: &Path, mountpoint: Option<&Path>) -> String {
+    match mountpoint {
+        Some(mp) => format!(
+            "the vault {} is mounted on {}",
+            cipherdir.display(),
+            mp.display()
+        ),
+        None => format!(
+            "the vault {} is in use by another veilfs process (a mount, possibly one \
+             being detached lazily, or fsck, passwd or recover-config; `fuser -v {}` lists it)",
+            cipherdir.display(),
+            cipherdir.display()
+        ),
     }
 }
 
