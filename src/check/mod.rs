@@ -37,7 +37,7 @@ use crate::conflict;
 use crate::content::{CHUNK_OVERHEAD, ContentCipher, FileHeader, HEADER_LEN};
 use crate::names::{DirIv, EntryKind, NameCipher, NameError, classify_entry};
 use crate::offline::Kind;
-use crate::store::{self, pread_full};
+use crate::store::{self, pread_full, resolve};
 
 pub use report::{FileHoles, Problem, ProblemKind, Progress, ProgressFn, Repair, Report, Stats};
 

@@ -165,8 +165,7 @@ impl Checker<'_> {
                         iv_copies.push(name.clone());
                     }
                     if let Some(iv) = &iv
-                        && let Err(r) =
-                            crate::store::resolve::examine(fd.as_fd(), iv, self.names, &name)
+                        && let Err(r) = resolve::examine(fd.as_fd(), iv, self.names, &name)
                     {
                         self.problem(
                             ProblemKind::ConflictCopyRejected,

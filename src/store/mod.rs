@@ -143,27 +143,7 @@ pub fn write_long_record<Fd: AsFd>(dir: Fd, name: &BackingName) -> Result<(), Er
     let Some((record, full)) = name.long_record() else {
         return Ok(());
     };
-    let fd = openat(
-        dir,
-        cstr(&record).as_c_str(),
-        OFlags::WRONLY
-            | OFlags::CREATE
-            | OFlags::TRUNC
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC
-            | OFlags::NONBLOCK,
-        Mode::from_raw_mode(0o400),
-    )?;
-    // A FIFO planted under the record's name must not take the write.
-    if stat_fd(&fd)?.st_mode & libc::S_IFMT != libc::S_IFREG {
-        log::warn!("long-name record {record} is not a regular file");
-        return Err(Errno::IO);
-    }
-    let n = rustix::io::write(&fd, full.as_bytes())?;
-    if n != full.len() {
-        return Err(Errno::IO);
-    }
-    Ok(())
+    write_record_file(dir, &record, full.as_bytes())
 }
 
 /// Removes a long name's side record once its entry is gone.
@@ -263,6 +243,7 @@ fn write_record_file<Fd: AsFd>(dir: Fd, name: &str, content: &[u8]) -> Result<()
             | OFlags::NONBLOCK,
         Mode::from_raw_mode(0o400),
     )?;
+    // A FIFO planted under the record's name must not take the write.
     if stat_fd(&fd)?.st_mode & libc::S_IFMT != libc::S_IFREG {
         log::warn!("record {name} is not a regular file");
         return Err(Errno::IO);
