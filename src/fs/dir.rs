@@ -682,6 +682,13 @@ impl VeilFs {
         Ok(())
     }
 
+    pub(super) fn do_releasedir(&self, fh: FileHandle) -> Res<()> {
+        if self.dir_handles.lock().unwrap().remove(&fh.0).is_some() {
+            self.activity.closed();
+        }
+        Ok(())
+    }
+
     /// Flushes the directory on a helper thread, which replies.
     pub(super) fn do_fsyncdir(&self, ino: INodeNo, reply: ReplyEmpty) {
         let fd = self

@@ -508,13 +508,15 @@ impl VeilFs {
     /// waits in close(). Release comes later, asynchronously, and a sync
     /// client may change the file in between; that change must not be
     /// taken for the mount's own (see [`Node::seen`]).
-    pub(super) fn do_flush(&self, fh: FileHandle) {
+    pub(super) fn do_flush(&self, fh: FileHandle) -> Res<()> {
+        // A handle already gone has nothing to flush: never an error.
         let Ok(handle) = self.handle(fh) else {
-            return;
+            return Ok(());
         };
         let _open = handle.node.open.lock().unwrap();
         let mut data = handle.node.data.write().unwrap();
         self.note_own_writes(&handle, &mut data);
+        Ok(())
     }
 
     /// Records the backing state the mount's own writes left (see
@@ -539,9 +541,9 @@ impl VeilFs {
         }
     }
 
-    pub(super) fn do_release(&self, fh: FileHandle) {
+    pub(super) fn do_release(&self, fh: FileHandle) -> Res<()> {
         let Some(handle) = self.handles.write().unwrap().remove(&fh.0) else {
-            return;
+            return Ok(());
         };
         self.activity.closed();
         let mut open = handle.node.open.lock().unwrap();
@@ -559,6 +561,7 @@ impl VeilFs {
             data.header = None;
             data.header_checked = false;
         }
+        Ok(())
     }
 
     pub(super) fn do_fallocate(

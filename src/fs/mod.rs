@@ -616,11 +616,7 @@ impl Filesystem for VeilFs {
         reply: ReplyEmpty,
     ) {
         // Writes go straight to the backing file; nothing is buffered here.
-        let op = || {
-            self.do_flush(fh);
-            Ok(())
-        };
-        self.answer(Reads, reply, op, |r, ()| r.ok());
+        self.answer(Reads, reply, || self.do_flush(fh), |r, ()| r.ok());
     }
 
     fn release(
@@ -633,11 +629,7 @@ impl Filesystem for VeilFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let op = || {
-            self.do_release(fh);
-            Ok(())
-        };
-        self.answer(Reads, reply, op, |r, ()| r.ok());
+        self.answer(Reads, reply, || self.do_release(fh), |r, ()| r.ok());
     }
 
     fn fsync(
@@ -691,13 +683,7 @@ impl Filesystem for VeilFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let op = || {
-            if self.dir_handles.lock().unwrap().remove(&fh.0).is_some() {
-                self.activity.closed();
-            }
-            Ok(())
-        };
-        self.answer(Reads, reply, op, |r, ()| r.ok());
+        self.answer(Reads, reply, || self.do_releasedir(fh), |r, ()| r.ok());
     }
 
     fn fsyncdir(
