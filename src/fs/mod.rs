@@ -7,6 +7,15 @@
 //! - No handler panics on bad input; every error becomes an errno.
 //! - A file's content lock (`Node::data`) is held shared by reads and
 //!   exclusively by writes and truncation, so no reader sees a torn chunk.
+//!
+//! Layout, one family of requests per file, each an `impl VeilFs` block
+//! (as gocryptfs's `fusefrontend`): `file.rs`, `dir.rs`, `attr.rs`,
+//! `xattr.rs`; `locate.rs` says where a node lives in the backing store;
+//! `serve.rs` how every request is answered (`VeilFs::answer`: the
+//! read-only guard, the reply, the linger) and the helper threads. This
+//! file holds `VeilFs`, lookup, `attr()` and the `impl Filesystem` that
+//! dispatches. The submodules `use super::*`: they share this file's
+//! imports and private helpers.
 
 mod attr;
 mod conflicts;
