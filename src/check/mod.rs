@@ -36,7 +36,7 @@ use rustix::io::Errno;
 use crate::conflict;
 use crate::content::{CHUNK_OVERHEAD, ContentCipher, FileHeader, HEADER_LEN};
 use crate::names::{DirIv, EntryKind, NameCipher, NameError, classify_entry};
-use crate::offline::Kind;
+use crate::store::Kind;
 use crate::store::{self, pread_full, resolve};
 
 pub use report::{FileHoles, Problem, ProblemKind, Progress, ProgressFn, Repair, Report, Stats};

@@ -553,6 +553,66 @@ pub fn set_len<Fd: AsFd>(fd: Fd, len: u64) -> io::Result<()> {
     rustix::fs::ftruncate(&fd, len).map_err(io::Error::from)
 }
 
+/// The plaintext type of an entry: the type of its backing entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Unknown,
+}
+
+impl Kind {
+    pub fn from_stat(st: &Stat) -> Self {
+        Self::from_file_type(FileType::from_raw_mode(st.st_mode))
+    }
+
+    pub fn from_file_type(t: FileType) -> Self {
+        match t {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            FileType::CharacterDevice => Kind::CharDevice,
+            FileType::BlockDevice => Kind::BlockDevice,
+            FileType::Unknown => Kind::Unknown,
+        }
+    }
+
+    /// The type letter `ls -l` prints.
+    pub fn letter(self) -> char {
+        match self {
+            Kind::File => '-',
+            Kind::Dir => 'd',
+            Kind::Symlink => 'l',
+            Kind::Fifo => 'p',
+            Kind::Socket => 's',
+            Kind::CharDevice => 'c',
+            Kind::BlockDevice => 'b',
+            Kind::Unknown => '?',
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::File => "a regular file",
+            Kind::Dir => "a directory",
+            Kind::Symlink => "a symlink",
+            Kind::Fifo => "a FIFO",
+            Kind::Socket => "a socket",
+            Kind::CharDevice => "a character device",
+            Kind::BlockDevice => "a block device",
+            Kind::Unknown => "of unknown type",
+        }
+    }
+}
+
 /// Test-only recording of every write and truncation the content layer
 /// makes, per thread, so the crash-point tests (src/journal_tests.rs) can
 /// replay any prefix of them cut at any page boundary.
