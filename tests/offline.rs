@@ -721,14 +721,7 @@ fn repair_never_writes_through_a_planted_symlink() {
 #[test]
 fn huge_sparse_file_is_streamed() {
     let tv = TV::new();
-    let (dir, _, name, _) = tv.locate("/sparse");
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dir.join(name.entry()))
-        .unwrap();
+    let file = tv.create_backing("/sparse");
     let mut f = CryptFile::new(&file, &tv.content, None);
     f.write_at(0, b"head").unwrap();
     f.write_at(8 << 30, b"tail").unwrap();

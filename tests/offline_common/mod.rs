@@ -90,15 +90,21 @@ impl TV {
         Self::write_record(&dir, &name);
     }
 
-    pub fn write(&self, plain: &str, data: &[u8]) {
+    /// Creates (or truncates) the backing file of `plain`, empty.
+    pub fn create_backing(&self, plain: &str) -> fs::File {
         let (dir, _, name, _) = self.locate(plain);
-        let file = fs::OpenOptions::new()
+        fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(dir.join(name.entry()))
-            .unwrap();
+            .unwrap()
+    }
+
+    pub fn write(&self, plain: &str, data: &[u8]) {
+        let (dir, _, name, _) = self.locate(plain);
+        let file = self.create_backing(plain);
         let mut f = CryptFile::new(&file, &self.content, None);
         // Several writes, as an application appending would make them.
         for (i, piece) in data.chunks(10_000).enumerate() {
