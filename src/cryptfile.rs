@@ -495,15 +495,9 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
             |i: u64| offset <= chunk_start(i) && end >= chunk_start(i) + chunk_len(i) as u64;
         let (first, last) = (chunks.start, chunks.end - 1);
         // Chunks this write rewrites in place: first..in_place_end. Their
-        // old sealed bytes go to the journal before any of them changes,
-        // and are where the partly covered ones are read from.
+        // new sealed bytes go to the journal (a redo record) before any of
+        // them changes, so recovery can complete a rewrite a crash cut.
         let in_place_end = (last + 1).min(old_count);
-        let in_place = if first < in_place_end {
-            layout.chunk_cipher_start(first)
-                ..layout.chunk_cipher_start(in_place_end).min(old_backing)
-        } else {
-            0..0
-        };
         // The old last chunk stops being last once the file has grown
         // past it; unless this write rewrote it, it is sealed again as a
         // full middle chunk (zero padded).
@@ -523,14 +517,6 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 ..
             } = &mut *scratch;
             chunk.resize(cs, 0);
-            let in_place_len = (in_place.end - in_place.start) as usize;
-            grow(raw, in_place_len);
-            if in_place_len > 0
-                && pread_full(&self.fd, &mut raw[..in_place_len], in_place.start)? != in_place_len
-            {
-                return Err(CryptFileError::Io(io::Error::from_raw_os_error(libc::EIO)));
-            }
-            let raw = &raw[..in_place_len];
             let old_last_len = if reseal_old_last {
                 (old_backing - old_last_at) as usize
             } else {
@@ -551,14 +537,18 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 buf.clear();
                 buf.resize(n, 0);
                 if index < old_count {
-                    let at = (layout.chunk_cipher_start(index) - in_place.start) as usize;
-                    let slot = &raw[at..(at + stored).min(raw.len())];
+                    // Only a partly covered chunk is read: its old bytes
+                    // the write keeps.
+                    let at = layout.chunk_cipher_start(index);
+                    let len = (old_backing - at).min(stored as u64) as usize;
+                    grow(raw, len);
+                    let got = pread_full(&self.fd, &mut raw[..len], at)?;
                     let m = match open_tolerant(
                         self.cipher,
                         &header,
                         index,
                         index + 1 == old_count,
-                        slot,
+                        &raw[..got],
                         chunk,
                     ) {
                         Ok(Opened::Data(m)) => m,
@@ -622,12 +612,15 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
             // The journal record comes before the first byte changes.
             let mut images: [(u64, &[u8]); 2] = [(0, &[]); 2];
             let mut n_images = 0;
-            if !raw.is_empty() {
-                images[n_images] = (in_place.start, raw);
+            if first < in_place_end {
+                // The new sealed form of every slot rewritten in place: the
+                // first in_place_end - first chunks of the sealed span.
+                let len = ((in_place_end - first) as usize * stored).min(cbuf_used.len());
+                images[n_images] = (layout.chunk_cipher_start(first), &cbuf_used[..len]);
                 n_images += 1;
             }
-            if !old_last.is_empty() {
-                images[n_images] = (old_last_at, old_last);
+            if reseal_old_last {
+                images[n_images] = (old_last_at, &resealed[..stored]);
                 n_images += 1;
             }
             let _pending = match &self.journal {
@@ -1036,6 +1029,25 @@ pub fn drop_torn_tail<Fd: AsFd>(
     Ok(())
 }
 
+/// Whether `stored` is an authentic version of chunk slot `index` of the
+/// file with `header`, sealed as a middle or as the last chunk (a record's
+/// bytes: the new form a write was putting there, or the old form a
+/// truncation was replacing).
+fn is_version_of(
+    cipher: &ContentCipher,
+    header: &FileHeader,
+    index: u64,
+    stored: &[u8],
+    out: &mut [u8],
+) -> bool {
+    [false, true]
+        .into_iter()
+        .any(|last| cipher.open_chunk(header, index, last, stored, out).is_ok())
+        || cipher
+            .open_stale_short(header, index, stored, out)
+            .is_some()
+}
+
 /// What [`recover_file`] did to one file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FileRecovery {
@@ -1047,9 +1059,10 @@ pub struct FileRecovery {
 /// Crash recovery of one backing file from its journal records (oldest
 /// first): the one place the crash rules are applied.
 ///
-/// 1. A chunk slot that a record holds old bytes of and that no longer
-///    authenticates (a rewrite cut by the crash) gets the newest of those
-///    old versions that authenticates back; a short old last chunk in what
+/// 1. A chunk slot that a record holds a version of (the new form a write
+///    was putting there, or the old form a truncation was replacing) and
+///    that no longer authenticates (a rewrite cut by the crash) gets the
+///    newest of those versions that authenticates; a short chunk in what
 ///    is now a middle slot is zero padded (the stale-last form).
 /// 2. A final chunk that fails (an append cut by the crash) is cut back to
 ///    the newest old size at which the file ends in an authentic chunk, or
@@ -1130,10 +1143,7 @@ pub fn recover_file(
                 }
                 let at = (slot - o) as usize;
                 let old = &bytes[at..(at + stored as usize).min(bytes.len())];
-                let old_n = stored_chunk_count(cipher, r.old_backing);
-                let ok = diagnose_chunk(cipher, &header, index, old_n, old, &mut plain, false)
-                    .is_readable();
-                if !ok {
+                if !is_version_of(cipher, &header, index, old, &mut plain) {
                     continue;
                 }
                 let mut image = old.to_vec();
