@@ -3,9 +3,10 @@
 //! write a sync client's exclusion rule, or to find which plaintext file a
 //! cloud's "previous versions" of a backing file belongs to.
 //!
-//! Directories that exist are read (their stored IV); a directory that
-//! does not exist (yet, or any more) gets the IV mkdir would give it, so a
-//! path can be translated before it is created or after it was deleted.
+//! Directories that exist are read (their stored IV). A name that does not
+//! exist yet in an existing directory translates to the name it will get;
+//! below a directory that does not exist there is nothing to translate, as
+//! a directory's IV is drawn when it is created (docs/FORMAT.md §6).
 //! Nothing is written and no symlink is followed.
 
 use std::ffi::OsStr;
@@ -25,19 +26,15 @@ struct Here {
 
 impl Here {
     /// Steps into the child directory `backing` (plaintext `plain`).
-    fn enter(
-        &self,
-        names: &NameCipher,
-        backing: &str,
-        plain: &[u8],
-        plain_path: &str,
-    ) -> Result<Here> {
-        let derived = || names.child_dir_iv(&self.iv, plain);
+    fn enter(&self, backing: &str, plain_path: &str) -> Result<Here> {
+        let missing = || OfflineError::InvalidPath {
+            path: plain_path.to_string(),
+            reason: "this directory does not exist yet: the names inside a directory are \
+                     encrypted with the IV it gets when it is created (create it first)"
+                .into(),
+        };
         let Some(fd) = &self.fd else {
-            return Ok(Here {
-                iv: derived(),
-                fd: None,
-            });
+            return Err(missing());
         };
         let c = store::cstr(backing);
         match store::lstat_at(fd, &c) {
@@ -56,10 +53,7 @@ impl Here {
                 })?;
                 Ok(Here { iv, fd: Some(dir) })
             }
-            Err(e) if store::is_not_found(e) => Ok(Here {
-                iv: derived(),
-                fd: None,
-            }),
+            Err(e) if store::is_not_found(e) => Err(missing()),
             Err(e) => Err(OfflineError::Io {
                 path: plain_path.to_string(),
                 error: e.into(),
@@ -102,7 +96,7 @@ pub fn encrypt_path(cipherdir: &Path, names: &NameCipher, path: &Path) -> Result
                 })?;
         out.push(name.entry());
         if i + 1 < parts.len() {
-            here = here.enter(names, name.entry(), part, &plain_here)?;
+            here = here.enter(name.entry(), &plain_here)?;
         }
     }
     Ok(out)
@@ -218,7 +212,7 @@ pub fn decrypt_path(cipherdir: &Path, names: &NameCipher, backing: &Path) -> Res
         plain.push(p);
         if !last {
             let plain_here = join_plain(&plain);
-            here = here.enter(names, name, plain.last().expect("pushed"), &plain_here)?;
+            here = here.enter(name, &plain_here)?;
         }
     }
     Ok(Decrypted::Entry(join_plain(&plain)))
