@@ -14,6 +14,7 @@ pub mod names;
 pub mod offline;
 pub mod pathmap;
 pub mod reclaim;
+pub mod rekey;
 pub mod store;
 pub mod tree;
 pub mod vault;

@@ -18,6 +18,7 @@ mod passwd;
 mod path;
 mod progress;
 mod recover;
+mod rekey;
 mod secret;
 mod unlock;
 
@@ -90,6 +91,8 @@ pub enum Command {
     /// Decrypt a whole vault, or a subtree, into a plain directory without
     /// FUSE, keeping modes, times, symlinks and extended attributes.
     Export(export::ExportArgs),
+    /// Re-encrypt the whole vault under a new key (after a key or password leak).
+    Rekey(rekey::RekeyArgs),
     /// Translate a path between the plaintext view and CIPHERDIR, offline.
     Path(path::PathArgs),
     /// Print the man page (roff): `veilfs man | man -l -`.
@@ -148,6 +151,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
         Command::Export(args) => export::run(args),
+        Command::Rekey(args) => rekey::run(args),
         Command::Path(args) => path::run(args),
         Command::Man(args) => docs::run_man(args),
         Command::Completions(args) => docs::run_completions(args),
