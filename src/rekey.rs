@@ -46,6 +46,11 @@ const STATE_FORMAT: &str = "veilfs-rekey";
 const WRAP_LABEL: &[u8] = b"veilfs v1 rekey wrap key";
 const MAC_LABEL: &[u8] = b"veilfs v1 rekey state mac key";
 const WRAP_AD: &[u8] = b"veilfs v1 rekey wrap";
+/// On a new directory while it is filled: the old directory's times
+/// (mtime then atime, each i64 seconds and u32 nanoseconds, big-endian),
+/// taken before any entry was moved out of it. Removed when the
+/// directory is finished.
+const TIMES_XATTR: &str = "user.veilfs.rekey-times";
 /// Free space asked for beyond the largest file.
 pub const SPACE_MARGIN: u64 = 64 << 20;
 
@@ -758,6 +763,20 @@ impl Rekeyer<'_> {
                 }
                 Err(x) => return Err(err(format!("{}: reading its new IV: {x}", e.plain_path))),
             };
+            // The old directory's times, before anything leaves it (an
+            // existing record is from an earlier run: the old directory has
+            // changed since).
+            let mut probe = [0u8; 24];
+            if rustix::fs::fgetxattr(&new, TIMES_XATTR, &mut probe[..]) != Ok(24) {
+                let st = e.stat;
+                let mut rec = Vec::with_capacity(24);
+                rec.extend_from_slice(&st.st_mtime.to_be_bytes());
+                rec.extend_from_slice(&(st.st_mtime_nsec as u32).to_be_bytes());
+                rec.extend_from_slice(&st.st_atime.to_be_bytes());
+                rec.extend_from_slice(&(st.st_atime_nsec as u32).to_be_bytes());
+                rustix::fs::fsetxattr(&new, TIMES_XATTR, &rec, XattrFlags::empty())
+                    .map_err(|x| err(format!("{}: recording its times: {x}", e.plain_path)))?;
+            }
             rustix::fs::fsync(&new).map_err(|x| err(format!("fsync: {x}")))?;
             rustix::fs::fsync(&parent.new).map_err(|x| err(format!("fsync: {x}")))?;
             let old = open_dir(e.parent, e.name)
@@ -848,7 +867,17 @@ impl Rekeyer<'_> {
         }
         rustix::fs::fchmod(&level.new, Mode::from_raw_mode(st.st_mode & 0o7777))
             .map_err(|x| err(format!("{}: chmod: {x}", e.plain_path)))?;
-        rustix::fs::futimens(&level.new, &times_of(st))
+        let mut times = times_of(st);
+        let mut rec = [0u8; 24];
+        if rustix::fs::fgetxattr(&level.new, TIMES_XATTR, &mut rec[..]) == Ok(24) {
+            let n = |a: usize, b: usize| i64::from_be_bytes(rec[a..b].try_into().expect("8"));
+            let m = |a: usize, b: usize| u32::from_be_bytes(rec[a..b].try_into().expect("4"));
+            times.last_modification = ts(n(0, 8), m(8, 12) as i64);
+            times.last_access = ts(n(12, 20), m(20, 24) as i64);
+            rustix::fs::fremovexattr(&level.new, TIMES_XATTR)
+                .map_err(|x| err(format!("{}: {x}", e.plain_path)))?;
+        }
+        rustix::fs::futimens(&level.new, &times)
             .map_err(|x| err(format!("{}: times: {x}", e.plain_path)))?;
         rustix::fs::fsync(&level.new).map_err(|x| err(format!("fsync: {x}")))?;
         drop(level);
@@ -1026,6 +1055,26 @@ impl Rekeyer<'_> {
 impl Visitor for Rekeyer<'_> {
     fn visit(&mut self, off: &Offline, e: &Entry<'_>) -> crate::offline::Result<bool> {
         let res = if e.kind == Kind::Dir {
+            if !e.rel.as_os_str().is_empty() && only_leftovers(e) {
+                // An old directory whose entries have all moved and whose IV
+                // file is gone already (a run killed while finishing it), or
+                // one a crash left without an IV right after mkdir: it is
+                // empty, so finish it here.
+                let done = self.enter_dir(off, e).and_then(|()| self.leave_dir(e));
+                return match done {
+                    Ok(()) => Ok(false),
+                    Err(x) => {
+                        self.failure = Some(err(format!(
+                            "{}: {}: {x}. The rekey stopped; nothing is lost: fix the cause, \
+                             then run `veilfs rekey --resume {}`",
+                            self.dir.display(),
+                            e.plain_path,
+                            self.dir.display()
+                        )));
+                        Err(OfflineError::io(e.plain_path, io::Error::other("rekey stopped")))
+                    }
+                };
+            }
             self.enter_dir(off, e)
         } else {
             self.entry(off, e).and_then(|()| {
@@ -1078,6 +1127,33 @@ impl Visitor for Rekeyer<'_> {
     fn problem(&mut self, _error: &OfflineError) -> Control {
         Control::Stop
     }
+}
+
+/// Whether the old directory `e` has no IV file and holds nothing but
+/// metadata and records (nothing that could need its IV).
+fn only_leftovers(e: &Entry<'_>) -> bool {
+    let Ok(dir) = open_dir(e.parent, e.name) else {
+        return false;
+    };
+    match store::read_dir_iv(&dir) {
+        Err(Errno::NOENT) => {}
+        _ => return false,
+    }
+    let Ok(mut d) = rustix::fs::Dir::read_from(&dir) else {
+        return false;
+    };
+    while let Some(Ok(ent)) = d.read() {
+        let n = ent.file_name().to_bytes();
+        let leftover = n == b"."
+            || n == b".."
+            || n.starts_with(b"veilfs")
+            || n.ends_with(b".vln.name")
+            || n.ends_with(b".vlink");
+        if !leftover {
+            return false;
+        }
+    }
+    true
 }
 
 /// Moves the new tree into the root and the root's attributes over.
