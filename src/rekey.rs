@@ -570,11 +570,11 @@ fn read_xattrs(names: &NameCipher, path: &CStr) -> Result<Vec<(Vec<u8>, Vec<u8>)
         }
     };
     let mut id = [0u8; XATTR_ID_LEN + 1];
-    let id: Option<[u8; XATTR_ID_LEN]> = match rustix::fs::lgetxattr(path, XATTR_ID_NAME, &mut id[..])
-    {
-        Ok(XATTR_ID_LEN) => id[..XATTR_ID_LEN].try_into().ok(),
-        _ => None,
-    };
+    let id: Option<[u8; XATTR_ID_LEN]> =
+        match rustix::fs::lgetxattr(path, XATTR_ID_NAME, &mut id[..]) {
+            Ok(XATTR_ID_LEN) => id[..XATTR_ID_LEN].try_into().ok(),
+            _ => None,
+        };
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for raw in list[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let Ok(bname) = std::str::from_utf8(raw) else {
@@ -584,8 +584,12 @@ fn read_xattrs(names: &NameCipher, path: &CStr) -> Result<Vec<(Vec<u8>, Vec<u8>)
             continue; // not the vault's (a sync client's, the system's)
         };
         let mut value = vec![0u8; 65536 + 64];
-        let len = rustix::fs::lgetxattr(path, bname, &mut value[..])
-            .map_err(|e| err(format!("reading attribute user.{}: {e}", lossy(&plain_name))))?;
+        let len = rustix::fs::lgetxattr(path, bname, &mut value[..]).map_err(|e| {
+            err(format!(
+                "reading attribute user.{}: {e}",
+                lossy(&plain_name)
+            ))
+        })?;
         value.truncate(len);
         let idref = match version {
             XattrVersion::V2 => id.as_ref(),
@@ -660,8 +664,13 @@ impl ChunkWriter<'_> {
         }
         let n = self.plain.len();
         self.sealed.resize(n + crate::content::CHUNK_OVERHEAD, 0);
-        self.cipher
-            .seal_chunk(&self.header, self.index, last, &self.plain, &mut self.sealed);
+        self.cipher.seal_chunk(
+            &self.header,
+            self.index,
+            last,
+            &self.plain,
+            &mut self.sealed,
+        );
         self.out.write_all(&self.sealed)?;
         self.index += 1;
         self.plain.clear();
@@ -735,7 +744,7 @@ impl Rekeyer<'_> {
             let new = open_dir(self.root, &store::cstr(NEW_TREE))
                 .map_err(|e| err(format!("{NEW_TREE}: {e}")))?;
             rustix::fs::fsync(self.root).map_err(|e| err(format!("fsync: {e}")))?;
-            let old = open_dir(self.root, c".").map_err(|e| err(e))?;
+            let old = open_dir(self.root, c".").map_err(err)?;
             (old, new, self.new_names.root_iv(), String::new())
         } else {
             let plain = e.rel.file_name().expect("a named entry").as_bytes();
@@ -747,12 +756,14 @@ impl Rekeyer<'_> {
             store::write_long_record(&parent.new, &bn)
                 .map_err(|x| err(format!("{}: long-name record: {x}", e.plain_path)))?;
             let name = store::cstr(bn.entry());
-            match rustix::fs::mkdirat(&parent.new, &name, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+            let created = match rustix::fs::mkdirat(&parent.new, &name, Mode::from_raw_mode(0o700))
+            {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
                 Err(x) => return Err(err(format!("{}: mkdir: {x}", e.plain_path))),
-            }
-            let new = open_dir(&parent.new, &name)
-                .map_err(|x| err(format!("{}: {x}", e.plain_path)))?;
+            };
+            let new =
+                open_dir(&parent.new, &name).map_err(|x| err(format!("{}: {x}", e.plain_path)))?;
             let new_iv = match store::read_dir_iv(&new) {
                 Ok(iv) => iv,
                 Err(Errno::NOENT) => {
@@ -763,11 +774,14 @@ impl Rekeyer<'_> {
                 }
                 Err(x) => return Err(err(format!("{}: reading its new IV: {x}", e.plain_path))),
             };
-            // The old directory's times, before anything leaves it (an
-            // existing record is from an earlier run: the old directory has
-            // changed since).
+            // The old directory's times, before anything leaves it. An
+            // existing record is from an earlier run (the old directory has
+            // changed since). Without one, the old directory is untouched
+            // unless its IV file is gone: then an earlier run had finished
+            // the new directory, times included, and removed the record.
             let mut probe = [0u8; 24];
-            if rustix::fs::fgetxattr(&new, TIMES_XATTR, &mut probe[..]) != Ok(24) {
+            let old_untouched = created || store::read_dir_iv(&old_dir_of(e)?) != Err(Errno::NOENT);
+            if rustix::fs::fgetxattr(&new, TIMES_XATTR, &mut probe[..]) != Ok(24) && old_untouched {
                 let st = e.stat;
                 let mut rec = Vec::with_capacity(24);
                 rec.extend_from_slice(&st.st_mtime.to_be_bytes());
@@ -779,8 +793,8 @@ impl Rekeyer<'_> {
             }
             rustix::fs::fsync(&new).map_err(|x| err(format!("fsync: {x}")))?;
             rustix::fs::fsync(&parent.new).map_err(|x| err(format!("fsync: {x}")))?;
-            let old = open_dir(e.parent, e.name)
-                .map_err(|x| err(format!("{}: {x}", e.plain_path)))?;
+            let old =
+                open_dir(e.parent, e.name).map_err(|x| err(format!("{}: {x}", e.plain_path)))?;
             let new_rel = if parent.new_rel.is_empty() {
                 bn.entry().to_string()
             } else {
@@ -814,8 +828,8 @@ impl Rekeyer<'_> {
         // entries), and foreign files (a sync client's), which move along.
         let mut names = Vec::new();
         {
-            let d = store::open_dir_read(&level.old).map_err(|x| err(x))?;
-            let mut d = rustix::fs::Dir::read_from(&d).map_err(|x| err(x))?;
+            let d = store::open_dir_read(&level.old).map_err(err)?;
+            let mut d = rustix::fs::Dir::read_from(&d).map_err(err)?;
             while let Some(ent) = d.read() {
                 let ent = ent.map_err(|x| err(format!("{}: {x}", e.plain_path)))?;
                 let n = ent.file_name().to_bytes();
@@ -867,18 +881,22 @@ impl Rekeyer<'_> {
         }
         rustix::fs::fchmod(&level.new, Mode::from_raw_mode(st.st_mode & 0o7777))
             .map_err(|x| err(format!("{}: chmod: {x}", e.plain_path)))?;
-        let mut times = times_of(st);
         let mut rec = [0u8; 24];
         if rustix::fs::fgetxattr(&level.new, TIMES_XATTR, &mut rec[..]) == Ok(24) {
             let n = |a: usize, b: usize| i64::from_be_bytes(rec[a..b].try_into().expect("8"));
             let m = |a: usize, b: usize| u32::from_be_bytes(rec[a..b].try_into().expect("4"));
-            times.last_modification = ts(n(0, 8), m(8, 12) as i64);
-            times.last_access = ts(n(12, 20), m(20, 24) as i64);
+            let times = Timestamps {
+                last_modification: ts(n(0, 8), m(8, 12) as i64),
+                last_access: ts(n(12, 20), m(20, 24) as i64),
+            };
+            // Times first, then the record: without the record the times
+            // are final (see enter_dir).
+            rustix::fs::futimens(&level.new, &times)
+                .map_err(|x| err(format!("{}: times: {x}", e.plain_path)))?;
+            rustix::fs::fsync(&level.new).map_err(|x| err(format!("fsync: {x}")))?;
             rustix::fs::fremovexattr(&level.new, TIMES_XATTR)
                 .map_err(|x| err(format!("{}: {x}", e.plain_path)))?;
         }
-        rustix::fs::futimens(&level.new, &times)
-            .map_err(|x| err(format!("{}: times: {x}", e.plain_path)))?;
         rustix::fs::fsync(&level.new).map_err(|x| err(format!("fsync: {x}")))?;
         drop(level);
         let parent = self.top();
@@ -897,8 +915,9 @@ impl Rekeyer<'_> {
         let bn = self
             .new_names
             .backing_name(&top.new_iv, plain)
-            .map_err(|x| err(x))?;
-        store::write_long_record(&top.new, &bn).map_err(|x| err(format!("long-name record: {x}")))?;
+            .map_err(err)?;
+        store::write_long_record(&top.new, &bn)
+            .map_err(|x| err(format!("long-name record: {x}")))?;
         let final_name = store::cstr(bn.entry());
         let tmp = tmp();
         unlink_quiet(&top.new, tmp)?;
@@ -925,7 +944,11 @@ impl Rekeyer<'_> {
                 let fd = rustix::fs::openat(
                     &top.new,
                     tmp,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|x| err(format!("creating: {x}")))?;
@@ -939,7 +962,7 @@ impl Rekeyer<'_> {
                     bytes: 0,
                 };
                 off.cat_at(e.parent, e.name, e.plain_path, &mut w, false)
-                    .map_err(|x| err(x))?;
+                    .map_err(err)?;
                 let bytes = w.bytes;
                 file = Some(w.finish().map_err(|x| err(format!("writing: {x}")))?);
                 self.report.files += 1;
@@ -989,8 +1012,13 @@ impl Rekeyer<'_> {
             .map_err(|x| err(format!("chown: {x}")))?;
         }
         if e.kind != Kind::Symlink {
-            rustix::fs::chmodat(&top.new, tmp, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())
-                .map_err(|x| err(format!("chmod: {x}")))?;
+            rustix::fs::chmodat(
+                &top.new,
+                tmp,
+                Mode::from_raw_mode(st.st_mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(|x| err(format!("chmod: {x}")))?;
             let attrs = read_xattrs(off.names(), &proc_path(e.parent, e.name))?;
             if !attrs.is_empty() {
                 write_xattrs(self.new_names, &proc_path(&top.new, tmp), &attrs)?;
@@ -1038,7 +1066,7 @@ impl Rekeyer<'_> {
                 Mode::empty(),
             )
             .map_err(|x| err(format!("opening the new link: {x}")))?;
-            let st = store::stat_fd(&fd).map_err(|x| err(x))?;
+            let st = store::stat_fd(&fd).map_err(err)?;
             let rec = self.new_names.link_record(st.st_ino, st.st_nlink);
             rustix::fs::fsetxattr(
                 &fd,
@@ -1071,7 +1099,10 @@ impl Visitor for Rekeyer<'_> {
                             e.plain_path,
                             self.dir.display()
                         )));
-                        Err(OfflineError::io(e.plain_path, io::Error::other("rekey stopped")))
+                        Err(OfflineError::io(
+                            e.plain_path,
+                            io::Error::other("rekey stopped"),
+                        ))
                     }
                 };
             }
@@ -1093,14 +1124,21 @@ impl Visitor for Rekeyer<'_> {
                 let msg = format!(
                     "{}: {}: {x}",
                     self.dir.display(),
-                    if e.plain_path.is_empty() { "/" } else { e.plain_path }
+                    if e.plain_path.is_empty() {
+                        "/"
+                    } else {
+                        e.plain_path
+                    }
                 );
                 self.failure = Some(err(format!(
                     "{msg}. The rekey stopped; the vault is half rekeyed and nothing is lost: \
                      fix the cause, then run `veilfs rekey --resume {}`",
                     self.dir.display()
                 )));
-                Err(OfflineError::io(e.plain_path, io::Error::other("rekey stopped")))
+                Err(OfflineError::io(
+                    e.plain_path,
+                    io::Error::other("rekey stopped"),
+                ))
             }
         }
     }
@@ -1119,7 +1157,10 @@ impl Visitor for Rekeyer<'_> {
                     e.plain_path,
                     self.dir.display()
                 )));
-                Err(OfflineError::io(e.plain_path, io::Error::other("rekey stopped")))
+                Err(OfflineError::io(
+                    e.plain_path,
+                    io::Error::other("rekey stopped"),
+                ))
             }
         }
     }
@@ -1127,6 +1168,10 @@ impl Visitor for Rekeyer<'_> {
     fn problem(&mut self, _error: &OfflineError) -> Control {
         Control::Stop
     }
+}
+
+fn old_dir_of(e: &Entry<'_>) -> Result<OwnedFd> {
+    open_dir(e.parent, e.name).map_err(|x| err(format!("{}: {x}", e.plain_path)))
 }
 
 /// Whether the old directory `e` has no IV file and holds nothing but
@@ -1202,14 +1247,19 @@ fn swap(dir: &Path, root: &OwnedFd, old_names: &NameCipher, new_names: &NameCiph
     if !attrs.is_empty() {
         let mut id = [0u8; XATTR_ID_LEN + 1];
         if let Ok(XATTR_ID_LEN) = rustix::fs::lgetxattr(&new_path, XATTR_ID_NAME, &mut id[..]) {
-            rustix::fs::lsetxattr(&root_path, XATTR_ID_NAME, &id[..XATTR_ID_LEN], XattrFlags::empty())
-                .map_err(|e| io_at(dir, e))?;
+            rustix::fs::lsetxattr(
+                &root_path,
+                XATTR_ID_NAME,
+                &id[..XATTR_ID_LEN],
+                XattrFlags::empty(),
+            )
+            .map_err(|e| io_at(dir, e))?;
         }
         write_xattrs(new_names, &root_path, &attrs)?;
     }
     rustix::fs::fsync(root).map_err(|e| io_at(dir, e))?;
     drop(new);
-    match rustix::fs::unlinkat(root, &store::cstr(NEW_TREE), AtFlags::REMOVEDIR) {
+    match rustix::fs::unlinkat(root, store::cstr(NEW_TREE), AtFlags::REMOVEDIR) {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(e) => return Err(io_at(&dir.join(NEW_TREE), e)),
     }
@@ -1219,7 +1269,11 @@ fn swap(dir: &Path, root: &OwnedFd, old_names: &NameCipher, new_names: &NameCiph
 /// Installs the new config and removes everything that opens the old
 /// generation; the state file goes last.
 fn finish(dir: &Path, state: &RekeyState) -> Result<()> {
-    write_atomic(dir, vault::CONFIG_FILE, state.new_config.to_json().as_bytes())?;
+    write_atomic(
+        dir,
+        vault::CONFIG_FILE,
+        state.new_config.to_json().as_bytes(),
+    )?;
     for entry in std::fs::read_dir(dir).map_err(|e| io_at(dir, e))? {
         let entry = entry.map_err(|e| io_at(dir, e))?;
         let name = entry.file_name();

@@ -181,7 +181,11 @@ fn populate(m: &TestMount, rng: &mut Rng, small_files: usize) {
     fs::write(p(&format!("chats/{long_dir}/inside.txt")), b"in a long dir").unwrap();
     fs::write(p(&format!("chats/{}", "L".repeat(230))), b"long name").unwrap();
     fs::write(p("empty.db"), b"").unwrap();
-    fs::write(p("chats/2026/media/video.bin"), rng.blob(1 << 20, (1 << 20) + 5000)).unwrap();
+    fs::write(
+        p("chats/2026/media/video.bin"),
+        rng.blob(1 << 20, (1 << 20) + 5000),
+    )
+    .unwrap();
     fs::write(p("chats/2026/three-chunks"), rng.blob(200_000, 200_000)).unwrap();
     for i in 0..small_files {
         let dir = ["chats", "chats/2026", "chats/2026/media", ""][i % 4];
@@ -194,10 +198,18 @@ fn populate(m: &TestMount, rng: &mut Rng, small_files: usize) {
     fs::hard_link(p("chats/linked.db"), p("chats/2026/linked-again.db")).unwrap();
     fs::hard_link(p("chats/linked.db"), p("linked-root.db")).unwrap();
     set_xattr(&p("chats/linked.db"), "user.origin", b"phone");
-    set_xattr(&p("chats/2026/three-chunks"), "user.checksum", &[0u8, 1, 2, 255]);
+    set_xattr(
+        &p("chats/2026/three-chunks"),
+        "user.checksum",
+        &[0u8, 1, 2, 255],
+    );
     set_xattr(&p("chats"), "user.folder", b"all chats");
     set_xattr(&m.mnt, "user.vault", b"root attribute");
-    fs::set_permissions(p("chats/2026/three-chunks"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        p("chats/2026/three-chunks"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     fs::set_permissions(p("chats/2026"), fs::Permissions::from_mode(0o750)).unwrap();
     let fifo = CString::new(p("chats/pipe").into_os_string().into_encoded_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
@@ -231,9 +243,8 @@ fn remount_with(m: &mut TestMount, keyfile: &Path) {
 fn rekey_reencrypts_everything_and_revokes_the_old_key_and_password() {
     let mut m = TestMount::new();
     let mut rng = Rng(0x5eed_1234);
-    let root_before_chat: BTreeSet<String>;
     populate_without_chat(&m, &mut rng);
-    root_before_chat = backing_names(&m.cipher);
+    let root_before_chat = backing_names(&m.cipher);
     fs::write(m.path("chat.db"), b"the original").unwrap();
     m.unmount();
     add_conflict_copy(&m.cipher, &root_before_chat);
@@ -255,14 +266,21 @@ fn rekey_reencrypts_everything_and_revokes_the_old_key_and_password() {
         .unwrap()
         .filter_map(|e| e.ok())
         .any(|e| e.file_name().to_string_lossy().contains("conflict"));
-    assert!(conflict_shown, "the conflict copy is listed before the rekey");
+    assert!(
+        conflict_shown,
+        "the conflict copy is listed before the rekey"
+    );
     let before = manifest(&m.mnt);
     // A mounted vault is refused.
     let o = veilfs(
         &["rekey", "--passfile", &pw1s, "--key-only", "-q"],
         &[&m.cipher],
     );
-    assert!(!o.status.success(), "rekey of a mounted vault: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "rekey of a mounted vault: {}",
+        text(&o)
+    );
     assert!(text(&o).contains("unmount"), "{}", text(&o));
     assert!(!m.cipher.join("veilfs.rekey").exists());
     m.unmount();
@@ -291,7 +309,10 @@ fn rekey_reencrypts_everything_and_revokes_the_old_key_and_password() {
     // Nothing of the old generation is left.
     let names_after = backing_names(&m.cipher);
     let kept: Vec<_> = names_before.intersection(&names_after).collect();
-    assert!(kept.is_empty(), "backing names from before remain: {kept:?}");
+    assert!(
+        kept.is_empty(),
+        "backing names from before remain: {kept:?}"
+    );
     for f in fs::read_dir(&m.cipher).unwrap() {
         let n = f.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
@@ -304,7 +325,11 @@ fn rekey_reencrypts_everything_and_revokes_the_old_key_and_password() {
     let o = ls(&["--key-file", &key]);
     assert!(!o.status.success(), "old key still opens: {}", text(&o));
     let o = ls(&["--passfile", &pw1s]);
-    assert!(!o.status.success(), "old password still opens: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "old password still opens: {}",
+        text(&o)
+    );
     let o = ls(&["--passfile", &pw2.to_string_lossy()]);
     assert!(o.status.success(), "new password: {}", text(&o));
     let o = ls(&["--key-file", &newkey.to_string_lossy()]);
@@ -346,7 +371,7 @@ fn key_id_of(keyfile: &Path) -> String {
 
 #[test]
 fn rekey_killed_at_random_points_resumes_with_either_key() {
-    let rounds = env_num("VEILFS_REKEY_KILLS", 20);
+    let rounds = env_num("VEILFS_REKEY_KILLS", 50);
     let mut m = TestMount::new();
     let mut rng = Rng(0xdead_beef_0042 ^ rounds);
     populate(&m, &mut rng, 120);
@@ -363,21 +388,27 @@ fn rekey_killed_at_random_points_resumes_with_either_key() {
     let mut round = 0u64;
     while killed < rounds {
         round += 1;
-        assert!(round < rounds * 10, "too many rounds finished before the kill");
+        assert!(
+            round < rounds * 10,
+            "too many rounds finished before the kill"
+        );
         let in_progress = m.cipher.join("veilfs.rekey").exists();
         let mut cmd = Command::new(BIN);
         cmd.arg("rekey").arg("-q");
         let newkey = dir.join(format!("key-{round}"));
         if in_progress {
             // Either secret resumes it.
-            let with = if round % 2 == 0 {
+            let with = if round.is_multiple_of(2) {
                 current.clone()
             } else {
                 pending.clone().unwrap()
             };
             cmd.arg("--resume").arg("--key-file").arg(&with);
             // The mount refuses a half-rekeyed vault and says what to do.
-            let o = veilfs(&["ls", "--key-file", &current.to_string_lossy()], &[&m.cipher]);
+            let o = veilfs(
+                &["ls", "--key-file", &current.to_string_lossy()],
+                &[&m.cipher],
+            );
             assert!(!o.status.success());
             assert!(text(&o).contains("rekey --resume"), "{}", text(&o));
         } else {
@@ -399,12 +430,7 @@ fn rekey_killed_at_random_points_resumes_with_either_key() {
             status = child.try_wait().unwrap();
             status.is_some()
         });
-        if status.is_none() {
-            let _ = child.kill(); // SIGKILL
-            child.wait().unwrap();
-            killed += 1;
-        } else {
-            let st = status.unwrap();
+        if let Some(st) = status {
             let out = child.wait_with_output().unwrap();
             assert!(
                 st.success(),
@@ -413,6 +439,10 @@ fn rekey_killed_at_random_points_resumes_with_either_key() {
             );
             finished += 1;
             span_ms = span_ms.max(start.elapsed().as_millis() as u64 + 20);
+        } else {
+            let _ = child.kill(); // SIGKILL
+            child.wait().unwrap();
+            killed += 1;
         }
         if !in_progress && newkey.exists() && fs::metadata(&newkey).unwrap().len() > 0 {
             pending = Some(newkey.clone());
@@ -429,7 +459,13 @@ fn rekey_killed_at_random_points_resumes_with_either_key() {
     // Finish whatever is under way.
     if m.cipher.join("veilfs.rekey").exists() {
         let o = veilfs(
-            &["rekey", "--resume", "-q", "--key-file", &current.to_string_lossy()],
+            &[
+                "rekey",
+                "--resume",
+                "-q",
+                "--key-file",
+                &current.to_string_lossy(),
+            ],
             &[&m.cipher],
         );
         assert!(o.status.success(), "final resume: {}", text(&o));
@@ -438,7 +474,10 @@ fn rekey_killed_at_random_points_resumes_with_either_key() {
         current = p;
     }
     eprintln!("{killed} kills, {finished} rekeys ran to the end");
-    let o = veilfs(&["fsck", "--key-file", &current.to_string_lossy()], &[&m.cipher]);
+    let o = veilfs(
+        &["fsck", "--key-file", &current.to_string_lossy()],
+        &[&m.cipher],
+    );
     assert!(o.status.success(), "fsck: {}", text(&o));
     remount_with(&mut m, &current);
     let after = manifest(&m.mnt);

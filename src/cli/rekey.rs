@@ -187,7 +187,10 @@ fn show_key(
         let mut text = Zeroizing::new(String::with_capacity(digits.len() + 1));
         text.push_str(digits.as_str());
         text.push('\n');
-        if let Err(e) = file.write_all(text.as_bytes()).and_then(|()| file.sync_all()) {
+        if let Err(e) = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+        {
             println!("{}", digits.as_str());
             return Err(CliError::Other(format!(
                 "writing the key to {}: {e}. The new key is printed above instead: store it \

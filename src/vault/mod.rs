@@ -165,13 +165,21 @@ pub fn seal_new_config(
     kdf: KdfParams,
 ) -> Result<VaultConfig, VaultError> {
     if password.is_some_and(|p| p.is_empty()) {
-        return Err(VaultError::InvalidOption("the new password is empty".into()));
+        return Err(VaultError::InvalidOption(
+            "the new password is empty".into(),
+        ));
     }
     let slots: Vec<SlotInput<'_>> = password
         .map(|pw| SlotInput::random(pw, kdf))
         .into_iter()
         .collect();
-    VaultConfig::seal(master, chunk_size, long_name_threshold, now_rfc3339(), &slots)
+    VaultConfig::seal(
+        master,
+        chunk_size,
+        long_name_threshold,
+        now_rfc3339(),
+        &slots,
+    )
 }
 
 /// A password slot with a caller-chosen salt and nonce: test vectors only.
