@@ -50,7 +50,7 @@ const WRAP_AD: &[u8] = b"veilfs v1 rekey wrap";
 /// (mtime then atime, each i64 seconds and u32 nanoseconds, big-endian),
 /// taken before any entry was moved out of it. Removed when the
 /// directory is finished.
-const TIMES_XATTR: &str = "user.veilfs.rekey-times";
+pub(crate) const TIMES_XATTR: &str = "user.veilfs.rekey-times";
 /// Free space asked for beyond the largest file.
 pub const SPACE_MARGIN: u64 = 64 << 20;
 
@@ -67,7 +67,7 @@ impl std::error::Error for RekeyError {}
 
 type Result<T> = std::result::Result<T, RekeyError>;
 
-fn err(what: impl std::fmt::Display) -> RekeyError {
+pub(crate) fn err(what: impl std::fmt::Display) -> RekeyError {
     RekeyError(what.to_string())
 }
 
@@ -208,7 +208,7 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Writes `name` in `dir` atomically (temp file, fsync, rename, fsync dir).
-fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::OpenOptions::new()
@@ -521,20 +521,20 @@ const PENDING_MAX: usize = 256;
 /// largest file plus this (well inside [`SPACE_MARGIN`]).
 const PENDING_BYTES: u64 = 32 << 20;
 
-fn proc_path(fd: &impl AsRawFd, name: &CStr) -> CString {
+pub(crate) fn proc_path(fd: &impl AsRawFd, name: &CStr) -> CString {
     let mut p = format!("/proc/self/fd/{}/", fd.as_raw_fd()).into_bytes();
     p.extend_from_slice(name.to_bytes());
     CString::new(p).expect("no NUL in a name")
 }
 
-fn ts(sec: i64, nsec: i64) -> Timespec {
+pub(crate) fn ts(sec: i64, nsec: i64) -> Timespec {
     Timespec {
         tv_sec: sec,
         tv_nsec: nsec as _,
     }
 }
 
-fn times_of(st: &rustix::fs::Stat) -> Timestamps {
+pub(crate) fn times_of(st: &rustix::fs::Stat) -> Timestamps {
     Timestamps {
         last_access: ts(st.st_atime, st.st_atime_nsec as i64),
         last_modification: ts(st.st_mtime, st.st_mtime_nsec as i64),
@@ -542,7 +542,10 @@ fn times_of(st: &rustix::fs::Stat) -> Timestamps {
 }
 
 /// Opens a directory for `*at()` calls, fsync, fchmod and listing.
-fn open_dir<Fd: rustix::fd::AsFd>(parent: Fd, name: &CStr) -> std::result::Result<OwnedFd, Errno> {
+pub(crate) fn open_dir<Fd: rustix::fd::AsFd>(
+    parent: Fd,
+    name: &CStr,
+) -> std::result::Result<OwnedFd, Errno> {
     rustix::fs::openat(
         parent,
         name,
@@ -552,11 +555,11 @@ fn open_dir<Fd: rustix::fd::AsFd>(parent: Fd, name: &CStr) -> std::result::Resul
 }
 
 /// The temporary name an entry is built under, in its new directory.
-fn tmp() -> &'static CStr {
+pub(crate) fn tmp() -> &'static CStr {
     c"veilfs.rekey.tmp"
 }
 
-fn unlink_quiet(dir: &OwnedFd, name: &CStr) -> Result<()> {
+pub(crate) fn unlink_quiet(dir: &OwnedFd, name: &CStr) -> Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(err(format!("removing {}: {e}", name.to_string_lossy()))),
@@ -628,7 +631,11 @@ fn lossy(b: &[u8]) -> String {
 
 /// Writes `attrs` in version 2 under `names` onto the entry at `path`,
 /// with its entry ID (an existing one is kept, so a redo is idempotent).
-fn write_xattrs(names: &NameCipher, path: &CStr, attrs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+pub(crate) fn write_xattrs(
+    names: &NameCipher,
+    path: &CStr,
+    attrs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<()> {
     if attrs.is_empty() {
         return Ok(());
     }
@@ -653,17 +660,17 @@ fn write_xattrs(names: &NameCipher, path: &CStr, attrs: &[(Vec<u8>, Vec<u8>)]) -
 }
 
 /// Seals a plaintext stream as one new file, chunk by chunk.
-struct ChunkWriter<'a> {
+pub(crate) struct ChunkWriter<'a> {
     out: BufWriter<File>,
     cipher: &'a ContentCipher,
     header: FileHeader,
     plain: Vec<u8>,
     sealed: Vec<u8>,
     index: u64,
-    bytes: u64,
+    pub(crate) bytes: u64,
 }
 
-impl ChunkWriter<'_> {
+impl<'a> ChunkWriter<'a> {
     fn seal(&mut self, last: bool) -> io::Result<()> {
         if self.index == 0 {
             self.out.write_all(self.header.as_bytes())?;
@@ -683,7 +690,19 @@ impl ChunkWriter<'_> {
         Ok(())
     }
 
-    fn finish(mut self) -> io::Result<File> {
+    pub(crate) fn new(file: File, cipher: &'a ContentCipher) -> ChunkWriter<'a> {
+        ChunkWriter {
+            out: BufWriter::with_capacity(1 << 20, file),
+            cipher,
+            header: FileHeader::generate(cipher.layout()),
+            plain: Vec::with_capacity(cipher.layout().chunk_size()),
+            sealed: Vec::new(),
+            index: 0,
+            bytes: 0,
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> io::Result<File> {
         if self.index > 0 || !self.plain.is_empty() {
             self.seal(true)?;
         }
@@ -963,15 +982,7 @@ impl Rekeyer<'_> {
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|x| err(format!("creating: {x}")))?;
-                let mut w = ChunkWriter {
-                    out: BufWriter::with_capacity(1 << 20, File::from(fd)),
-                    cipher: self.new_content,
-                    header: FileHeader::generate(self.new_content.layout()),
-                    plain: Vec::with_capacity(self.new_content.layout().chunk_size()),
-                    sealed: Vec::new(),
-                    index: 0,
-                    bytes: 0,
-                };
+                let mut w = ChunkWriter::new(File::from(fd), self.new_content);
                 off.cat_at(e.parent, e.name, e.plain_path, &mut w, false)
                     .map_err(err)?;
                 let bytes = w.bytes;

@@ -6,6 +6,7 @@
 
 mod cat;
 mod docs;
+mod encrypt;
 mod error;
 mod export;
 mod fsck;
@@ -93,6 +94,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Re-encrypt the whole vault under a new key (after a key or password leak).
     Rekey(rekey::RekeyArgs),
+    /// Encrypt an existing folder into a new vault (resumable; optionally
+    /// removing the plaintext as it goes).
+    Encrypt(encrypt::EncryptArgs),
     /// Translate a path between the plaintext view and CIPHERDIR, offline.
     Path(path::PathArgs),
     /// Print the man page (roff): `veilfs man | man -l -`.
@@ -152,6 +156,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cat(args) => cat::run(args),
         Command::Export(args) => export::run(args),
         Command::Rekey(args) => rekey::run(args),
+        Command::Encrypt(args) => encrypt::run(args),
         Command::Path(args) => path::run(args),
         Command::Man(args) => docs::run_man(args),
         Command::Completions(args) => docs::run_completions(args),

@@ -97,7 +97,12 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
                 None => None,
             };
             let key_path = key_file.as_ref().map(|(p, _)| (*p).clone());
-            show_key(&new, key_file, args.key_only)?;
+            show_key(
+                &new,
+                key_file,
+                args.key_only,
+                "It is shown only this once. The old key stops working when the rekey ends.",
+            )?;
             let state = match rekey::begin(dir, &old.master, &new, config) {
                 Ok(s) => s,
                 Err(e) => {
@@ -177,10 +182,11 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn show_key(
+pub(super) fn show_key(
     new: &MasterKey,
     key_file: Option<(&PathBuf, std::fs::File)>,
     key_only: bool,
+    last: &str,
 ) -> Result<(), CliError> {
     let digits = new.display_digits();
     if let Some((path, mut file)) = key_file {
@@ -225,7 +231,7 @@ fn show_key(
             super::init::PASSWORD_VAULT_WARNING
         }
     );
-    println!("It is shown only this once. The old key stops working when the rekey ends.");
+    println!("{last}");
     std::io::stdout().flush().ok();
     Ok(())
 }
