@@ -20,8 +20,8 @@ use rustix::io::Errno;
 use crate::content::ContentCipher;
 use crate::names::{DirIv, NameCipher};
 use crate::rekey::{
-    ChunkWriter, RekeyError, TIMES_XATTR, err, open_dir, proc_path, times_of, tmp, ts,
-    unlink_quiet, write_atomic, write_xattrs,
+    ChunkWriter, RekeyError, TIMES_XATTR, err, open_dir, proc_path, record_times, times_of, tmp,
+    ts, unlink_quiet, write_atomic, write_xattrs,
 };
 use crate::store;
 
@@ -300,34 +300,25 @@ impl Encrypter<'_> {
         rel: &str,
         path: &Path,
     ) -> Result<()> {
-        let created = match rustix::fs::mkdirat(new, final_name, Mode::from_raw_mode(0o700)) {
-            Ok(()) => true,
-            Err(Errno::EXIST) => false,
+        match rustix::fs::mkdirat(new, final_name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
             Err(x) => return Err(at(path, x)),
-        };
+        }
         let child = open_dir(new, final_name).map_err(|x| at(path, x))?;
-        let child_iv = match store::read_dir_iv(&child) {
+        // As in rekey: the times record is written before the IV file, and
+        // nothing enters the new directory or leaves the source one before
+        // the IV file exists; with an IV file and no record, the directory
+        // was finished by an earlier run.
+        let child_iv = match crate::rekey::read_new_dir_iv(&child) {
             Ok(v) => v,
             Err(Errno::NOENT) => {
+                record_times(&child, st).map_err(|x| at(path, x))?;
                 let v = self.names.new_dir_iv(iv, name.to_bytes());
                 store::write_dir_iv(&child, &v).map_err(|x| at(path, x))?;
                 v
             }
             Err(x) => return Err(at(path, x)),
         };
-        // The source directory's times before anything leaves it (with
-        // remove_plaintext its mtime moves as its entries go).
-        let mut probe = [0u8; 24];
-        let have = rustix::fs::fgetxattr(&child, TIMES_XATTR, &mut probe[..]) == Ok(24);
-        if !have && (created || !self.remove) {
-            let mut rec = Vec::with_capacity(24);
-            rec.extend_from_slice(&st.st_mtime.to_be_bytes());
-            rec.extend_from_slice(&(st.st_mtime_nsec as u32).to_be_bytes());
-            rec.extend_from_slice(&st.st_atime.to_be_bytes());
-            rec.extend_from_slice(&(st.st_atime_nsec as u32).to_be_bytes());
-            rustix::fs::fsetxattr(&child, TIMES_XATTR, &rec, XattrFlags::empty())
-                .map_err(|x| at(path, x))?;
-        }
         rustix::fs::fsync(&child).map_err(|x| at(path, x))?;
         rustix::fs::fsync(new).map_err(|x| at(path, x))?;
         let src_child = open_dir(src, name).map_err(|x| at(path, x))?;
@@ -384,8 +375,10 @@ impl Encrypter<'_> {
         let tmp = tmp();
         unlink_quiet(new, tmp)?;
         let ino = st.st_ino;
-        let linked = st.st_nlink > 1;
-        if linked && let Some(first) = self.links.get(&ino) {
+        // A link whose other names are already encrypted (and, with
+        // remove_plaintext, gone from the folder) has nlink 1 by now.
+        let linked = st.st_nlink > 1 || self.links.contains_key(&ino);
+        if let Some(first) = self.links.get(&ino) {
             let first = store::cstr(first);
             match rustix::fs::linkat(self.root, &first, new, tmp, AtFlags::empty()) {
                 Ok(()) => {

@@ -785,17 +785,23 @@ impl Rekeyer<'_> {
             store::write_long_record(&parent.new, &bn)
                 .map_err(|x| err(format!("{}: long-name record: {x}", e.plain_path)))?;
             let name = store::cstr(bn.entry());
-            let created = match rustix::fs::mkdirat(&parent.new, &name, Mode::from_raw_mode(0o700))
-            {
-                Ok(()) => true,
-                Err(Errno::EXIST) => false,
+            match rustix::fs::mkdirat(&parent.new, &name, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
                 Err(x) => return Err(err(format!("{}: mkdir: {x}", e.plain_path))),
-            };
+            }
             let new =
                 open_dir(&parent.new, &name).map_err(|x| err(format!("{}: {x}", e.plain_path)))?;
-            let new_iv = match store::read_dir_iv(&new) {
+            // The new directory's IV file is written after the record of
+            // the old directory's times, and nothing enters or leaves
+            // either directory before it exists. So without an IV file
+            // the old directory is untouched: (re)record its times; with
+            // one and no record, an earlier run finished the directory
+            // (times included) and removed the record.
+            let new_iv = match read_new_dir_iv(&new) {
                 Ok(iv) => iv,
                 Err(Errno::NOENT) => {
+                    record_times(&new, e.stat)
+                        .map_err(|x| err(format!("{}: recording its times: {x}", e.plain_path)))?;
                     let iv = self.new_names.new_dir_iv(&parent.new_iv, plain);
                     store::write_dir_iv(&new, &iv)
                         .map_err(|x| err(format!("{}: writing its IV: {x}", e.plain_path)))?;
@@ -803,23 +809,6 @@ impl Rekeyer<'_> {
                 }
                 Err(x) => return Err(err(format!("{}: reading its new IV: {x}", e.plain_path))),
             };
-            // The old directory's times, before anything leaves it. An
-            // existing record is from an earlier run (the old directory has
-            // changed since). Without one, the old directory is untouched
-            // unless its IV file is gone: then an earlier run had finished
-            // the new directory, times included, and removed the record.
-            let mut probe = [0u8; 24];
-            let old_untouched = created || store::read_dir_iv(&old_dir_of(e)?) != Err(Errno::NOENT);
-            if rustix::fs::fgetxattr(&new, TIMES_XATTR, &mut probe[..]) != Ok(24) && old_untouched {
-                let st = e.stat;
-                let mut rec = Vec::with_capacity(24);
-                rec.extend_from_slice(&st.st_mtime.to_be_bytes());
-                rec.extend_from_slice(&(st.st_mtime_nsec as u32).to_be_bytes());
-                rec.extend_from_slice(&st.st_atime.to_be_bytes());
-                rec.extend_from_slice(&(st.st_atime_nsec as u32).to_be_bytes());
-                rustix::fs::fsetxattr(&new, TIMES_XATTR, &rec, XattrFlags::empty())
-                    .map_err(|x| err(format!("{}: recording its times: {x}", e.plain_path)))?;
-            }
             rustix::fs::fsync(&new).map_err(|x| err(format!("fsync: {x}")))?;
             rustix::fs::fsync(&parent.new).map_err(|x| err(format!("fsync: {x}")))?;
             let old =
@@ -1192,8 +1181,38 @@ impl Visitor for Rekeyer<'_> {
     }
 }
 
-fn old_dir_of(e: &Entry<'_>) -> Result<OwnedFd> {
-    open_dir(e.parent, e.name).map_err(|x| err(format!("{}: {x}", e.plain_path)))
+/// The IV of a directory of the new generation. An IV file cut short by a
+/// kill between its creation and its write (nothing is in the directory
+/// yet then) is removed and reported as missing (`NOENT`).
+pub(crate) fn read_new_dir_iv(dir: &OwnedFd) -> std::result::Result<DirIv, Errno> {
+    match store::read_dir_iv(dir) {
+        Ok(iv) => Ok(iv),
+        Err(Errno::NOENT) => Err(Errno::NOENT),
+        Err(e) => {
+            let name = c"veilfs.diriv";
+            match store::lstat_at(dir, name) {
+                Ok(st)
+                    if st.st_mode & libc::S_IFMT == libc::S_IFREG
+                        && (st.st_size as usize) < crate::names::DIR_IV_LEN =>
+                {
+                    rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+                    Err(Errno::NOENT)
+                }
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+/// Records `st`'s times on the new directory `dir` ([`TIMES_XATTR`]).
+pub(crate) fn record_times(dir: &OwnedFd, st: &rustix::fs::Stat) -> std::result::Result<(), Errno> {
+    let mut rec = Vec::with_capacity(24);
+    rec.extend_from_slice(&st.st_mtime.to_be_bytes());
+    rec.extend_from_slice(&(st.st_mtime_nsec as u32).to_be_bytes());
+    rec.extend_from_slice(&st.st_atime.to_be_bytes());
+    rec.extend_from_slice(&(st.st_atime_nsec as u32).to_be_bytes());
+    rustix::fs::fsetxattr(dir, TIMES_XATTR, &rec, XattrFlags::empty())?;
+    rustix::fs::fsync(dir)
 }
 
 /// Whether the old directory `e` has no IV file and holds nothing but

@@ -111,20 +111,17 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
             } else {
                 String::new()
             };
-            let mtime = if ft.is_dir() {
-                // A directory's mtime moves when entries are added to it;
-                // compared separately, where nothing is added after.
-                format!("{}.{}", md.mtime(), md.mtime_nsec())
-            } else {
-                format!("{}.{}", md.mtime(), md.mtime_nsec())
-            };
+            let mtime = format!("{}.{}", md.mtime(), md.mtime_nsec());
+            // A directory's size is the backing directory's (its encrypted
+            // names are longer): not part of what a user sees.
+            let size = if ft.is_dir() { 0 } else { md.len() };
             out.insert(
                 rel,
                 format!(
                     "type={:?} mode={:o} size={} mtime={mtime} nlink={} link={link} body={body} xattrs={attrs:?}",
                     ft,
                     md.permissions().mode(),
-                    md.len(),
+                    size,
                     md.nlink()
                 ),
             );
@@ -146,6 +143,21 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
     }
     out.insert("/".into(), format!("root xattrs={attrs:?}"));
     out
+}
+
+/// Asserts two manifests are equal, showing only the entries that differ.
+fn assert_same(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, what: &str) {
+    let mut diff = Vec::new();
+    for k in before.keys().chain(after.keys()).collect::<BTreeSet<_>>() {
+        if before.get(k) != after.get(k) {
+            diff.push(format!(
+                "{k}:\n  before {:?}\n  after  {:?}",
+                before.get(k),
+                after.get(k)
+            ));
+        }
+    }
+    assert!(diff.is_empty(), "{what}:\n{}", diff.join("\n"));
 }
 
 fn hex(b: &[u8]) -> String {
@@ -342,7 +354,7 @@ fn rekey_reencrypts_everything_and_revokes_the_old_key_and_password() {
 
     remount_with(&mut m, &newkey);
     let after = manifest(&m.mnt);
-    assert_eq!(before, after, "the plaintext view changed");
+    assert_same(&before, &after, "the plaintext view changed");
     // The hard links stay writable (their link records are under the new
     // key) and stay one file.
     fs::write(m.path("linked-root.db"), b"rewritten").unwrap();
@@ -481,6 +493,230 @@ fn rekey_killed_at_random_points_resumes_with_either_key() {
     assert!(o.status.success(), "fsck: {}", text(&o));
     remount_with(&mut m, &current);
     let after = manifest(&m.mnt);
-    assert_eq!(before, after, "the plaintext view changed");
+    assert_same(&before, &after, "the plaintext view changed");
     m.unmount();
+}
+
+/// A plaintext folder with every kind of entry `encrypt` must carry over
+/// (built directly on the disk, not through a mount).
+fn plain_tree(root: &Path, rng: &mut Rng, files: usize) {
+    let p = |r: &str| root.join(r);
+    fs::create_dir_all(p("WhatsApp/Media/Images")).unwrap();
+    fs::create_dir_all(p("WhatsApp/Databases")).unwrap();
+    fs::create_dir_all(p("empty dir")).unwrap();
+    fs::write(
+        p("WhatsApp/Databases/msgstore.db"),
+        rng.blob(300_000, 300_000),
+    )
+    .unwrap();
+    fs::write(p(&"N".repeat(220)), b"long name").unwrap();
+    for i in 0..files {
+        let d = ["WhatsApp", "WhatsApp/Media/Images", ""][i % 3];
+        fs::write(p(&format!("{d}/img-{i:04}.jpg")), rng.blob(0, 9000)).unwrap();
+    }
+    std::os::unix::fs::symlink("Databases/msgstore.db", p("WhatsApp/latest")).unwrap();
+    let long_target: String = (0..4095).map(|i| (b'A' + (i % 26) as u8) as char).collect();
+    std::os::unix::fs::symlink(&long_target, p("long-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", p("WhatsApp/outside")).unwrap();
+    fs::hard_link(
+        p("WhatsApp/Databases/msgstore.db"),
+        p("WhatsApp/msgstore-link.db"),
+    )
+    .unwrap();
+    set_xattr(
+        &p("WhatsApp/Databases/msgstore.db"),
+        "user.backup",
+        b"2026-11-30",
+    );
+    set_xattr(&p("WhatsApp/Media"), "user.kind", b"media");
+    fs::set_permissions(p("WhatsApp/Databases"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(p(&"N".repeat(220)), fs::Permissions::from_mode(0o640)).unwrap();
+    let fifo = CString::new(p("pipe").into_os_string().into_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    set_mtime(&p("WhatsApp/Databases/msgstore.db"), 1_700_000_000, 42);
+    // Directory times last: nothing is added to them after this.
+    set_mtime(&p("WhatsApp/Media/Images"), 1_650_000_000, 7);
+    set_mtime(&p("WhatsApp/Databases"), 1_650_000_001, 8);
+}
+
+/// A mount guard for a vault made by `encrypt` (not by TestMount::new).
+fn mount_vault(cipher: &Path, key: &Path) -> TestMount {
+    let tmp = tempfile::Builder::new()
+        .prefix("veilfs-test")
+        .tempdir_in(common::test_root())
+        .unwrap();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut m = TestMount {
+        log: tmp.path().join("mount.log"),
+        cipher: cipher.to_path_buf(),
+        mnt,
+        keyfile: key.to_path_buf(),
+        tmp,
+        child: None,
+        extra_args: Vec::new(),
+        nofile: None,
+    };
+    m.mount();
+    m
+}
+
+#[test]
+fn encrypt_turns_a_folder_into_a_vault_with_everything_kept() {
+    let tmp = tempfile::Builder::new()
+        .prefix("veilfs-test")
+        .tempdir_in(common::test_root())
+        .unwrap();
+    let plain = tmp.path().join("plain");
+    let cipher = tmp.path().join("cipher");
+    let key = tmp.path().join("key");
+    fs::create_dir(&plain).unwrap();
+    plain_tree(&plain, &mut Rng(77), 60);
+    let mut before = manifest(&plain);
+    let o = veilfs(
+        &["encrypt", "--key-only", "--key-out", &key.to_string_lossy()],
+        &[&plain, &cipher],
+    );
+    assert!(o.status.success(), "encrypt: {}", text(&o));
+    assert!(!cipher.join("veilfs.encrypt").exists());
+    assert!(!cipher.join("veilfs.encrypt.links").exists());
+    assert_eq!(manifest(&plain), before, "encrypt changed its source");
+    let o = veilfs(&["fsck", "--key-file", &key.to_string_lossy()], &[&cipher]);
+    assert!(o.status.success(), "fsck: {}", text(&o));
+    let mut m = mount_vault(&cipher, &key);
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(&plain)
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    // diff reports the FIFO on both sides (it does not compare FIFOs).
+    let out = String::from_utf8_lossy(&diff.stdout).into_owned();
+    assert!(
+        out.lines().all(|l| l.contains("is a fifo while file")),
+        "diff -r: {out}"
+    );
+    let mut after = manifest(&m.mnt);
+    // The vault root is CIPHERDIR itself: its attributes are its own.
+    before.remove("/");
+    after.remove("/");
+    assert_same(&before, &after, "the vault differs from the folder");
+    m.unmount();
+}
+
+#[test]
+fn encrypt_remove_plaintext_killed_at_random_points_never_loses_a_file() {
+    let rounds = env_num("VEILFS_ENCRYPT_KILLS", 30);
+    let tmp = tempfile::Builder::new()
+        .prefix("veilfs-test")
+        .tempdir_in(common::test_root())
+        .unwrap();
+    let mut rng = Rng(0xe4c_0001 ^ rounds);
+    let mut span_ms = 300u64;
+    let (mut killed, mut round, mut epoch) = (0u64, 0u64, 0u64);
+    // Each epoch encrypts a fresh folder to the end, killed at random
+    // points on the way; epochs go on until enough kills have landed.
+    while killed < rounds {
+        epoch += 1;
+        let plain = tmp.path().join(format!("plain-{epoch}"));
+        let cipher = tmp.path().join(format!("cipher-{epoch}"));
+        let key = tmp.path().join(format!("key-{epoch}"));
+        fs::create_dir(&plain).unwrap();
+        plain_tree(&plain, &mut rng, 300);
+        let mut before = manifest(&plain);
+        // Plaintext of every regular file, to check each kill point.
+        let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (rel, desc) in &before {
+            if desc.contains("is_file: true") {
+                contents.insert(rel.clone(), fs::read(plain.join(rel)).unwrap());
+            }
+        }
+        let mut done = false;
+        while !done {
+            round += 1;
+            let mut cmd = Command::new(BIN);
+            cmd.arg("encrypt").arg("-q").arg("--remove-plaintext");
+            if cipher.join("veilfs.conf").exists() && key.exists() {
+                cmd.arg("--resume").arg("--key-file").arg(&key);
+            } else {
+                // Killed before the vault existed with its key saved.
+                let _ = fs::remove_file(&key);
+                let _ = fs::remove_dir_all(&cipher);
+                cmd.arg("--key-only").arg("--key-out").arg(&key);
+            }
+            cmd.arg(&plain)
+                .arg(&cipher)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let start = Instant::now();
+            let mut child = cmd.spawn().unwrap();
+            let delay = if killed < rounds {
+                Duration::from_micros(rng.below(span_ms * 1000))
+            } else {
+                Duration::from_secs(120)
+            };
+            let mut status = None;
+            wait_until(delay, || {
+                status = child.try_wait().unwrap();
+                status.is_some()
+            });
+            if let Some(st) = status {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    st.success(),
+                    "round {round}: encrypt failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                span_ms = span_ms.max(start.elapsed().as_millis() as u64 + 20);
+                done = !cipher.join("veilfs.encrypt").exists();
+            } else {
+                let _ = child.kill();
+                child.wait().unwrap();
+                killed += 1;
+            }
+            // No file is absent from both places: each one is intact in
+            // the folder or readable from the vault (offline, with the
+            // library: the CLI refuses a vault being filled).
+            let vault_key = fs::read_to_string(&key)
+                .ok()
+                .and_then(|k| veilfs::keys::MasterKey::parse(&k).ok());
+            let unlocked = vault_key
+                .as_ref()
+                .and_then(|k| veilfs::vault::unlock_with_key(&cipher, k).ok());
+            for (rel, data) in &contents {
+                if let Ok(d) = fs::read(plain.join(rel)) {
+                    assert_eq!(&d, data, "round {round}: {rel} changed in the folder");
+                    continue;
+                }
+                let v = unlocked
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("round {round}: {rel} gone, no vault"));
+                let (c, n) = (v.content_cipher(), v.name_cipher());
+                let off = veilfs::offline::Offline::new(&cipher, &c, &n).unwrap();
+                let mut got = Vec::new();
+                off.cat(Path::new(&format!("/{rel}")), &mut got, false)
+                    .unwrap_or_else(|e| panic!("round {round}: {rel} in neither place: {e}"));
+                assert_eq!(&got, data, "round {round}: {rel} differs in the vault");
+            }
+        }
+        assert_eq!(
+            fs::read_dir(&plain).unwrap().count(),
+            0,
+            "plaintext left after --remove-plaintext"
+        );
+        let o = veilfs(&["fsck", "--key-file", &key.to_string_lossy()], &[&cipher]);
+        assert!(o.status.success(), "fsck: {}", text(&o));
+        let mut m = mount_vault(&cipher, &key);
+        let mut after = manifest(&m.mnt);
+        before.remove("/");
+        after.remove("/");
+        assert_same(
+            &before,
+            &after,
+            &format!("epoch {epoch}: the vault differs from the folder it replaced"),
+        );
+        m.unmount();
+    }
+    eprintln!("{killed} kills in {round} rounds, {epoch} folders");
 }
