@@ -720,3 +720,82 @@ fn encrypt_remove_plaintext_killed_at_random_points_never_loses_a_file() {
     }
     eprintln!("{killed} kills in {round} rounds, {epoch} folders");
 }
+
+#[test]
+fn half_rekeyed_vault_is_refused_until_resumed_with_either_key() {
+    let mut m = TestMount::new();
+    fs::write(m.path("a.txt"), b"kept").unwrap();
+    m.unmount();
+    // A rekey that has just begun (its state file written, nothing moved).
+    let old = veilfs::keys::MasterKey::parse(&fs::read_to_string(&m.keyfile).unwrap()).unwrap();
+    let new = veilfs::keys::MasterKey::generate();
+    let config = veilfs::vault::seal_new_config(
+        &new,
+        veilfs::content::DEFAULT_CHUNK_SIZE,
+        veilfs::names::DEFAULT_LONG_NAME_THRESHOLD,
+        None,
+        veilfs::vault::KdfParams::MINIMUM,
+    )
+    .unwrap();
+    veilfs::rekey::begin(&m.cipher, &old, &new, config).unwrap();
+    let newkey = m.tmp.path().join("newkey");
+    fs::write(&newkey, new.display_digits().as_str()).unwrap();
+    let k = m.keyfile.to_string_lossy().into_owned();
+    let mnt = m.mnt.to_string_lossy().into_owned();
+    for args in [
+        vec!["mount", "--foreground", "--key-file", &k],
+        vec!["fsck", "--key-file", &k],
+        vec!["ls", "--key-file", &k],
+        vec!["passwd", "--key-file", &k, "--new-passfile", &k],
+        vec!["recover-config", "--force", "--key-file", &k],
+    ] {
+        let mut paths: Vec<&Path> = vec![&m.cipher];
+        let mnt_path = Path::new(&mnt);
+        if args[0] == "mount" {
+            paths.push(mnt_path);
+        }
+        let o = veilfs(&args, &paths);
+        assert!(
+            !o.status.success(),
+            "{} accepted a half-rekeyed vault",
+            args[0]
+        );
+        assert!(
+            text(&o).contains("rekey --resume"),
+            "{} does not say what to do: {}",
+            args[0],
+            text(&o)
+        );
+    }
+    assert!(!common::in_proc_mounts(&m.mnt));
+    // A plain `rekey` does not start a second one.
+    let o = veilfs(&["rekey", "--key-file", &k, "--key-only"], &[&m.cipher]);
+    assert!(
+        !o.status.success() && text(&o).contains("--resume"),
+        "{}",
+        text(&o)
+    );
+    // A wrong key is refused; the new key resumes it.
+    let other = m.tmp.path().join("other");
+    fs::write(
+        &other,
+        veilfs::keys::MasterKey::generate()
+            .display_digits()
+            .as_str(),
+    )
+    .unwrap();
+    let o = veilfs(
+        &["rekey", "--resume", "--key-file", &other.to_string_lossy()],
+        &[&m.cipher],
+    );
+    assert!(!o.status.success(), "a wrong key resumed: {}", text(&o));
+    let o = veilfs(
+        &["rekey", "--resume", "--key-file", &newkey.to_string_lossy()],
+        &[&m.cipher],
+    );
+    assert!(o.status.success(), "resume with the new key: {}", text(&o));
+    assert!(!m.cipher.join("veilfs.rekey").exists());
+    remount_with(&mut m, &newkey);
+    assert_eq!(fs::read(m.path("a.txt")).unwrap(), b"kept");
+    m.unmount();
+}
