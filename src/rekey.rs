@@ -341,11 +341,14 @@ pub struct RekeyProgress {
 pub type ProgressFn<'a> = Box<dyn FnMut(&RekeyProgress) + 'a>;
 
 /// What the walk before the work found.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Survey {
     pub totals: Totals,
     /// The largest backing file, in bytes.
     pub largest: u64,
+    /// Names or directories that do not decrypt (a rekey would stop there).
+    pub problems: u64,
+    pub first_problems: Vec<String>,
 }
 
 impl Visitor for Survey {
@@ -355,19 +358,23 @@ impl Visitor for Survey {
         }
         self.totals.visit(off, e)
     }
-    fn problem(&mut self, _error: &OfflineError) -> Control {
+    fn problem(&mut self, error: &OfflineError) -> Control {
+        self.problems += 1;
+        if self.first_problems.len() < 5 {
+            self.first_problems.push(error.to_string());
+        }
         Control::Continue
     }
 }
 
 /// Counts what is left to rekey (the old tree), for the space check and
 /// the progress totals. Nothing to count once the copy phase is over.
-pub fn survey(dir: &Path, state: &RekeyState, old: &MasterKey) -> Result<Survey> {
+pub fn survey(dir: &Path, phase: Phase, old: &MasterKey, config: &VaultConfig) -> Result<Survey> {
     let mut s = Survey::default();
-    if state.phase == Phase::Swap {
+    if phase == Phase::Swap {
         return Ok(s);
     }
-    let (content, names) = ciphers(old, &state.new_config);
+    let (content, names) = ciphers(old, config);
     let off = Offline::new(dir, &content, &names).map_err(|e| io_at(dir, e))?;
     tree::walk(&off, Path::new("/"), &mut s).map_err(|e| err(e.to_string()))?;
     Ok(s)

@@ -799,3 +799,37 @@ fn half_rekeyed_vault_is_refused_until_resumed_with_either_key() {
     assert_eq!(fs::read(m.path("a.txt")).unwrap(), b"kept");
     m.unmount();
 }
+
+#[test]
+fn rekey_refuses_a_damaged_vault_before_changing_anything() {
+    let mut m = TestMount::new();
+    fs::write(m.path("a.txt"), b"kept").unwrap();
+    m.unmount();
+    // A backing name that looks encrypted but does not decrypt.
+    fs::write(m.cipher.join("A".repeat(43)), b"junk").unwrap();
+    let before = backing_names(&m.cipher);
+    let newkey = m.tmp.path().join("newkey");
+    let o = veilfs(
+        &[
+            "rekey",
+            "--key-file",
+            &m.keyfile.to_string_lossy(),
+            "--key-only",
+            "--key-out",
+            &newkey.to_string_lossy(),
+        ],
+        &[&m.cipher],
+    );
+    assert!(
+        !o.status.success(),
+        "rekey of a damaged vault: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("nothing was changed"), "{}", text(&o));
+    assert!(text(&o).contains("fsck"), "{}", text(&o));
+    assert_eq!(backing_names(&m.cipher), before);
+    assert!(
+        !newkey.exists(),
+        "a key was written for a rekey that never began"
+    );
+}

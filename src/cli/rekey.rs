@@ -56,7 +56,7 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
         "rekey rewrites every file: unmount the vault (and stop other veilfs commands on it) first",
     )?;
     let existing = rekey::read_state(dir).map_err(rk)?;
-    let (mut state, old, new) = match existing {
+    let (mut state, old, new, survey) = match existing {
         None => {
             if args.resume {
                 return Err(CliError::Usage(format!(
@@ -66,6 +66,20 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
                 )));
             }
             let old = args.unlock.unlock(dir)?;
+            // Damage found now stops nothing: refuse before any change.
+            let survey =
+                rekey::survey(dir, rekey::Phase::Copy, &old.master, &old.config).map_err(rk)?;
+            if survey.problems > 0 {
+                return Err(CliError::Other(format!(
+                    "{}: {} entries cannot be decrypted (first: {}); nothing was changed. \
+                     Run `veilfs fsck --repair {}` (or remove them), then rekey",
+                    dir.display(),
+                    survey.problems,
+                    survey.first_problems.join("; "),
+                    dir.display()
+                )));
+            }
+            check_space(dir, &survey, false)?;
             let password = if args.key_only {
                 None
             } else {
@@ -112,7 +126,7 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
                     return Err(rk(e));
                 }
             };
-            (state, old.master, new)
+            (state, old.master, new, survey)
         }
         Some(state) => {
             if !args.resume {
@@ -131,32 +145,12 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
                 }
             };
             super::say!("Resuming the rekey of {}.", dir.display());
-            (state, old, new)
+            let survey = rekey::survey(dir, state.phase, &old, &state.new_config).map_err(rk)?;
+            check_space(dir, &survey, true)?;
+            (state, old, new, survey)
         }
     };
 
-    let survey = rekey::survey(dir, &state, &old).map_err(rk)?;
-    let need = survey.largest.saturating_add(rekey::SPACE_MARGIN);
-    let free = rekey::free_space(dir).map_err(rk)?;
-    super::say!(
-        "Rekeying {} files ({} bytes) file by file: this needs at most {} MiB free \
-         (the largest file plus {} MiB); {} MiB are free.",
-        survey.totals.files,
-        survey.totals.bytes,
-        need.div_ceil(1 << 20),
-        rekey::SPACE_MARGIN >> 20,
-        free >> 20
-    );
-    if free < need {
-        return Err(CliError::Other(format!(
-            "{}: not enough free space to rekey ({} MiB free, {} MiB needed); free some space, \
-             then run `veilfs rekey --resume {}`",
-            dir.display(),
-            free >> 20,
-            need.div_ceil(1 << 20),
-            dir.display()
-        )));
-    }
     let bar = super::progress::Progress::new("rekeying");
     let progress = bar.clone().map(|bar| {
         Box::new(move |p: &RekeyProgress| {
@@ -179,6 +173,42 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
         report.hard_links,
         report.other
     );
+    Ok(())
+}
+
+/// Says how much space the rekey needs and refuses when it is not there.
+fn check_space(
+    dir: &std::path::Path,
+    survey: &rekey::Survey,
+    resuming: bool,
+) -> Result<(), CliError> {
+    let need = survey.largest.saturating_add(rekey::SPACE_MARGIN);
+    let free = rekey::free_space(dir).map_err(rk)?;
+    super::say!(
+        "Rekeying {} files ({} bytes) file by file: this needs at most {} MiB free \
+         (the largest file plus {} MiB); {} MiB are free.",
+        survey.totals.files,
+        survey.totals.bytes,
+        need.div_ceil(1 << 20),
+        rekey::SPACE_MARGIN >> 20,
+        free >> 20
+    );
+    if free < need {
+        return Err(CliError::Other(format!(
+            "{}: not enough free space to rekey ({} MiB free, {} MiB needed); free some space, \
+             then run `veilfs rekey{} {}`{}",
+            dir.display(),
+            free >> 20,
+            need.div_ceil(1 << 20),
+            if resuming { " --resume" } else { "" },
+            dir.display(),
+            if resuming {
+                ""
+            } else {
+                " (nothing was changed)"
+            }
+        )));
+    }
     Ok(())
 }
 
