@@ -67,11 +67,24 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
         )));
     }
     let vault = if args.resume {
-        let Some(state) = encrypt::read_state(dir).map_err(|e| CliError::Other(e.0))? else {
-            return Err(CliError::Usage(format!(
-                "no encryption is in progress in {}",
-                dir.display()
-            )));
+        let state = match encrypt::read_state(dir).map_err(|e| CliError::Other(e.0))? {
+            Some(s) => s,
+            // Stopped between creating the vault and marking it: nothing
+            // was encrypted yet, so mark it now and go on.
+            None if vault_is_bare(dir) => {
+                let s = EncryptState {
+                    plaindir: plain.clone(),
+                    remove_plaintext: args.remove_plaintext,
+                };
+                encrypt::begin(dir, &s).map_err(|e| CliError::Other(e.0))?;
+                s
+            }
+            None => {
+                return Err(CliError::Usage(format!(
+                    "no encryption is in progress in {} (it has finished, or never began)",
+                    dir.display()
+                )));
+            }
         };
         if state.plaindir != plain || state.remove_plaintext != args.remove_plaintext {
             return Err(CliError::Usage(format!(
@@ -194,4 +207,17 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
         ));
     }
     Ok(())
+}
+
+/// A vault holding nothing but its config (and sync-client files).
+fn vault_is_bare(dir: &std::path::Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    dir.join(vault::CONFIG_FILE).exists()
+        && rd.filter_map(|e| e.ok()).all(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("veilfs.") || vault::is_sync_client_file(&n)
+        })
 }
