@@ -382,6 +382,9 @@ impl Encrypter<'_> {
             let first = store::cstr(first);
             match rustix::fs::linkat(self.root, &first, new, tmp, AtFlags::empty()) {
                 Ok(()) => {
+                    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                        crate::rekey::copy_target_record(self.root, &first, new)?;
+                    }
                     rustix::fs::renameat(new, tmp, new, final_name).map_err(err)?;
                     unlink_quiet(new, tmp)?;
                     if st.st_mode & libc::S_IFMT == libc::S_IFREG {

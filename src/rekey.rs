@@ -954,6 +954,10 @@ impl Rekeyer<'_> {
             let first = CString::new(format!("{NEW_TREE}/{rel}")).expect("no NUL");
             match rustix::fs::linkat(self.root, &first, &top.new, tmp, AtFlags::empty()) {
                 Ok(()) => {
+                    if e.kind == Kind::Symlink {
+                        // A long target's record goes with every link.
+                        copy_target_record(self.root, &first, &top.new)?;
+                    }
                     self.install(&final_name, e.kind == Kind::File)?;
                     self.report.hard_links += 1;
                     return Ok(());
@@ -1209,6 +1213,21 @@ pub(crate) fn read_new_dir_iv(dir: &OwnedFd) -> std::result::Result<DirIv, Errno
             }
         }
     }
+}
+
+/// Copies the long-target record (docs/FORMAT.md §7) of the symlink at
+/// `first` (a path below `root`) into `to`, if it has one.
+pub(crate) fn copy_target_record(root: &OwnedFd, first: &CStr, to: &OwnedFd) -> Result<()> {
+    let path = first.to_bytes();
+    let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b"."[..], path),
+    };
+    let dir = CString::new(dir).expect("no NUL");
+    let name = CString::new(name).expect("no NUL");
+    let from = open_dir(root, &dir).map_err(|x| err(format!("linking: {x}")))?;
+    store::copy_long_target_record(&from, &name, to)
+        .map_err(|x| err(format!("copying the long target record: {x}")))
 }
 
 /// Records `st`'s times on the new directory `dir` ([`TIMES_XATTR`]).

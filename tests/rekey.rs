@@ -206,6 +206,8 @@ fn populate(m: &TestMount, rng: &mut Rng, small_files: usize) {
     std::os::unix::fs::symlink("msg-0000.txt", p("chats/short-link")).unwrap();
     let long_target: String = (0..4095).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     std::os::unix::fs::symlink(&long_target, p("chats/2026/long-link")).unwrap();
+    // A hard link of a symlink with a long target: its record goes along.
+    fs::hard_link(p("chats/2026/long-link"), p("chats/long-link-again")).unwrap();
     fs::write(p("chats/linked.db"), rng.blob(70_000, 70_000)).unwrap();
     fs::hard_link(p("chats/linked.db"), p("chats/2026/linked-again.db")).unwrap();
     fs::hard_link(p("chats/linked.db"), p("linked-root.db")).unwrap();
@@ -517,6 +519,7 @@ fn plain_tree(root: &Path, rng: &mut Rng, files: usize) {
     std::os::unix::fs::symlink("Databases/msgstore.db", p("WhatsApp/latest")).unwrap();
     let long_target: String = (0..4095).map(|i| (b'A' + (i % 26) as u8) as char).collect();
     std::os::unix::fs::symlink(&long_target, p("long-link")).unwrap();
+    fs::hard_link(p("long-link"), p("WhatsApp/long-link-again")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", p("WhatsApp/outside")).unwrap();
     fs::hard_link(
         p("WhatsApp/Databases/msgstore.db"),
