@@ -158,7 +158,7 @@ pub fn run(args: InitArgs) -> Result<(), CliError> {
 
 /// A new file for the key, readable by its owner only. Refuses to replace
 /// anything (an existing key file may be the only copy of another key).
-fn create_key_file(path: &Path) -> Result<File, CliError> {
+pub(super) fn create_key_file(path: &Path) -> Result<File, CliError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)

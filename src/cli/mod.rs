@@ -7,6 +7,7 @@
 mod cat;
 mod daemon;
 mod docs;
+mod encrypt;
 mod error;
 mod export;
 mod fsck;
@@ -20,6 +21,7 @@ mod passwd;
 mod path;
 mod progress;
 mod recover;
+mod rekey;
 mod secret;
 mod unlock;
 
@@ -92,6 +94,11 @@ pub enum Command {
     /// Decrypt a whole vault, or a subtree, into a plain directory without
     /// FUSE, keeping modes, times, symlinks and extended attributes.
     Export(export::ExportArgs),
+    /// Re-encrypt the whole vault under a new key (after a key or password leak).
+    Rekey(rekey::RekeyArgs),
+    /// Encrypt an existing folder into a new vault (resumable; optionally
+    /// removing the plaintext as it goes).
+    Encrypt(encrypt::EncryptArgs),
     /// Translate a path between the plaintext view and CIPHERDIR, offline.
     Path(path::PathArgs),
     /// Print the man page (roff): `veilfs man | man -l -`.
@@ -148,6 +155,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ls(args) => ls::run(args),
         Command::Cat(args) => cat::run(args),
         Command::Export(args) => export::run(args),
+        Command::Rekey(args) => rekey::run(args),
+        Command::Encrypt(args) => encrypt::run(args),
         Command::Path(args) => path::run(args),
         Command::Man(args) => docs::run_man(args),
         Command::Completions(args) => docs::run_completions(args),

@@ -25,6 +25,15 @@ pub struct RecoverArgs {
 pub fn run(args: RecoverArgs) -> Result<(), CliError> {
     let dir = &args.cipherdir;
     let config_path = dir.join(vault::CONFIG_FILE);
+    if crate::rekey::in_progress(dir) {
+        // veilfs.conf must stay the old config until the rekey installs
+        // the new one; the state file holds both keys.
+        return Err(CliError::Other(format!(
+            "{} is in the middle of a rekey: run `veilfs rekey --resume {}` (with the old or the new key) instead",
+            dir.display(),
+            dir.display()
+        )));
+    }
     if !args.force && std::fs::symlink_metadata(&config_path).is_ok() {
         // Fail before asking for the key.
         return Err(vault::VaultError::AlreadyExists(config_path).into());

@@ -51,6 +51,21 @@ impl UnlockArgs {
     /// Opens the vault in `cipherdir`. A missing or broken config fails
     /// before any prompt.
     pub fn unlock(&self, cipherdir: &Path) -> Result<UnlockedVault, CliError> {
+        if crate::encrypt::in_progress(cipherdir) {
+            return Err(CliError::Other(format!(
+                "{} is still being filled by `veilfs encrypt` (it holds {}): run `veilfs encrypt --resume` to finish it first",
+                cipherdir.display(),
+                crate::encrypt::STATE_FILE
+            )));
+        }
+        if crate::rekey::in_progress(cipherdir) {
+            return Err(CliError::Other(format!(
+                "{} is in the middle of a rekey (it holds {}): run `veilfs rekey --resume {}` to finish it first",
+                cipherdir.display(),
+                crate::rekey::STATE_FILE,
+                cipherdir.display()
+            )));
+        }
         let config = vault::load_config(cipherdir)?;
         let unlocked = match self.read_secret(cipherdir, &config)? {
             Secret::Password(pw) => vault::unlock_with_password(cipherdir, &pw)?,

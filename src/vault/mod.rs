@@ -154,6 +154,34 @@ pub fn create_vault(dir: &Path, opts: &CreateOptions<'_>) -> Result<UnlockedVaul
     })
 }
 
+/// A sealed config for `master` with one password slot (or none for a
+/// key-only vault), written nowhere: `veilfs rekey` keeps it in its state
+/// file until it installs it.
+pub fn seal_new_config(
+    master: &MasterKey,
+    chunk_size: u32,
+    long_name_threshold: u32,
+    password: Option<&[u8]>,
+    kdf: KdfParams,
+) -> Result<VaultConfig, VaultError> {
+    if password.is_some_and(|p| p.is_empty()) {
+        return Err(VaultError::InvalidOption(
+            "the new password is empty".into(),
+        ));
+    }
+    let slots: Vec<SlotInput<'_>> = password
+        .map(|pw| SlotInput::random(pw, kdf))
+        .into_iter()
+        .collect();
+    VaultConfig::seal(
+        master,
+        chunk_size,
+        long_name_threshold,
+        now_rfc3339(),
+        &slots,
+    )
+}
+
 /// A password slot with a caller-chosen salt and nonce: test vectors only.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,223 @@
+//! `veilfs encrypt`: turn encryption on for an existing folder: encrypt
+//! PLAINDIR into a new vault CIPHERDIR. Resumable after a kill.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::secret::{self, KdfArgs, Secret};
+use super::{CliError, init};
+use crate::content::DEFAULT_CHUNK_SIZE;
+use crate::encrypt::{self, EncryptState};
+use crate::names::DEFAULT_LONG_NAME_THRESHOLD;
+use crate::vault::{self, CreateOptions, KdfParams};
+
+#[derive(Debug, Clone, Args)]
+pub struct EncryptArgs {
+    /// Create a vault with no password: the 64-digit key is the only way in.
+    #[arg(long, conflicts_with_all = ["passfile", "extpass"])]
+    pub key_only: bool,
+    /// Plaintext bytes per chunk: a power of two from 4096 to 65536.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_SIZE)]
+    pub chunk_size: u32,
+    /// Encrypted names longer than this many characters are stored hashed.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LONG_NAME_THRESHOLD)]
+    pub long_name_threshold: u32,
+    /// The new password from the first line of FILE (with --resume: the
+    /// vault's password).
+    #[arg(long, value_name = "FILE", conflicts_with = "extpass")]
+    pub passfile: Option<PathBuf>,
+    /// Run CMD with `sh -c`; the first line it prints is the password.
+    #[arg(long, value_name = "CMD")]
+    pub extpass: Option<String>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+    /// Write the 64-digit key to FILE (a new file, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub key_out: Option<PathBuf>,
+    /// With --resume: unlock with the 64-digit key in FILE.
+    #[arg(long, value_name = "FILE", requires = "resume")]
+    pub key_file: Option<PathBuf>,
+    /// Remove each plaintext file once its ciphertext is durable, and each
+    /// plaintext directory once it is empty.
+    #[arg(long)]
+    pub remove_plaintext: bool,
+    /// Go on with an encryption that was interrupted.
+    #[arg(long, conflicts_with_all = ["key_only", "key_out"])]
+    pub resume: bool,
+    /// The existing plaintext directory.
+    pub plaindir: PathBuf,
+    /// The new vault's backing directory (missing or empty).
+    pub cipherdir: PathBuf,
+}
+
+pub fn run(args: EncryptArgs) -> Result<(), CliError> {
+    let dir = &args.cipherdir;
+    let plain = args
+        .plaindir
+        .canonicalize()
+        .map_err(|e| CliError::Other(format!("{}: {e}", args.plaindir.display())))?;
+    if let Ok(c) = dir.canonicalize()
+        && (c.starts_with(&plain) || plain.starts_with(&c))
+    {
+        return Err(CliError::Usage(format!(
+            "{} and {} overlap: the vault must be outside the folder it encrypts",
+            plain.display(),
+            dir.display()
+        )));
+    }
+    let vault = if args.resume {
+        let state = match encrypt::read_state(dir).map_err(|e| CliError::Other(e.0))? {
+            Some(s) => s,
+            // Stopped between creating the vault and marking it: nothing
+            // was encrypted yet, so mark it now and go on.
+            None if vault_is_bare(dir) => {
+                let s = EncryptState {
+                    plaindir: plain.clone(),
+                    remove_plaintext: args.remove_plaintext,
+                };
+                encrypt::begin(dir, &s).map_err(|e| CliError::Other(e.0))?;
+                s
+            }
+            None => {
+                return Err(CliError::Usage(format!(
+                    "no encryption is in progress in {} (it has finished, or never began)",
+                    dir.display()
+                )));
+            }
+        };
+        if state.plaindir != plain || state.remove_plaintext != args.remove_plaintext {
+            return Err(CliError::Usage(format!(
+                "{} is being filled from {}{}: resume with the same folder and options",
+                dir.display(),
+                state.plaindir.display(),
+                if state.remove_plaintext {
+                    " with --remove-plaintext"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let config = vault::load_config(dir)?;
+        let secret = if let Some(k) = &args.key_file {
+            Secret::Key(secret::key_from_file(k)?)
+        } else if let Some(p) = &args.passfile {
+            Secret::Password(secret::password_from_file(p)?)
+        } else if let Some(c) = &args.extpass {
+            Secret::Password(secret::password_from_command(c)?)
+        } else if config.key_slots.is_empty() {
+            Secret::Key(secret::prompt_key(dir)?)
+        } else {
+            Secret::Password(secret::prompt_password(dir)?)
+        };
+        match secret {
+            Secret::Key(k) => vault::unlock_with_key(dir, &k)?,
+            Secret::Password(p) => vault::unlock_with_password(dir, &p)?,
+        }
+    } else {
+        let mut opts = CreateOptions {
+            chunk_size: args.chunk_size,
+            long_name_threshold: args.long_name_threshold,
+            password: None,
+            kdf: args.kdf.resolve(KdfParams::DEFAULT),
+        };
+        opts.check()?;
+        vault::check_init_target(dir)?;
+        let password = if args.key_only {
+            None
+        } else {
+            Some(secret::new_password(
+                args.passfile.as_deref(),
+                args.extpass.as_deref(),
+                "use --passfile FILE or --extpass CMD, or --key-only",
+            )?)
+        };
+        opts.password = password.as_ref().map(|p| p.as_slice());
+        let key_file = match &args.key_out {
+            Some(path) => Some((path, init::create_key_file(path)?)),
+            None => None,
+        };
+        let vault = vault::create_vault(dir, &opts)?;
+        super::rekey::show_key(
+            &vault.master,
+            key_file,
+            args.key_only,
+            "It is shown only this once.",
+        )?;
+        encrypt::begin(
+            dir,
+            &EncryptState {
+                plaindir: plain.clone(),
+                remove_plaintext: args.remove_plaintext,
+            },
+        )
+        .map_err(|e| CliError::Other(e.0))?;
+        vault
+    };
+    let _lock = super::lock_vault(
+        dir,
+        vault::LockKind::Exclusive,
+        "encrypt fills the vault: unmount it first",
+    )?;
+    let (files, bytes) = encrypt::count(&plain).map_err(|e| CliError::Other(e.0))?;
+    let bar = super::progress::Progress::new("encrypting");
+    let progress = bar.clone().map(|bar| {
+        Box::new(move |f: u64, b: u64| bar.update(b, bytes, f, files)) as encrypt::ProgressFn<'_>
+    });
+    let content = vault.content_cipher();
+    let names = vault.name_cipher();
+    let res = encrypt::run(
+        dir,
+        &plain,
+        &content,
+        &names,
+        args.remove_plaintext,
+        progress,
+    );
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let r = res.map_err(|e| {
+        CliError::Other(format!(
+            "{e}. Fix the cause, then run `veilfs encrypt --resume{} {} {}`",
+            if args.remove_plaintext {
+                " --remove-plaintext"
+            } else {
+                ""
+            },
+            plain.display(),
+            dir.display()
+        ))
+    })?;
+    super::say!(
+        "Encrypted {} into {}: {} files ({} bytes), {} directories, {} symlinks, {} hard links, {} other.",
+        plain.display(),
+        dir.display(),
+        r.files,
+        r.bytes,
+        r.dirs,
+        r.symlinks,
+        r.hard_links,
+        r.other
+    );
+    if r.skipped_xattrs > 0 {
+        super::warn(format!(
+            "{} extended attributes outside user.* were not stored (veilfs keeps only user.*)",
+            r.skipped_xattrs
+        ));
+    }
+    Ok(())
+}
+
+/// A vault holding nothing but its config (and sync-client files).
+fn vault_is_bare(dir: &std::path::Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    dir.join(vault::CONFIG_FILE).exists()
+        && rd.filter_map(|e| e.ok()).all(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("veilfs.") || vault::is_sync_client_file(&n)
+        })
+}
