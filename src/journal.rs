@@ -53,8 +53,11 @@ const KIND_EXCHANGE: u8 = 2;
 const KIND_UNLINK: u8 = 3;
 /// The offset under which a rename's second path is stored.
 const PATH_OFFSET: u64 = u64::MAX;
-/// The active file is swapped for the other one past this size.
-const ROTATE_AT: u64 = 32 << 20;
+/// The active file is swapped for the other one past this size. Each swap
+/// costs a `syncfs`; at 32 MiB, 4 KiB random overwrites swapped several
+/// times a second and ran at 28k IOPS, at 512 MiB at 38-41k (e8a25f5
+/// without a journal: 62k; docs/PERFORMANCE.md).
+const ROTATE_AT: u64 = 512 << 20;
 /// How often the keeper makes new records durable, so that the kernel's
 /// own write-back of the in-place rewrites they protect (after 30 s by
 /// default, `vm.dirty_expire_centisecs`) finds them on disk already.
