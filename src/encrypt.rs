@@ -18,10 +18,11 @@ use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::content::ContentCipher;
+use crate::cryptfile::ChunkWriter;
 use crate::names::{DirIv, NameCipher};
 use crate::rekey::{
-    ChunkWriter, RekeyError, TIMES_XATTR, err, open_dir, proc_path, record_times, times_of, tmp,
-    ts, unlink_quiet, write_atomic, write_xattrs,
+    RekeyError, TIMES_XATTR, err, open_dir, proc_path, record_times, times_of, tmp, ts,
+    unlink_quiet, write_atomic, write_xattrs,
 };
 use crate::store;
 

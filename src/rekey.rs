@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -28,7 +28,8 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::content::{ContentCipher, FileHeader};
+use crate::content::ContentCipher;
+use crate::cryptfile::ChunkWriter;
 use crate::keys::{KEY_LEN, MasterKey};
 use crate::names::{DirIv, NameCipher, XATTR_ID_LEN, XATTR_ID_NAME, XattrVersion};
 use crate::offline::{Kind, Offline, OfflineError};
@@ -664,78 +665,6 @@ pub(crate) fn write_xattrs(
             .map_err(|e| err(format!("writing attribute user.{}: {e}", lossy(name))))?;
     }
     Ok(())
-}
-
-/// Seals a plaintext stream as one new file, chunk by chunk.
-pub(crate) struct ChunkWriter<'a> {
-    out: BufWriter<File>,
-    cipher: &'a ContentCipher,
-    header: FileHeader,
-    plain: Vec<u8>,
-    sealed: Vec<u8>,
-    index: u64,
-    pub(crate) bytes: u64,
-}
-
-impl<'a> ChunkWriter<'a> {
-    fn seal(&mut self, last: bool) -> io::Result<()> {
-        if self.index == 0 {
-            self.out.write_all(self.header.as_bytes())?;
-        }
-        let n = self.plain.len();
-        self.sealed.resize(n + crate::content::CHUNK_OVERHEAD, 0);
-        self.cipher.seal_chunk(
-            &self.header,
-            self.index,
-            last,
-            &self.plain,
-            &mut self.sealed,
-        );
-        self.out.write_all(&self.sealed)?;
-        self.index += 1;
-        self.plain.clear();
-        Ok(())
-    }
-
-    pub(crate) fn new(file: File, cipher: &'a ContentCipher) -> ChunkWriter<'a> {
-        ChunkWriter {
-            out: BufWriter::with_capacity(1 << 20, file),
-            cipher,
-            header: FileHeader::generate(cipher.layout()),
-            plain: Vec::with_capacity(cipher.layout().chunk_size()),
-            sealed: Vec::new(),
-            index: 0,
-            bytes: 0,
-        }
-    }
-
-    pub(crate) fn finish(mut self) -> io::Result<File> {
-        if self.index > 0 || !self.plain.is_empty() {
-            self.seal(true)?;
-        }
-        self.out.into_inner().map_err(|e| e.into_error())
-    }
-}
-
-impl Write for ChunkWriter<'_> {
-    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
-        let total = buf.len();
-        let cs = self.cipher.layout().chunk_size();
-        while !buf.is_empty() {
-            if self.plain.len() == cs {
-                // More follows: this chunk is not the last.
-                self.seal(false)?;
-            }
-            let take = (cs - self.plain.len()).min(buf.len());
-            self.plain.extend_from_slice(&buf[..take]);
-            buf = &buf[take..];
-        }
-        self.bytes += total as u64;
-        Ok(total)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 impl Rekeyer<'_> {
