@@ -5,36 +5,15 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::secret::{self, KdfArgs, Secret};
+use super::secret::{self, Secret};
 use super::{CliError, init};
-use crate::content::DEFAULT_CHUNK_SIZE;
 use crate::encrypt::{self, EncryptState};
-use crate::names::DEFAULT_LONG_NAME_THRESHOLD;
-use crate::vault::{self, CreateOptions, KdfParams};
+use crate::vault;
 
 #[derive(Debug, Clone, Args)]
 pub struct EncryptArgs {
-    /// Create a vault with no password: the 64-digit key is the only way in.
-    #[arg(long, conflicts_with_all = ["passfile", "extpass"])]
-    pub key_only: bool,
-    /// Plaintext bytes per chunk: a power of two from 4096 to 65536.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_SIZE)]
-    pub chunk_size: u32,
-    /// Encrypted names longer than this many characters are stored hashed.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_LONG_NAME_THRESHOLD)]
-    pub long_name_threshold: u32,
-    /// The new password from the first line of FILE (with --resume: the
-    /// vault's password).
-    #[arg(long, value_name = "FILE", conflicts_with = "extpass")]
-    pub passfile: Option<PathBuf>,
-    /// Run CMD with `sh -c`; the first line it prints is the password.
-    #[arg(long, value_name = "CMD")]
-    pub extpass: Option<String>,
     #[command(flatten)]
-    pub kdf: KdfArgs,
-    /// Write the 64-digit key to FILE (a new file, mode 0600).
-    #[arg(long, value_name = "FILE")]
-    pub key_out: Option<PathBuf>,
+    pub vault: init::NewVaultArgs,
     /// With --resume: unlock with the 64-digit key in FILE.
     #[arg(long, value_name = "FILE", requires = "resume")]
     pub key_file: Option<PathBuf>,
@@ -42,7 +21,8 @@ pub struct EncryptArgs {
     /// plaintext directory once it is empty.
     #[arg(long)]
     pub remove_plaintext: bool,
-    /// Go on with an encryption that was interrupted.
+    /// Go on with an encryption that was interrupted (--passfile or
+    /// --extpass then give the vault's password).
     #[arg(long, conflicts_with_all = ["key_only", "key_out"])]
     pub resume: bool,
     /// The existing plaintext directory.
@@ -101,9 +81,9 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
         let config = vault::load_config(dir)?;
         let secret = if let Some(k) = &args.key_file {
             Secret::Key(secret::key_from_file(k)?)
-        } else if let Some(p) = &args.passfile {
+        } else if let Some(p) = &args.vault.passfile {
             Secret::Password(secret::password_from_file(p)?)
-        } else if let Some(c) = &args.extpass {
+        } else if let Some(c) = &args.vault.extpass {
             Secret::Password(secret::password_from_command(c)?)
         } else if config.key_slots.is_empty() {
             Secret::Key(secret::prompt_key(dir)?)
@@ -115,25 +95,20 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
             Secret::Password(p) => vault::unlock_with_password(dir, &p)?,
         }
     } else {
-        let mut opts = CreateOptions {
-            chunk_size: args.chunk_size,
-            long_name_threshold: args.long_name_threshold,
-            password: None,
-            kdf: args.kdf.resolve(KdfParams::DEFAULT),
-        };
+        let mut opts = args.vault.create_options();
         opts.check()?;
         vault::check_init_target(dir)?;
-        let password = if args.key_only {
+        let password = if args.vault.key_only {
             None
         } else {
             Some(secret::new_password(
-                args.passfile.as_deref(),
-                args.extpass.as_deref(),
+                args.vault.passfile.as_deref(),
+                args.vault.extpass.as_deref(),
                 "use --passfile FILE or --extpass CMD, or --key-only",
             )?)
         };
         opts.password = password.as_ref().map(|p| p.as_slice());
-        let key_file = match &args.key_out {
+        let key_file = match &args.vault.key_out {
             Some(path) => Some((path, init::create_key_file(path)?)),
             None => None,
         };
@@ -141,7 +116,7 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
         super::rekey::show_key(
             &vault.master,
             key_file,
-            args.key_only,
+            args.vault.key_only,
             "It is shown only this once.",
         )?;
         encrypt::begin(

@@ -17,8 +17,9 @@ use crate::vault::{self, CreateOptions, KdfParams};
 pub const PASSWORD_VAULT_WARNING: &str = "This is your recovery key. Keep it offline (paper, password manager). It is the only way back in if you forget your password.";
 pub const KEY_ONLY_WARNING: &str = "This 64-digit key is the ONLY way to open this vault. If you lose it, your data is gone. Nobody can recover it.";
 
+/// How a new vault is made: `init`'s options, shared by `encrypt`.
 #[derive(Debug, Clone, Args)]
-pub struct InitArgs {
+pub struct NewVaultArgs {
     /// Create a vault with no password: the 64-digit key is the only way in.
     #[arg(long, conflicts_with_all = ["passfile", "extpass", "kdf_memory", "kdf_time", "kdf_parallelism"])]
     pub key_only: bool,
@@ -42,35 +43,48 @@ pub struct InitArgs {
     /// one is never overwritten) instead of showing it.
     #[arg(long, value_name = "FILE")]
     pub key_out: Option<PathBuf>,
+}
+
+impl NewVaultArgs {
+    /// The vault parameters, without the password yet.
+    pub fn create_options(&self) -> CreateOptions<'static> {
+        CreateOptions {
+            chunk_size: self.chunk_size,
+            long_name_threshold: self.long_name_threshold,
+            password: None,
+            kdf: self.kdf.resolve(KdfParams::DEFAULT),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub vault: NewVaultArgs,
     /// The backing directory: created if missing, else it must be empty.
     pub cipherdir: PathBuf,
 }
 
 pub fn run(args: InitArgs) -> Result<(), CliError> {
     let dir = &args.cipherdir;
-    let mut opts = CreateOptions {
-        chunk_size: args.chunk_size,
-        long_name_threshold: args.long_name_threshold,
-        password: None,
-        kdf: args.kdf.resolve(KdfParams::DEFAULT),
-    };
+    let mut opts = args.vault.create_options();
     // Refuse bad options and a non-empty directory before asking for a
     // password.
     opts.check()?;
     vault::check_init_target(dir)?;
-    let password = if args.key_only {
+    let password = if args.vault.key_only {
         None
     } else {
         Some(secret::new_password(
-            args.passfile.as_deref(),
-            args.extpass.as_deref(),
+            args.vault.passfile.as_deref(),
+            args.vault.extpass.as_deref(),
             "use --passfile FILE or --extpass CMD, or --key-only for a vault without a password",
         )?)
     };
     opts.password = password.as_ref().map(|p| p.as_slice());
     // Create the key file before the vault, so a vault is never made whose
     // key could not be saved.
-    let mut key_out = match &args.key_out {
+    let mut key_out = match &args.vault.key_out {
         Some(path) => Some((path, create_key_file(path)?)),
         None => None,
     };
@@ -85,7 +99,7 @@ pub fn run(args: InitArgs) -> Result<(), CliError> {
     };
     let digits = vault.master.display_digits();
 
-    let kind = if args.key_only {
+    let kind = if args.vault.key_only {
         "key-only vault (no password)"
     } else {
         "password vault"
@@ -114,7 +128,7 @@ pub fn run(args: InitArgs) -> Result<(), CliError> {
         super::say!("The 64-digit key is in {} (mode 0600).", path.display());
         super::say!(
             "{}",
-            if args.key_only {
+            if args.vault.key_only {
                 KEY_ONLY_WARNING
             } else {
                 PASSWORD_VAULT_WARNING
@@ -135,7 +149,7 @@ pub fn run(args: InitArgs) -> Result<(), CliError> {
     println!();
     println!(
         "{}:",
-        if args.key_only {
+        if args.vault.key_only {
             "Your 64-digit key"
         } else {
             "Your 64-digit recovery key"
@@ -146,7 +160,7 @@ pub fn run(args: InitArgs) -> Result<(), CliError> {
     println!();
     println!(
         "{}",
-        if args.key_only {
+        if args.vault.key_only {
             KEY_ONLY_WARNING
         } else {
             PASSWORD_VAULT_WARNING
