@@ -5,32 +5,15 @@
 
 mod common;
 
+use common::{backing_dir, names_of};
+
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{BIN, TestMount};
-use veilfs::keys::MasterKey;
-use veilfs::names::{DirIv, EntryKind, NameCipher, classify_entry};
-
-fn names_of(m: &TestMount) -> NameCipher {
-    let key = MasterKey::parse(&fs::read_to_string(&m.keyfile).unwrap()).unwrap();
-    veilfs::vault::unlock_with_key(&m.cipher, &key)
-        .unwrap()
-        .name_cipher()
-}
-
-/// Backing directory and IV of a plaintext directory ("" is the root).
-fn backing_dir(m: &TestMount, names: &NameCipher, rel: &str) -> (PathBuf, DirIv) {
-    let mut path = m.cipher.clone();
-    let mut iv = names.root_iv();
-    for part in rel.split('/').filter(|p| !p.is_empty()) {
-        path.push(names.backing_name(&iv, part.as_bytes()).unwrap().entry());
-        iv = DirIv::from_slice(&fs::read(path.join("veilfs.diriv")).unwrap()).unwrap();
-    }
-    (path, iv)
-}
+use veilfs::names::{DirIv, EntryKind, classify_entry};
 
 fn listing(p: &Path) -> BTreeSet<String> {
     fs::read_dir(p)

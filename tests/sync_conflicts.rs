@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{backing_dir, names_of};
+
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,26 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use common::TestMount;
-use veilfs::keys::MasterKey;
 use veilfs::names::{BackingName, DirIv, EntryKind, NameCipher, classify_entry};
-
-fn names_of(m: &TestMount) -> NameCipher {
-    let key = MasterKey::parse(&fs::read_to_string(&m.keyfile).unwrap()).unwrap();
-    veilfs::vault::unlock_with_key(&m.cipher, &key)
-        .unwrap()
-        .name_cipher()
-}
-
-/// Backing directory and IV of a plaintext directory ("" is the root).
-fn backing_dir(m: &TestMount, names: &NameCipher, rel: &str) -> (PathBuf, DirIv) {
-    let mut path = m.cipher.clone();
-    let mut iv = names.root_iv();
-    for part in rel.split('/').filter(|p| !p.is_empty()) {
-        path.push(names.backing_name(&iv, part.as_bytes()).unwrap().entry());
-        iv = DirIv::from_slice(&fs::read(path.join("veilfs.diriv")).unwrap()).unwrap();
-    }
-    (path, iv)
-}
 
 /// The backing name a conflict copy of `original` gets from a client that
 /// adds `marker`: appended to a regular name, inserted before `.vln`.

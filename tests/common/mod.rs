@@ -364,3 +364,29 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+/// The name cipher of a test vault (from its key file), to compute backing
+/// names in tests.
+pub fn names_of(m: &TestMount) -> veilfs::names::NameCipher {
+    let text = std::fs::read_to_string(&m.keyfile).unwrap();
+    let key = veilfs::keys::MasterKey::parse(&text).unwrap();
+    veilfs::vault::unlock_with_key(&m.cipher, &key)
+        .unwrap()
+        .name_cipher()
+}
+
+/// Backing directory and IV of a plaintext directory ("" is the root).
+pub fn backing_dir(
+    m: &TestMount,
+    names: &veilfs::names::NameCipher,
+    rel: &str,
+) -> (PathBuf, veilfs::names::DirIv) {
+    let mut path = m.cipher.clone();
+    let mut iv = names.root_iv();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        path.push(names.backing_name(&iv, part.as_bytes()).unwrap().entry());
+        let bytes = std::fs::read(path.join("veilfs.diriv")).unwrap();
+        iv = veilfs::names::DirIv::from_slice(&bytes).unwrap();
+    }
+    (path, iv)
+}
