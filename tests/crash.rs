@@ -648,12 +648,15 @@ fn fsck_tells_a_journaled_cut_from_damage_and_repair_restores_it() {
         veilfs::store::pread_full(&file, &mut hdr, 0).unwrap();
         let header = veilfs::content::FileHeader::parse(&hdr, content.layout()).unwrap();
         let _pending = journal
-            .record(&Intent {
-                path: backing.entry().as_bytes(),
-                header: Some(&header),
-                old_backing: file.metadata().unwrap().len(),
-                images: &[(at, &old)],
-            })
+            .record(
+                0,
+                &Intent {
+                    path: backing.entry().as_bytes(),
+                    header: Some(&header),
+                    old_backing: file.metadata().unwrap().len(),
+                    images: &[(at, &old)],
+                },
+            )
             .unwrap();
         let page = (at / 4096 + 1) * 4096;
         veilfs::store::pwrite_full(&file, &vec![0x5a; (page - at) as usize], at).unwrap();

@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 
-use crate::journal::{Intent, Journal};
+use crate::journal::{Intent, Journal, Recorded};
 use crate::store::{self, pread_full, pwrite_full};
 use rustix::fs::fstat;
 
@@ -236,12 +236,15 @@ pub struct CryptFile<'a, Fd: AsFd> {
     journal: Option<JournalRef<'a>>,
 }
 
-/// The journal a writer records its changes in, and the file's backing
-/// path relative to CIPHERDIR as the records name it.
-#[derive(Clone, Copy)]
-pub struct JournalRef<'a> {
-    pub journal: &'a Journal,
-    pub path: &'a [u8],
+/// The journal a writer records its changes in, the file's backing path
+/// relative to CIPHERDIR as the records name it, and what the file's
+/// records already cover.
+struct JournalRef<'a> {
+    journal: &'a Journal,
+    /// The caller's key for the backing file (its inode).
+    file: u64,
+    path: &'a [u8],
+    recorded: &'a mut Recorded,
 }
 
 impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
@@ -258,10 +261,24 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
 
     /// Records every change in `journal` first (docs/FORMAT.md §10), so
     /// that a crash cannot leave a chunk with neither its old nor its new
-    /// bytes.
-    pub fn with_journal(mut self, journal: &'a Journal, path: &'a [u8]) -> Self {
+    /// bytes. `file` keys the backing file (its inode) for the journal,
+    /// `path` is where it is relative to CIPHERDIR, and `recorded` is the
+    /// file's own set, kept with the file between writes; its owner calls
+    /// [`Recorded::forget`] and [`Journal::synced`] at every fsync.
+    pub fn with_journal(
+        mut self,
+        journal: &'a Journal,
+        file: u64,
+        path: &'a [u8],
+        recorded: &'a mut Recorded,
+    ) -> Self {
         if journal.is_on() {
-            self.journal = Some(JournalRef { journal, path });
+            self.journal = Some(JournalRef {
+                journal,
+                file,
+                path,
+                recorded,
+            });
         }
         self
     }
@@ -623,13 +640,30 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
                 images[n_images] = (old_last_at, &resealed[..stored]);
                 n_images += 1;
             }
-            let _pending = match &self.journal {
-                Some(j) => Some(j.journal.record(&Intent {
-                    path: j.path,
-                    header: old_header.as_ref(),
-                    old_backing,
-                    images: &images[..n_images],
-                })?),
+            let _pending = match &mut self.journal {
+                Some(j) => {
+                    let pending = j.journal.begin();
+                    let generation = pending.generation();
+                    // Full middle chunks before and after this write:
+                    // their recorded versions stay valid in their slots.
+                    let middle = first..in_place_end.min(old_count.saturating_sub(1));
+                    let covered = last + 1 < old_count
+                        && j.recorded
+                            .covers(generation, &header, j.path, first..last + 1);
+                    if !covered {
+                        pending.record(
+                            j.file,
+                            &Intent {
+                                path: j.path,
+                                header: old_header.as_ref(),
+                                old_backing,
+                                images: &images[..n_images],
+                            },
+                        )?;
+                        j.recorded.mark(generation, &header, j.path, middle);
+                    }
+                    Some(pending)
+                }
                 None => None,
             };
             if fresh_header && first == 0 {
@@ -710,6 +744,9 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
     /// Sets the plaintext size, as ftruncate does: shrinking re-seals the
     /// new last chunk, growing leaves a sparse hole that reads as zeros.
     pub fn truncate(&mut self, new_size: u64) -> Result<()> {
+        if let Some(j) = &mut self.journal {
+            j.recorded.forget();
+        }
         let layout = self.cipher.layout();
         let backing = backing_size(&self.fd)?;
         let old_size = layout.plain_size(backing);
@@ -760,12 +797,15 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         self.cipher
             .seal_chunk(&header, index, true, &plain[..keep], &mut sealed);
         let _pending = match &self.journal {
-            Some(j) => Some(j.journal.record(&Intent {
-                path: j.path,
-                header: Some(&header),
-                old_backing: backing,
-                images: &[(at, &old)],
-            })?),
+            Some(j) => Some(j.journal.record(
+                j.file,
+                &Intent {
+                    path: j.path,
+                    header: Some(&header),
+                    old_backing: backing,
+                    images: &[(at, &old)],
+                },
+            )?),
             None => None,
         };
         // The new last chunk first, then the cut: a crash between the two

@@ -327,12 +327,20 @@ impl VeilFs {
             // Read afresh (or changed on disk): authenticate it again.
             data.header_checked = false;
         }
-        let mut file = CryptFile::new(fd, &self.content, header).with_journal(&self.journal, &path);
+        let mut recorded = std::mem::take(&mut data.recorded);
+        let mut file = CryptFile::new(fd, &self.content, header).with_journal(
+            &self.journal,
+            node.ino,
+            &path,
+            &mut recorded,
+        );
         if size > 0 {
             authenticate_once(node, &mut data, &mut file)?;
         }
         let res = file.truncate(size);
         data.header = file.header();
+
+        data.recorded = recorded;
         data.written = true;
         data.kernel_size = Some(size);
         res.map_err(|e| {
@@ -385,8 +393,13 @@ impl VeilFs {
         if header.is_none() {
             state.header_checked = false;
         }
-        let mut file =
-            CryptFile::new(&*handle.fd, &self.content, header).with_journal(&self.journal, &path);
+        let mut recorded = std::mem::take(&mut state.recorded);
+        let mut file = CryptFile::new(&*handle.fd, &self.content, header).with_journal(
+            &self.journal,
+            handle.node.ino,
+            &path,
+            &mut recorded,
+        );
         authenticate_once(&handle.node, &mut state, &mut file)?;
         let offset = if handle.append {
             file.plain_size().map_err(Errno::from)?
@@ -395,6 +408,8 @@ impl VeilFs {
         };
         let res = file.write_at(offset, data);
         state.header = file.header();
+
+        state.recorded = recorded;
         state.written = true;
         let end = offset.saturating_add(data.len() as u64);
         state.kernel_size = state.kernel_size.map(|k| k.max(end));
@@ -591,8 +606,20 @@ impl VeilFs {
     /// Flushes the file on a helper thread, which replies, so that a long
     /// disk flush never holds up the thread that serves every request.
     pub(super) fn do_fsync(&self, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        let fd = match self.handle(fh) {
-            Ok(h) => h.fd.clone(),
+        let (fd, file, mark) = match self.handle(fh) {
+            Ok(h) => {
+                let mut data = h.node.data.write().unwrap();
+                // Every rewrite after this point needs a record of its own:
+                // what it may tear is about to be durable. Forgotten before
+                // the flush starts, so a write racing with it errs on the
+                // side of a record.
+                data.recorded.forget();
+                // No write of the file is under way (they hold this lock):
+                // every record below the mark is of a write the flush
+                // will make durable.
+                let mark = self.journal.mark();
+                (h.fd.clone(), h.node.ino, mark)
+            }
             Err(e) => return reply.error(e),
         };
         let journal = self.journal.clone();
@@ -612,7 +639,10 @@ impl VeilFs {
             // the file next, and this descriptor would keep its blocks.
             drop(fd);
             match res {
-                Ok(()) => reply.ok(),
+                Ok(()) => {
+                    journal.synced(file, mark);
+                    reply.ok()
+                }
                 Err(e) => reply.error(errno(e)),
             }
         }));

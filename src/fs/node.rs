@@ -28,6 +28,9 @@ pub struct FileData {
     /// it (see `CryptFile::authenticate`). Reads load and keep the header
     /// without this.
     pub header_checked: bool,
+    /// What the rewrite journal already holds for this file since its
+    /// last fsync (see `journal::Recorded`).
+    pub recorded: crate::journal::Recorded,
     /// Backing offset up to which write-back of a streaming write has
     /// been started (see `VeilFs::start_writeback`).
     pub writeback_started: u64,

@@ -7,19 +7,22 @@
 //! bytes, which an earlier fsync may have made durable, would be lost with
 //! the new ones. Before the chunk writer changes a byte that is already in
 //! a backing file (a chunk rewritten in place, a size that shrinks or
-//! grows), it appends a record here: the backing path, the file header,
-//! the old backing size and the old sealed bytes of every chunk it is about
-//! to overwrite. Recovery ([`recover`]) puts a record's old chunks back
-//! where a chunk no longer authenticates, and cuts a torn append back to
-//! the old size. See docs/FORMAT.md §10 for the record layout and
+//! grows), it writes a record here: the backing path, the file header,
+//! the old backing size and a sealed version of every chunk it is about to
+//! rewrite in place (the new one for a write, the old one for a
+//! truncation). Recovery ([`recover`]) puts a recorded version back where
+//! a chunk no longer authenticates, and cuts a torn append back to the old
+//! size. See docs/FORMAT.md §10 for the record layout and
 //! docs/THREAT_MODEL.md §3 for the guarantee.
 //!
 //! The journal lives outside CIPHERDIR (in the user's state directory), so
 //! a sync client never sees it churn. Two files alternate: records go to
-//! the active one; once it is large, the other becomes active, every write
-//! the old one protected is made durable (`syncfs`), and the old one is
-//! emptied.
+//! the active one; once it is large, the other becomes active, after it is
+//! emptied, which waits until every write its records protected is durable
+//! (fsyncs of those files, else a `syncfs`). A rewrite of chunks a record
+//! already holds since the file's last fsync needs none ([`Recorded`]).
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -39,6 +42,7 @@ use crate::cryptfile::{self, ChunkVerdict};
 use crate::store;
 
 const MAGIC: &[u8; 4] = b"VJR1";
+
 /// magic, total length, sequence number, flags, header, old size, path
 /// length: the fixed part of a record before the path.
 const FIXED_LEN: usize = 4 + 4 + 8 + 1 + HEADER_LEN + 8 + 2;
@@ -58,6 +62,12 @@ const PATH_OFFSET: u64 = u64::MAX;
 /// times a second and ran at 28k IOPS, at 512 MiB at 38-41k (e8a25f5
 /// without a journal: 62k; docs/PERFORMANCE.md).
 const ROTATE_AT: u64 = 512 << 20;
+/// Each journal file is kept at this size (sparse until written), so that
+/// a record is written inside the file rather than appended: an append
+/// changes the inode's size on every record and cost 2.9 µs where a write
+/// inside the file costs 1.0 µs (ext4, 4 KiB records). The slack holds
+/// what writers add between the crossing of [`ROTATE_AT`] and the swap.
+const FILE_SIZE: u64 = ROTATE_AT + (64 << 20);
 /// How often the keeper makes new records durable, so that the kernel's
 /// own write-back of the in-place rewrites they protect (after 30 s by
 /// default, `vm.dirty_expire_centisecs`) finds them on disk already.
@@ -297,14 +307,39 @@ const FILES: [&str; 2] = ["journal.0", "journal.1"];
 pub fn read_records(dir: &Path) -> io::Result<Vec<Record>> {
     let mut all = Vec::new();
     for name in FILES.iter().chain(["journal.unplaced"].iter()) {
-        match std::fs::read(dir.join(name)) {
-            Ok(buf) => all.extend(parse_all(&buf)),
+        match File::open(dir.join(name)) {
+            Ok(f) => all.extend(parse_all(&read_written(&f)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
     all.sort_by_key(|r| r.seq);
     Ok(all)
+}
+
+/// The bytes of a journal file up to the end of its last written block:
+/// the files are kept large and sparse (see [`FILE_SIZE`]), and what lies
+/// past the records is a hole that need not be read.
+fn read_written(f: &File) -> io::Result<Vec<u8>> {
+    use rustix::fs::{SeekFrom, seek};
+    let size = f.metadata()?.len();
+    // The last byte of data: the start of the final hole, found by
+    // walking the data extents (a sparse file's holes read as zeros, so
+    // stopping short only skips zeros).
+    let mut end = 0u64;
+    let mut at = 0u64;
+    while at < size {
+        let Ok(data) = seek(f, SeekFrom::Data(at)) else {
+            break;
+        };
+        let hole = seek(f, SeekFrom::Hole(data)).unwrap_or(size);
+        end = hole.min(size);
+        at = hole;
+    }
+    let mut buf = vec![0u8; end as usize];
+    let n = store::pread_full(f, &mut buf, 0)?;
+    buf.truncate(n);
+    Ok(buf)
 }
 
 struct Active {
@@ -320,11 +355,24 @@ struct Inner {
     active: RwLock<Active>,
     /// Next free offset in the active file.
     end: AtomicU64,
+    /// Counts the swaps of the active file (see [`Recorded`]).
+    generation: AtomicU64,
     seq: AtomicU64,
     /// Records written since the last fdatasync of the active file.
     dirty: AtomicBool,
-    /// The inactive file still protects writes that may not be durable.
-    standby_busy: AtomicBool,
+    /// Per journal file: the sequence number of the newest record of each
+    /// file (by the caller's file key) it holds.
+    touched: [Mutex<HashMap<u64, u64>>; 2],
+    /// Per file key: the writes that every record below this sequence
+    /// number protects are durable (the file was fsynced after them).
+    synced: Mutex<HashMap<u64, u64>>,
+    /// Swaps that had to `syncfs` because some file had not been fsynced
+    /// since its records (for tests and the debug log).
+    swaps_with_syncfs: AtomicU64,
+    /// [`ROTATE_AT`], smaller in tests.
+    rotate_at: u64,
+    /// One rotation at a time.
+    rotating: Mutex<()>,
     /// Serialises fdatasync of the journal with swaps.
     sync_lock: Mutex<()>,
     /// Anchor for syncfs: the backing file system.
@@ -340,9 +388,146 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct Journal(Option<Arc<Inner>>);
 
-/// Proof that a record was written; the change it describes must be done
+/// Holds the active journal file in place: a change must be recorded, or
+/// covered by a record of the same generation ([`Recorded`]), and be done
 /// before this is dropped (a swap of the active file waits for it).
-pub struct Pending<'a>(#[allow(dead_code)] Option<RwLockReadGuard<'a, Active>>);
+pub struct Pending<'a> {
+    inner: Option<(&'a Inner, RwLockReadGuard<'a, Active>)>,
+}
+
+impl Pending<'_> {
+    /// Which turn of the active file the records written under this guard
+    /// belong to; `0` for a journal that is off.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |(inner, _)| inner.generation.load(Ordering::Relaxed))
+    }
+
+    /// Writes the record of `intent` to the active file. `file` is the
+    /// caller's key for the backing file (its inode), under which it
+    /// reports the file's fsyncs ([`Journal::synced`]).
+    pub fn record(&self, file: u64, intent: &Intent<'_>) -> io::Result<()> {
+        let Some((inner, guard)) = &self.inner else {
+            return Ok(());
+        };
+        assert!(intent.images.len() <= MAX_IMAGES);
+        let total = record_len(intent);
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        inner.touched[guard.index]
+            .lock()
+            .unwrap()
+            .entry(file)
+            .and_modify(|s| *s = (*s).max(seq))
+            .or_insert(seq);
+        let at = inner.end.fetch_add(total as u64, Ordering::Relaxed);
+        META.with(|meta| -> io::Result<()> {
+            let mut meta = meta.borrow_mut();
+            encode_meta(seq, intent, 0, total, &mut meta);
+            let sum = checksum(&meta);
+            let mut slices: [&[u8]; MAX_IMAGES + 2] = [&[]; MAX_IMAGES + 2];
+            slices[0] = &meta;
+            for (k, (_, bytes)) in intent.images.iter().enumerate() {
+                slices[k + 1] = bytes;
+            }
+            slices[intent.images.len() + 1] = &sum;
+            store::pwritev_full(
+                &inner.files[guard.index],
+                &slices[..intent.images.len() + 2],
+                at,
+            )
+        })?;
+        inner.dirty.store(true, Ordering::Release);
+        if at + total as u64 > inner.rotate_at {
+            inner.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// The full middle chunks of one file that a record of the current
+/// generation already covers since the file's last fsync: a record holds
+/// a version of each written after that fsync, so recovery can put back
+/// an authentic chunk that keeps every fsync'd byte. A rewrite of only
+/// such chunks needs no record of its own (docs/FORMAT.md §10): random
+/// overwrites of a large file record each chunk once per fsync instead of
+/// on every write. The owner forgets the set at each fsync of the file;
+/// a truncation and a new header or path forget it too.
+#[derive(Default)]
+pub struct Recorded {
+    generation: u64,
+    header: [u8; HEADER_LEN],
+    path: Vec<u8>,
+    /// One bit per chunk index, up to [`Recorded::MAX_CHUNKS`].
+    bits: Vec<u64>,
+}
+
+impl Recorded {
+    /// Chunks past this index are recorded on every rewrite (bounds the
+    /// set at 256 KiB per file: 8 GiB of 4 KiB chunks).
+    const MAX_CHUNKS: u64 = 1 << 21;
+
+    /// Called when the file's data is made durable (fsync) or reshaped:
+    /// from then on every rewrite needs a record again.
+    pub fn forget(&mut self) {
+        self.bits = Vec::new();
+    }
+
+    fn same(&self, generation: u64, header: &FileHeader, path: &[u8]) -> bool {
+        generation != 0
+            && self.generation == generation
+            && self.header == *header.as_bytes()
+            && self.path == path
+    }
+
+    /// Whether every chunk in `chunks` is covered.
+    pub fn covers(
+        &self,
+        generation: u64,
+        header: &FileHeader,
+        path: &[u8],
+        chunks: std::ops::Range<u64>,
+    ) -> bool {
+        self.same(generation, header, path)
+            && !chunks.is_empty()
+            && chunks.end <= self.bits.len() as u64 * 64
+            && chunks
+                .clone()
+                .all(|i| self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0)
+    }
+
+    /// Notes that a record of `generation` holds full middle versions of
+    /// `chunks`.
+    pub fn mark(
+        &mut self,
+        generation: u64,
+        header: &FileHeader,
+        path: &[u8],
+        chunks: std::ops::Range<u64>,
+    ) {
+        if generation == 0 {
+            return;
+        }
+        if !self.same(generation, header, path) {
+            self.generation = generation;
+            self.header = *header.as_bytes();
+            self.path.clear();
+            self.path.extend_from_slice(path);
+            self.bits.clear();
+        }
+        let end = chunks.end.min(Self::MAX_CHUNKS);
+        if chunks.start >= end {
+            return;
+        }
+        let words = end.div_ceil(64) as usize;
+        if self.bits.len() < words {
+            self.bits.resize(words, 0);
+        }
+        for i in chunks.start..end {
+            self.bits[(i / 64) as usize] |= 1 << (i % 64);
+        }
+    }
+}
 
 thread_local! {
     static META: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -361,6 +546,14 @@ impl Journal {
     /// Records already there must have been recovered first: they are
     /// discarded. `backing_root` is any descriptor on CIPHERDIR.
     pub fn open(dir: &Path, backing_root: &impl AsFd) -> io::Result<Journal> {
+        Self::open_rotating_at(dir, backing_root, ROTATE_AT)
+    }
+
+    fn open_rotating_at(
+        dir: &Path,
+        backing_root: &impl AsFd,
+        rotate_at: u64,
+    ) -> io::Result<Journal> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -389,6 +582,9 @@ impl Journal {
                 .open(dir.join(name))
         };
         let files = [open(FILES[0])?, open(FILES[1])?];
+        for f in &files {
+            f.set_len(FILE_SIZE)?;
+        }
         let _ = std::fs::remove_file(dir.join("journal.unplaced.done"));
         rustix::fs::fsync(rustix::fs::open(
             dir,
@@ -400,9 +596,14 @@ impl Journal {
             files,
             active: RwLock::new(Active { index: 0 }),
             end: AtomicU64::new(0),
+            generation: AtomicU64::new(1),
             seq: AtomicU64::new(1),
             dirty: AtomicBool::new(false),
-            standby_busy: AtomicBool::new(false),
+            touched: Default::default(),
+            synced: Default::default(),
+            swaps_with_syncfs: AtomicU64::new(0),
+            rotate_at,
+            rotating: Mutex::new(()),
             sync_lock: Mutex::new(()),
             // syncfs needs a descriptor that can read, not an O_PATH one.
             backing_root: store::open_dir_read(backing_root)?,
@@ -417,38 +618,44 @@ impl Journal {
         Ok(Journal(Some(inner)))
     }
 
-    /// Writes the record of `intent`. The caller makes the change it
-    /// describes, then drops the returned guard.
-    pub fn record(&self, intent: &Intent<'_>) -> io::Result<Pending<'_>> {
-        let Some(inner) = &self.0 else {
-            return Ok(Pending(None));
-        };
-        assert!(intent.images.len() <= MAX_IMAGES);
-        let total = record_len(intent);
-        let guard = inner.active.read().unwrap();
-        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let at = inner.end.fetch_add(total as u64, Ordering::Relaxed);
-        META.with(|meta| -> io::Result<()> {
-            let mut meta = meta.borrow_mut();
-            encode_meta(seq, intent, 0, total, &mut meta);
-            let sum = checksum(&meta);
-            let mut slices: [&[u8]; MAX_IMAGES + 2] = [&[]; MAX_IMAGES + 2];
-            slices[0] = &meta;
-            for (k, (_, bytes)) in intent.images.iter().enumerate() {
-                slices[k + 1] = bytes;
-            }
-            slices[intent.images.len() + 1] = &sum;
-            store::pwritev_full(
-                &inner.files[guard.index],
-                &slices[..intent.images.len() + 2],
-                at,
-            )
-        })?;
-        inner.dirty.store(true, Ordering::Release);
-        if at + total as u64 > ROTATE_AT {
-            inner.wake.notify_one();
+    /// Holds the active file in place for one change: record it with
+    /// [`Pending::record`] (unless a record already covers it), make it,
+    /// then drop the guard.
+    pub fn begin(&self) -> Pending<'_> {
+        Pending {
+            inner: self
+                .0
+                .as_deref()
+                .map(|inner| (inner, inner.active.read().unwrap())),
         }
-        Ok(Pending(Some(guard)))
+    }
+
+    /// Writes the record of `intent` (see [`Pending::record`]). The caller
+    /// makes the change it describes, then drops the returned guard.
+    pub fn record(&self, file: u64, intent: &Intent<'_>) -> io::Result<Pending<'_>> {
+        let pending = self.begin();
+        pending.record(file, intent)?;
+        Ok(pending)
+    }
+
+    /// The sequence number the next record gets. Taken while no write of
+    /// `file` is under way (under the lock its writers hold), it marks the
+    /// point an fsync of `file` about to start makes durable.
+    pub fn mark(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |inner| inner.seq.load(Ordering::Relaxed))
+    }
+
+    /// Reports that `file` was fsynced after every write whose record has
+    /// a sequence number below `mark`: those records may be reused without
+    /// a `syncfs`.
+    pub fn synced(&self, file: u64, mark: u64) {
+        if let Some(inner) = &self.0 {
+            let mut synced = inner.synced.lock().unwrap();
+            let s = synced.entry(file).or_insert(0);
+            *s = (*s).max(mark);
+        }
     }
 
     /// Records a change of names made through the mount (after it
@@ -502,7 +709,6 @@ impl Journal {
             rustix::fs::fdatasync(f)?;
         }
         inner.end.store(0, Ordering::Relaxed);
-        inner.standby_busy.store(false, Ordering::Relaxed);
         log::debug!("journal {} emptied at unmount", inner.dir.display());
         Ok(())
     }
@@ -525,33 +731,63 @@ impl Inner {
         res
     }
 
-    /// Swaps the active file once it is large, then retires the old one:
-    /// every write it protected is complete (the swap waits for them) and
-    /// then durable (syncfs), so its records are no longer needed.
+    /// Swaps the active file for the standby once it is large. The
+    /// standby's records protect writes that all completed before the last
+    /// swap (a swap waits for every write under way); they may go once
+    /// those writes are durable: when every file they name has been
+    /// fsynced since its newest record there, as a database's checkpoints
+    /// do, else after a `syncfs`. The standby is then emptied (one hole,
+    /// so that writing a record never reads a page back from disk) and
+    /// becomes the active file.
     fn rotate(&self) -> io::Result<()> {
-        if self.end.load(Ordering::Relaxed) < ROTATE_AT || self.standby_busy.load(Ordering::Relaxed)
-        {
+        let _one = self.rotating.lock().unwrap();
+        if self.end.load(Ordering::Relaxed) < self.rotate_at {
             return Ok(());
         }
-        let old = {
-            let _s = self.sync_lock.lock().unwrap();
-            let mut active = self.active.write().unwrap();
-            // Everything the new file will protect must find its records
-            // durable before the old file's are dropped; nothing is in it
-            // yet, so only the old one needs flushing here.
-            let old = active.index;
-            active.index = 1 - old;
-            self.end.store(0, Ordering::Relaxed);
-            self.standby_busy.store(true, Ordering::Relaxed);
-            self.dirty.store(false, Ordering::Release);
-            rustix::fs::fdatasync(&self.files[old])?;
-            old
+        let standby = 1 - self.active.read().unwrap().index;
+        let retired = {
+            let touched = self.touched[standby].lock().unwrap();
+            let synced = self.synced.lock().unwrap();
+            touched
+                .iter()
+                .all(|(file, newest)| synced.get(file).is_some_and(|s| s > newest))
         };
-        rustix::fs::syncfs(&self.backing_root)?;
-        self.files[old].set_len(0)?;
+        if !retired {
+            rustix::fs::syncfs(&self.backing_root)?;
+            self.swaps_with_syncfs.fetch_add(1, Ordering::Relaxed);
+        }
+        let _s = self.sync_lock.lock().unwrap();
+        let mut active = self.active.write().unwrap();
+        let old = active.index;
+        // The records just closed protect writes that may not be durable
+        // yet: they wait in the standby, on disk.
         rustix::fs::fdatasync(&self.files[old])?;
-        self.standby_busy.store(false, Ordering::Relaxed);
-        log::debug!("journal {}: retired {}", self.dir.display(), FILES[old]);
+        self.files[standby].set_len(0)?;
+        self.files[standby].set_len(FILE_SIZE)?;
+        rustix::fs::fdatasync(&self.files[standby])?;
+        self.touched[standby].lock().unwrap().clear();
+        {
+            // Only the files with records in the new standby still matter.
+            let still = self.touched[old].lock().unwrap();
+            self.synced
+                .lock()
+                .unwrap()
+                .retain(|file, _| still.contains_key(file));
+        }
+        active.index = standby;
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.end.store(0, Ordering::Relaxed);
+        self.dirty.store(false, Ordering::Release);
+        log::debug!(
+            "journal {}: {} emptied and active again ({})",
+            self.dir.display(),
+            FILES[standby],
+            if retired {
+                "its records were retired by fsyncs"
+            } else {
+                "after a syncfs"
+            }
+        );
         Ok(())
     }
 }
