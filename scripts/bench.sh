@@ -23,6 +23,11 @@
 #   VEILFS_BIN         use this veilfs binary instead of `cargo build --release`
 #   VEILFS_INIT_ARGS   extra args for `veilfs init`  (e.g. "--chunk-size 16384")
 #   VEILFS_MOUNT_ARGS  extra args for `veilfs mount`
+#   BENCH_TRACE=1      per-request breakdown: the first run of each workload
+#                      records the kernel's FUSE request tracepoints and the
+#                      daemon's CPU time and wake-ups (perf); the report gets
+#                      requests by opcode, time per request and CPU per request
+#                      (tracing slows that run; the median of 3 hides it)
 set -Eeuo pipefail
 shopt -s inherit_errexit
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
@@ -172,6 +177,7 @@ ensure_packages() {
         command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}")
     done
     command -v python3 >/dev/null || missing+=(python3)
+    [[ ${BENCH_TRACE:-0} != 1 ]] || command -v perf >/dev/null || missing+=(linux-perf)
     if ((${#missing[@]})); then
         log "installing: ${missing[*]}"
         apt-get update -qq
@@ -278,6 +284,32 @@ teardown_system() { # teardown_system DIR: unmount (if mounted) and delete DIR
 # ---------------------------------------------------------------- workloads
 # Each prints its figure on stdout; progress and tool output go to stderr.
 
+traced() { # traced RUN WORKLOAD: runs the workload function; with BENCH_TRACE=1, in
+    # run 1, records its FUSE requests and the daemon's CPU time (for breakdown.py)
+    local run=$1 fn=$2
+    if [[ ${BENCH_TRACE:-0} != 1 || $run != 1 || -z $DAEMON ]]; then
+        "$fn"
+        return
+    fi
+    local out=$WORK/trace/$sys.$fn pid rec counter rc=0 deadline=$((SECONDS + 10))
+    mkdir -p "$WORK/trace"
+    pid=$(daemon_pid "$DAEMON" "$MNT")
+    stat -c %d "$MNT" >"$out.dev"
+    perf record -q -a -e fuse:fuse_request_send -e fuse:fuse_request_end \
+        -o "$out.data" >/dev/null 2>&1 &
+    rec=$!
+    perf stat -x, -e task-clock,context-switches -p "$pid" -o "$out.stat" >/dev/null 2>&1 &
+    counter=$!
+    until [[ -s $out.data && -e $out.stat ]]; do # both attached
+        ((SECONDS < deadline)) || { log "perf did not start"; break; }
+        sleep 0.05
+    done
+    "$fn" || rc=$?
+    kill -INT "$rec" "$counter" 2>/dev/null || true
+    wait "$rec" "$counter" 2>/dev/null || true
+    return "$rc"
+}
+
 seq_write() { # BENCH_SEQ_MIB in 1 MiB blocks + fsync; MiB/s over the wall time incl. fsync
     rm -f "$MNT/seq.bin"
     drop_caches
@@ -371,29 +403,29 @@ bench_system() { # bench_system SYSTEM: the whole sequence for one system
     "setup_$sys" "$dir"
 
     for ((r = 1; r <= BENCH_RUNS; r++)); do
-        v=$(seq_write); record "$sys" seq_write "$r" "$v" MiB/s
-        v=$(seq_read_cold); record "$sys" seq_read_cold "$r" "$v" MiB/s
+        v=$(traced "$r" seq_write); record "$sys" seq_write "$r" "$v" MiB/s
+        v=$(traced "$r" seq_read_cold); record "$sys" seq_read_cold "$r" "$v" MiB/s
     done
     rm -f "$MNT/seq.bin"
 
     rand_prepare
     for ((r = 1; r <= BENCH_RUNS; r++)); do
-        v=$(rand_read_4k); record "$sys" rand_read_4k "$r" "$v" IOPS
+        v=$(traced "$r" rand_read_4k); record "$sys" rand_read_4k "$r" "$v" IOPS
     done
     for ((r = 1; r <= BENCH_RUNS; r++)); do
-        v=$(rand_write_4k); record "$sys" rand_write_4k "$r" "$v" IOPS
+        v=$(traced "$r" rand_write_4k); record "$sys" rand_write_4k "$r" "$v" IOPS
     done
     rm -f "$MNT/rand.bin"
 
     for ((r = 1; r <= BENCH_RUNS; r++)); do
-        v=$(small_files_create); record "$sys" small_files_create "$r" "$v" s
-        v=$(metadata_scan); record "$sys" metadata_scan "$r" "$v" s
-        v=$(read_tree); record "$sys" read_tree "$r" "$v" s
-        v=$(rm_tree); record "$sys" rm_tree "$r" "$v" s
+        v=$(traced "$r" small_files_create); record "$sys" small_files_create "$r" "$v" s
+        v=$(traced "$r" metadata_scan); record "$sys" metadata_scan "$r" "$v" s
+        v=$(traced "$r" read_tree); record "$sys" read_tree "$r" "$v" s
+        v=$(traced "$r" rm_tree); record "$sys" rm_tree "$r" "$v" s
     done
 
     for ((r = 1; r <= BENCH_RUNS; r++)); do
-        v=$(sqlite_chat)
+        v=$(traced "$r" sqlite_chat)
         read -r ins q <<<"$v"
         record "$sys" sqlite_insert "$r" "$ins" rows/s
         record "$sys" sqlite_query "$r" "$q" queries/s
@@ -422,6 +454,12 @@ write_report() { # write_report FAILED_SYSTEMS TOTAL_SECONDS LOADS
         echo "- load average (1 min) when each system started:$loads (other work on the machine skews the figures)"
         echo
         python3 "$HELPERS/report.py" "$RAW" "$BENCH_SYSTEMS" "$failed"
+        if [[ -d $WORK/trace ]]; then
+            echo
+            echo "## Per-request breakdown (run 1 of each workload, traced)"
+            echo
+            python3 "$HELPERS/breakdown.py" "$WORK/trace" $BENCH_SYSTEMS
+        fi
     } >"$BENCH_OUT"
 }
 
