@@ -4,8 +4,10 @@
 //! a `pwrite`), recovery runs, and every byte fsync'd before the cut must
 //! read back intact, with no chunk failing.
 
+use super::recover::records_by_final_path;
 use super::*;
 use crate::content::ChunkLayout;
+use crate::content::ContentCipher;
 use crate::cryptfile::CryptFile;
 use crate::keys::SecretKey;
 use crate::store::crash_record::{self, Op};
