@@ -152,10 +152,14 @@ impl VeilFs {
         rustix::fs::mkdirat(&*pfd, &entry, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
         let child_iv = self.names.new_dir_iv(&iv, name.as_bytes());
         let written = store::open_dir_path(&*pfd, &entry)
-            .and_then(|dfd| store::write_dir_iv(&dfd, &child_iv));
-        if let Err(e) = written {
-            let _ = rustix::fs::unlinkat(&*pfd, &entry, AtFlags::REMOVEDIR);
-            return Err(errno(e));
+            .and_then(|dfd| store::write_dir_iv_unsynced(&dfd, &child_iv));
+        match written {
+            // Durable before any fsync through the mount returns.
+            Ok(iv_file) => self.ivs.submit(iv_file),
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&*pfd, &entry, AtFlags::REMOVEDIR);
+                return Err(errno(e));
+            }
         }
         self.chown_to_caller(req, &pfd, &entry)?;
         let (attr, node) = self.reply_new_entry(&parent, &pfd, b, name)?;
@@ -695,13 +699,14 @@ impl VeilFs {
             .node(ino)
             .and_then(|n| self.dir_fd(&n))
             .and_then(|fd| store::open_dir_read(&*fd).map_err(errno));
+        let ivs = self.ivs.waiter();
         match fd {
-            Ok(fd) => self
-                .flushers
-                .run(Box::new(move || match rustix::fs::fsync(&fd) {
+            Ok(fd) => self.flushers.run(Box::new(move || {
+                match ivs.wait().and_then(|()| rustix::fs::fsync(&fd)) {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(errno(e)),
-                })),
+                }
+            })),
             Err(e) => reply.error(e),
         }
     }

@@ -623,7 +623,12 @@ impl VeilFs {
             Err(e) => return reply.error(e),
         };
         let journal = self.journal.clone();
+        let ivs = self.ivs.waiter();
         self.flushers.run(Box::new(move || {
+            // New directories' IV files first: the file may be in one.
+            if let Err(e) = ivs.wait() {
+                return reply.error(errno(e));
+            }
             // The records of the rewrites this fsync flushes reach the disk
             // first: a power cut during the flush must find them there.
             if let Err(e) = journal.sync() {

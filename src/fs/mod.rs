@@ -20,6 +20,7 @@
 mod attr;
 mod conflicts;
 mod dir;
+mod durable;
 mod file;
 pub mod idle;
 mod locate;
@@ -165,6 +166,8 @@ pub struct VeilFs {
     readers: Helpers,
     /// Where deleted files' blocks are freed (see `do_unlink`).
     reclaimer: Reclaimer,
+    /// Where new directories' IV files are flushed (see `durable`).
+    ivs: durable::IvSyncer,
     /// The session's /dev/fuse descriptor, set once the session exists and
     /// only when one thread serves it (see `linger`).
     fuse_device: Arc<OnceLock<OwnedFd>>,
@@ -213,6 +216,7 @@ impl VeilFs {
             flushers: Helpers::new("fsync", 2),
             readers: Helpers::new("read", 2),
             reclaimer: Reclaimer::new(),
+            ivs: durable::IvSyncer::new()?,
             fuse_device: Arc::new(OnceLock::new()),
             journal,
             activity: Arc::default(),

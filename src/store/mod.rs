@@ -121,9 +121,19 @@ pub fn write_dir_iv<Fd: AsFd>(dir: Fd, iv: &DirIv) -> Result<(), Errno> {
     write_dir_iv_file(dir, c"veilfs.diriv", iv)
 }
 
+/// Writes a new directory's IV file and returns it unflushed: the caller
+/// makes it durable (the mount does so off the request path).
+pub fn write_dir_iv_unsynced<Fd: AsFd>(dir: Fd, iv: &DirIv) -> Result<OwnedFd, Errno> {
+    create_dir_iv_file(dir, c"veilfs.diriv", iv)
+}
+
 /// Writes a new directory IV file named `name` (never replacing one),
 /// durably.
 pub fn write_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<(), Errno> {
+    rustix::fs::fsync(create_dir_iv_file(dir, name, iv)?)
+}
+
+fn create_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<OwnedFd, Errno> {
     let fd = openat(
         dir,
         name,
@@ -134,7 +144,7 @@ pub fn write_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<(
     if n != DIR_IV_LEN {
         return Err(Errno::IO);
     }
-    rustix::fs::fsync(&fd)
+    Ok(fd)
 }
 
 /// Writes the side record of a long name (idempotent: the content is a
