@@ -76,9 +76,7 @@ pub struct MasterKey(SecretKey);
 impl MasterKey {
     /// A fresh key from the OS CSPRNG.
     pub fn generate() -> Self {
-        MasterKey(SecretKey::fill_with(|buf| {
-            getrandom::fill(buf).expect("the OS random number generator failed")
-        }))
+        MasterKey(SecretKey::fill_with(|buf| crate::crypto::random::fill(buf)))
     }
 
     /// Takes the key from `bytes` and wipes `bytes`.
@@ -271,15 +269,12 @@ mod tests {
         assert_eq!(copy.as_bytes(), &[5u8; KEY_LEN]);
     }
 
-    /// Issue 13, finding 8: the AES key schedules of the name, metadata
-    /// and key-wrapping ciphers (the `aes` crate, through `aes-gcm-siv`)
-    /// and the HMAC-SHA256 key states are wiped on drop. Without the
-    /// crates' `zeroize` features this does not compile.
+    /// Issue 13, finding 8: the HMAC-SHA256 key states are wiped on drop.
+    /// Without sha2's `zeroize` feature this does not compile. (The AES
+    /// key schedules are AWS-LC's, which `EVP_AEAD_CTX_free` cleanses.)
     #[test]
-    fn aes_key_schedules_are_zeroized_on_drop() {
+    fn hmac_key_states_are_zeroized_on_drop() {
         fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
-        wiped_on_drop::<aes::Aes256>();
-        wiped_on_drop::<aes::Aes128>();
         // The SHA-256 states inside the HMACs that hold the HKDF
         // pseudo-random key, the config MAC key and the directory-IV key
         // (HMAC keeps its key only as the two padded-key hash states).
