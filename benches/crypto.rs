@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use veilfs::content::{CHUNK_OVERHEAD, ChunkLayout, ContentCipher, FileHeader};
-use veilfs::keys::{MasterKey, SecretKey};
+use veilfs::keys::MasterKey;
 use veilfs::names::NameCipher;
 
 fn main() {
@@ -15,7 +15,8 @@ fn main() {
     );
     for chunk in [4096usize, 16384, 32768, 65536] {
         let layout = ChunkLayout::new(chunk as u64).unwrap();
-        let cipher = ContentCipher::new(&SecretKey::from_bytes([1; 32]), layout);
+        let keys = MasterKey::from_bytes([1; 32]).derive();
+        let cipher = ContentCipher::new(&keys.content, layout);
         let header = FileHeader::generate(layout);
         let plain = vec![0x5au8; chunk];
         let mut sealed = vec![0u8; chunk + CHUNK_OVERHEAD];

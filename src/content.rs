@@ -14,7 +14,7 @@ use std::fmt;
 use std::ops::Range;
 
 use crate::crypto::{self, Aead};
-use crate::keys::SecretKey;
+use crate::keys::ContentKey;
 
 pub use crate::crypto::{NONCE_LEN, TAG_LEN};
 
@@ -299,9 +299,34 @@ impl fmt::Debug for ContentCipher {
 }
 
 impl ContentCipher {
-    pub fn new(key: &SecretKey, layout: ChunkLayout) -> Self {
+    /// A cipher for the vault's content key. Only the content key fits:
+    ///
+    /// ```
+    /// use veilfs::content::{ChunkLayout, ContentCipher};
+    /// use veilfs::keys::MasterKey;
+    ///
+    /// let keys = MasterKey::generate().derive();
+    /// let cipher = ContentCipher::new(&keys.content, ChunkLayout::new(4096).unwrap());
+    /// ```
+    ///
+    /// Passing the name key (or any other role's key) does not compile:
+    ///
+    /// ```compile_fail,E0308
+    /// use veilfs::content::{ChunkLayout, ContentCipher};
+    /// use veilfs::keys::MasterKey;
+    ///
+    /// let keys = MasterKey::generate().derive();
+    /// let cipher = ContentCipher::new(&keys.names, ChunkLayout::new(4096).unwrap());
+    /// ```
+    ///
+    /// and a content key cannot be made from bytes outside the crate:
+    ///
+    /// ```compile_fail,E0599
+    /// let key = veilfs::keys::ContentKey::from_bytes([0u8; 32]);
+    /// ```
+    pub fn new(key: &ContentKey, layout: ChunkLayout) -> Self {
         ContentCipher {
-            aead: Aead::new(key.as_bytes()),
+            aead: Aead::new(key.expose_secret()),
             layout,
         }
     }
@@ -426,7 +451,7 @@ mod tests {
     }
 
     fn cipher() -> ContentCipher {
-        ContentCipher::new(&SecretKey::from_bytes([7u8; 32]), layout())
+        ContentCipher::new(&ContentKey::from_bytes([7u8; 32]), layout())
     }
 
     #[test]

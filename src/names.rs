@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::aead::nonce_at;
 use crate::crypto::{self, Aead, NONCE_LEN, TAG_LEN};
-use crate::keys::{DerivedKeys, SecretKey};
+use crate::keys::{DerivedKeys, DirIvKey};
 
 pub const DIR_IV_LEN: usize = 16;
 /// File holding a directory's IV, in every backing directory but the root.
@@ -317,7 +317,7 @@ fn link_record_ad(ino: u64, nlink: u64) -> [u8; LINK_RECORD_AD.len() + 16] {
 pub struct NameCipher {
     names: Aead,
     metadata: Aead,
-    dir_iv_key: SecretKey,
+    dir_iv_key: DirIvKey,
     root_iv: DirIv,
     long_name_threshold: usize,
 }
@@ -333,8 +333,8 @@ impl fmt::Debug for NameCipher {
 impl NameCipher {
     pub fn new(keys: &DerivedKeys, long_name_threshold: u32) -> Self {
         NameCipher {
-            names: Aead::new(keys.names.as_bytes()),
-            metadata: Aead::new(keys.metadata.as_bytes()),
+            names: Aead::new(keys.names.expose_secret()),
+            metadata: Aead::new(keys.metadata.expose_secret()),
             dir_iv_key: keys.dir_iv.clone(),
             root_iv: DirIv(keys.root_dir_iv),
             long_name_threshold: long_name_threshold as usize,
@@ -390,8 +390,9 @@ impl NameCipher {
     /// directory any more (`mv X Y; mkdir X` reused it, docs/FORMAT.md §6);
     /// kept to build vaults of that form in tests.
     pub fn child_dir_iv(&self, parent: &DirIv, name: &[u8]) -> DirIv {
-        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
-            .expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.expose_secret())
+                .expect("HMAC takes any key length");
         mac.update(&parent.0);
         mac.update(name);
         let out = mac.finalize().into_bytes();
@@ -423,8 +424,9 @@ impl NameCipher {
         parent: &DirIv,
         name: &[u8],
     ) -> [u8; DIR_IV_LEN - DIR_IV_RANDOM_LEN] {
-        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
-            .expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.expose_secret())
+                .expect("HMAC takes any key length");
         mac.update(DIR_BIRTH_LABEL);
         mac.update(&parent.0[DIR_IV_RANDOM_LEN..]);
         mac.update(name);

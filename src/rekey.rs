@@ -21,7 +21,6 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
@@ -107,16 +106,8 @@ pub struct RekeyState {
     pub mac: String,
 }
 
-fn subkey(master: &MasterKey, label: &[u8]) -> zeroize::Zeroizing<[u8; KEY_LEN]> {
-    let mut out = zeroize::Zeroizing::new([0u8; KEY_LEN]);
-    Hkdf::<Sha256>::new(Some(crate::keys::HKDF_SALT), master.as_bytes())
-        .expand(label, &mut out[..])
-        .expect("HKDF output length is a small constant");
-    out
-}
-
 fn wrap(under: &MasterKey, key: &MasterKey) -> String {
-    let aead = Aead::new(&subkey(under, WRAP_LABEL));
+    let aead = Aead::new(&under.derive_raw(WRAP_LABEL));
     let nonce = crypto::nonce::fresh();
     let mut buf = zeroize::Zeroizing::new(*key.as_bytes());
     let tag = aead.seal_in_place(&nonce, WRAP_AD, &mut buf[..]);
@@ -130,7 +121,7 @@ fn unwrap(under: &MasterKey, sealed: &str) -> Result<MasterKey> {
     if raw.len() != NONCE_LEN + KEY_LEN + TAG_LEN {
         return Err(err("the rekey state file is damaged (bad wrapped key)"));
     }
-    let aead = Aead::new(&subkey(under, WRAP_LABEL));
+    let aead = Aead::new(&under.derive_raw(WRAP_LABEL));
     let (nonce, rest) = raw.split_at(NONCE_LEN);
     let (body, tag) = rest.split_at(KEY_LEN);
     MasterKey::try_fill_with(|key| {
@@ -141,7 +132,7 @@ fn unwrap(under: &MasterKey, sealed: &str) -> Result<MasterKey> {
 
 impl RekeyState {
     fn compute_mac(&self, new: &MasterKey) -> String {
-        let k = subkey(new, MAC_LABEL);
+        let k = new.derive_raw(MAC_LABEL);
         let mut m = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&k[..]).expect("any length");
         m.update(b"veilfs v1 rekey state");
         for part in [

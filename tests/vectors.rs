@@ -68,23 +68,23 @@ fn hkdf_subkeys() {
     let d = k.derive();
     assert_eq!(hex::encode(k.key_id()), "6dffbbc8765603be61158d0ce046fdcd");
     assert_eq!(
-        hex::encode(d.content.as_bytes()),
+        hex::encode(d.content.expose_secret()),
         "d814ebe47a70e48c319590e9321917900def69f857a31cf9fa9f807846476c89"
     );
     assert_eq!(
-        hex::encode(d.names.as_bytes()),
+        hex::encode(d.names.expose_secret()),
         "ef28a65ac5ae42caf692c859b39a89120ac8fd709e69a736ab153b388c443bc1"
     );
     assert_eq!(
-        hex::encode(d.dir_iv.as_bytes()),
+        hex::encode(d.dir_iv.expose_secret()),
         "39311ace6997041fc70cfbb5d7944ccbbe52123c6f25b61a5a829760684a8511"
     );
     assert_eq!(
-        hex::encode(d.metadata.as_bytes()),
+        hex::encode(d.metadata.expose_secret()),
         "2bed8d740167373ece9de5d116954be7777e980fc0a2ca30ff2a0920a21f3227"
     );
     assert_eq!(
-        hex::encode(d.config_mac.as_bytes()),
+        hex::encode(d.config_mac.expose_secret()),
         "4a93c5dc9aad36c39a899135d765beee35e7f30730086a95d7efcaad6c3772f4"
     );
     assert_eq!(

@@ -267,7 +267,7 @@ impl SlotInput<'_> {
 }
 
 fn mac_key(master: &MasterKey) -> Hmac<Sha256> {
-    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(master.derive().config_mac.as_bytes())
+    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(master.derive().config_mac.expose_secret())
         .expect("HMAC takes any key length")
 }
 

@@ -31,7 +31,7 @@ use super::{CONFIG_BACKUP_FILE, CONFIG_FILE, CONFIG_REPLACED_FILE, VaultError, n
 use crate::content::{
     ChunkLayout, ContentCipher, DEFAULT_CHUNK_SIZE, FileHeader, HEADER_LEN, Opened,
 };
-use crate::keys::{MasterKey, SecretKey};
+use crate::keys::{ContentKey, MasterKey};
 use crate::names::{
     DEFAULT_LONG_NAME_THRESHOLD, DIR_IV_FILE, DirIv, EntryKind, MAX_LONG_NAME_THRESHOLD,
     MIN_LONG_NAME_THRESHOLD, NameCipher, classify_entry,
@@ -104,7 +104,7 @@ struct Votes {
 
 struct Walker {
     names: NameCipher,
-    content_key: SecretKey,
+    content_key: ContentKey,
     root_dev: u64,
     names_ok: usize,
     names_bad: usize,
@@ -295,7 +295,7 @@ impl Walker {
     }
 
     fn opens_first_chunk(
-        key: &SecretKey,
+        key: &ContentKey,
         layout: ChunkLayout,
         header: &[u8; HEADER_LEN],
         file: &mut fs::File,
