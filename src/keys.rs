@@ -125,7 +125,14 @@ pub enum KeyParseError {
 }
 
 /// The vault's master key. Generated once at `init`, never stored in clear.
-#[derive(Clone, Debug)]
+/// Not `Clone`: one copy per unlock, and its bytes come out only through
+/// [`MasterKey::expose_secret`].
+///
+/// ```compile_fail,E0599
+/// let key = veilfs::keys::MasterKey::generate();
+/// let copy = key.clone();
+/// ```
+#[derive(Debug)]
 pub struct MasterKey(SecretKey);
 
 impl MasterKey {
@@ -154,7 +161,10 @@ impl MasterKey {
         MasterKey(SecretKey::fill_with(|buf| buf.copy_from_slice(bytes)))
     }
 
-    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+    /// The raw key bytes. Only for what must handle the key itself: its
+    /// 64-digit form, wrapping it into a key slot or rekey's state file,
+    /// and the pipe to a daemonized mount.
+    pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
         self.0.as_bytes()
     }
 
@@ -191,7 +201,7 @@ impl MasterKey {
     /// hex digits joined by `-`.
     pub fn display_digits(&self) -> Zeroizing<String> {
         let mut out = Zeroizing::new(String::with_capacity(79));
-        for (i, b) in self.as_bytes().iter().enumerate() {
+        for (i, b) in self.expose_secret().iter().enumerate() {
             if i > 0 && i % 2 == 0 {
                 out.push('-');
             }
@@ -202,7 +212,7 @@ impl MasterKey {
     }
 
     fn expand(&self, label: &[u8], out: &mut [u8]) {
-        let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), self.as_bytes());
+        let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), self.expose_secret());
         hk.expand(label, out)
             .expect("HKDF output length is a small constant");
     }
@@ -281,12 +291,12 @@ mod tests {
         let messy =
             " 00010203 0405-0607\t08090A0B0C0D0E0F-1011 1213 1415 1617 1819 1A1B 1C1D 1E1F\n";
         assert_eq!(
-            MasterKey::parse(messy).unwrap().as_bytes(),
-            fixed_key().as_bytes()
+            MasterKey::parse(messy).unwrap().expose_secret(),
+            fixed_key().expose_secret()
         );
         assert_eq!(
-            MasterKey::parse(DIGITS).unwrap().as_bytes(),
-            fixed_key().as_bytes()
+            MasterKey::parse(DIGITS).unwrap().expose_secret(),
+            fixed_key().expose_secret()
         );
     }
 
@@ -325,13 +335,13 @@ mod tests {
             Ok::<(), ()>(())
         })
         .unwrap();
-        assert_eq!(key.as_bytes()[0], 1);
-        assert_eq!(key.as_bytes()[1..], [0u8; 31]);
+        assert_eq!(key.expose_secret()[0], 1);
+        assert_eq!(key.expose_secret()[1..], [0u8; 31]);
         let mut src = [5u8; KEY_LEN];
         let copy = MasterKey::from_slice(&src);
-        assert_eq!(copy.as_bytes(), &[5u8; KEY_LEN]);
+        assert_eq!(copy.expose_secret(), &[5u8; KEY_LEN]);
         src.zeroize();
-        assert_eq!(copy.as_bytes(), &[5u8; KEY_LEN]);
+        assert_eq!(copy.expose_secret(), &[5u8; KEY_LEN]);
     }
 
     /// Issue 13, finding 8: the HMAC-SHA256 key states are wiped on drop.
@@ -349,8 +359,8 @@ mod tests {
     #[test]
     fn generated_keys_differ() {
         assert_ne!(
-            MasterKey::generate().as_bytes(),
-            MasterKey::generate().as_bytes()
+            MasterKey::generate().expose_secret(),
+            MasterKey::generate().expose_secret()
         );
     }
 

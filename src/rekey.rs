@@ -109,7 +109,7 @@ pub struct RekeyState {
 fn wrap(under: &MasterKey, key: &MasterKey) -> String {
     let aead = Aead::new(&under.derive_raw(WRAP_LABEL));
     let nonce = crypto::nonce::fresh();
-    let mut buf = zeroize::Zeroizing::new(*key.as_bytes());
+    let mut buf = zeroize::Zeroizing::new(*key.expose_secret());
     let tag = aead.seal_in_place(&nonce, WRAP_AD, &mut buf[..]);
     B64.encode([&nonce[..], &buf[..], &tag[..]].concat())
 }
@@ -259,7 +259,7 @@ pub fn begin(
 
 /// What unlocks a half-rekeyed vault.
 pub enum StateSecret<'a> {
-    Key(&'a MasterKey),
+    Key(MasterKey),
     Password(&'a [u8]),
 }
 
@@ -276,11 +276,11 @@ pub fn unlock_state(
         StateSecret::Key(k) => {
             let id = B64.encode(k.key_id());
             if id == state.old_key_id {
-                let new = unwrap(k, &state.new_key_under_old).map_err(other)?;
-                (k.clone(), new)
+                let new = unwrap(&k, &state.new_key_under_old).map_err(other)?;
+                (k, new)
             } else if id == state.new_key_id {
-                let old = unwrap(k, &state.old_key_under_new).map_err(other)?;
-                (old, k.clone())
+                let old = unwrap(&k, &state.old_key_under_new).map_err(other)?;
+                (old, k)
             } else {
                 return Err(vault::VaultError::WrongKey {
                     path: dir.to_path_buf(),
@@ -1282,7 +1282,10 @@ mod tests {
         let raw = B64.decode(&sealed).unwrap();
         assert_eq!(raw.len(), NONCE_LEN + KEY_LEN + TAG_LEN);
         assert_ne!(&raw[NONCE_LEN..][..KEY_LEN], &[2u8; KEY_LEN][..]);
-        assert_eq!(unwrap(&old, &sealed).unwrap().as_bytes(), new.as_bytes());
+        assert_eq!(
+            unwrap(&old, &sealed).unwrap().expose_secret(),
+            new.expose_secret()
+        );
         // Fresh nonce each time: two wraps of one key differ.
         assert_ne!(wrap(&old, &new), sealed);
         assert!(unwrap(&new, &sealed).is_err());

@@ -310,7 +310,7 @@ impl VaultConfig {
             let ad = [params.as_slice(), &slot.slot_bytes()].concat();
             let aead = Aead::new(&kek);
             let mut body = Zeroizing::new([0u8; KEY_LEN]);
-            body.copy_from_slice(master.as_bytes());
+            body.copy_from_slice(master.expose_secret());
             let tag = aead.seal_in_place(&slot.nonce, &ad, body.as_mut_slice());
             slot.wrapped_key[..KEY_LEN].copy_from_slice(body.as_ref());
             slot.wrapped_key[KEY_LEN..].copy_from_slice(&tag);

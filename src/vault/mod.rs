@@ -281,7 +281,8 @@ pub fn unlock_with_password(dir: &Path, password: &[u8]) -> Result<UnlockedVault
 }
 
 /// Unlocks with the 64-digit key: checks key id, then MAC.
-pub fn unlock_with_key(dir: &Path, key: &MasterKey) -> Result<UnlockedVault, VaultError> {
+/// Takes the key: the unlocked vault holds the one copy.
+pub fn unlock_with_key(dir: &Path, key: MasterKey) -> Result<UnlockedVault, VaultError> {
     let config = load_config(dir)?;
     let path = dir.join(CONFIG_FILE);
     if key.key_id() != config.key_id {
@@ -289,11 +290,11 @@ pub fn unlock_with_key(dir: &Path, key: &MasterKey) -> Result<UnlockedVault, Vau
             path: dir.to_path_buf(),
         });
     }
-    config.verify(key, &path)?;
+    config.verify(&key, &path)?;
     Ok(UnlockedVault {
         dir: dir.to_path_buf(),
         config,
-        master: key.clone(),
+        master: key,
     })
 }
 

@@ -630,7 +630,7 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("could not be checked"))
         );
-        unlock_with_key(tmp.path(), &v.master).unwrap();
+        unlock_with_key(tmp.path(), v.master).unwrap();
     }
 
     #[test]
@@ -697,7 +697,7 @@ mod tests {
         let r =
             recover_config_with(tmp.path(), &v.master, &RecoverOptions { force: true }).unwrap();
         assert_eq!(fs::read_to_string(r.replaced.unwrap()).unwrap(), "garbage");
-        unlock_with_key(tmp.path(), &v.master).unwrap();
+        unlock_with_key(tmp.path(), v.master).unwrap();
     }
 
     /// Issue 13, finding 11: a second `--force` keeps what the first one
@@ -722,7 +722,7 @@ mod tests {
             fs::read_to_string(tmp.path().join(CONFIG_REPLACED_FILE)).unwrap(),
             "first garbage"
         );
-        unlock_with_key(tmp.path(), &v.master).unwrap();
+        unlock_with_key(tmp.path(), v.master).unwrap();
     }
 
     /// Issue 13, finding 11: a directory swapped for a symlink after it was
