@@ -345,13 +345,26 @@ impl ContentCipher {
         plain: &[u8],
         out: &mut [u8],
     ) {
-        self.seal_chunk_with_nonce(header, index, last, plain, out, crypto::nonce::fresh());
+        self.seal_chunk_at(header, index, last, plain, out, crypto::nonce::fresh());
     }
 
-    /// Sealing with a caller-chosen nonce, for test vectors only: a
-    /// repeated nonce with different plaintexts would weaken the cipher.
-    #[doc(hidden)]
+    /// [`Self::seal_chunk`] with a caller-chosen nonce, for test vectors
+    /// only (unit tests and the `test-vectors` feature): a repeated nonce
+    /// with different plaintexts would weaken the cipher.
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn seal_chunk_with_nonce(
+        &self,
+        header: &FileHeader,
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut [u8],
+        nonce: [u8; NONCE_LEN],
+    ) {
+        self.seal_chunk_at(header, index, last, plain, out, nonce);
+    }
+
+    fn seal_chunk_at(
         &self,
         header: &FileHeader,
         index: u64,

@@ -497,8 +497,7 @@ impl NameCipher {
     /// Seals a symlink target, bound to the directory (IV `dir`) it is
     /// created in; the result is the backing symlink's target.
     pub fn encrypt_symlink_target(&self, dir: &DirIv, target: &[u8]) -> String {
-        let nonce = crypto::nonce::fresh();
-        self.encrypt_symlink_target_with_nonce(dir, target, nonce)
+        self.seal_symlink_target_at(dir, target, crypto::nonce::fresh())
     }
 
     /// Seals a symlink target for the directory with IV `dir` and decides
@@ -506,14 +505,22 @@ impl NameCipher {
     /// [`LONG_TARGET_THRESHOLD`], in a `<hash>.vlink` record the backing
     /// symlink points to.
     pub fn store_symlink_target(&self, dir: &DirIv, target: &[u8]) -> StoredTarget {
-        let nonce = crypto::nonce::fresh();
-        self.store_symlink_target_with_nonce(dir, target, nonce)
+        self.store_symlink_target_at(dir, target, crypto::nonce::fresh())
     }
 
     /// [`Self::store_symlink_target`] with a caller-chosen nonce: test
-    /// vectors only.
-    #[doc(hidden)]
+    /// vectors only (unit tests and the `test-vectors` feature).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn store_symlink_target_with_nonce(
+        &self,
+        dir: &DirIv,
+        target: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> StoredTarget {
+        self.store_symlink_target_at(dir, target, nonce)
+    }
+
+    fn store_symlink_target_at(
         &self,
         dir: &DirIv,
         target: &[u8],
@@ -529,14 +536,19 @@ impl NameCipher {
     }
 
     /// [`NameCipher::encrypt_symlink_target`] with a given nonce (test
-    /// vectors only: a nonce must never repeat).
-    #[doc(hidden)]
+    /// vectors only, unit tests and the `test-vectors` feature: a nonce
+    /// must never repeat).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn encrypt_symlink_target_with_nonce(
         &self,
         dir: &DirIv,
         target: &[u8],
         nonce: [u8; NONCE_LEN],
     ) -> String {
+        self.seal_symlink_target_at(dir, target, nonce)
+    }
+
+    fn seal_symlink_target_at(&self, dir: &DirIv, target: &[u8], nonce: [u8; NONCE_LEN]) -> String {
         B64.encode(self.seal_metadata_with_nonce(&symlink_ad_v2(dir), target, nonce))
     }
 
@@ -565,16 +577,18 @@ impl NameCipher {
 
     /// A symlink target sealed as the first version did (constant AD, not
     /// bound to its directory). Never written by the mount; for tests of
-    /// vaults written before version 2.
-    #[doc(hidden)]
+    /// vaults written before version 2 (unit tests and the `test-vectors`
+    /// feature).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn encrypt_symlink_target_v1(&self, target: &[u8]) -> String {
         let nonce = crypto::nonce::fresh();
         B64.encode(self.seal_metadata_with_nonce(SYMLINK_AD, target, nonce))
     }
 
     /// An attribute value sealed as the first version did (bound to the
-    /// name only). For tests of vaults written before version 2.
-    #[doc(hidden)]
+    /// name only). For tests of vaults written before version 2 (unit
+    /// tests and the `test-vectors` feature).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn encrypt_xattr_value_v1(&self, backing_name: &str, value: &[u8]) -> Vec<u8> {
         let nonce = crypto::nonce::fresh();
         let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
@@ -636,13 +650,13 @@ impl NameCipher {
         entry_id: &[u8; XATTR_ID_LEN],
         value: &[u8],
     ) -> Vec<u8> {
-        let nonce = crypto::nonce::fresh();
-        self.encrypt_xattr_value_with_nonce(backing_name, entry_id, value, nonce)
+        let ad = xattr_value_ad_v2(backing_name, entry_id);
+        self.seal_metadata_with_nonce(&ad, value, crypto::nonce::fresh())
     }
 
     /// [`NameCipher::encrypt_xattr_value`] with a given nonce (test vectors
-    /// only).
-    #[doc(hidden)]
+    /// only: unit tests and the `test-vectors` feature).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn encrypt_xattr_value_with_nonce(
         &self,
         backing_name: &str,
