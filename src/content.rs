@@ -10,20 +10,17 @@
 //!
 //! Nothing here touches the filesystem; callers bring the bytes.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::ops::Range;
 
-use aes_gcm_siv::{Nonce as SivNonce, Tag};
-use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
+use crate::crypto::{self, Aead};
+use crate::keys::ContentKey;
 
-use crate::keys::SecretKey;
+pub use crate::crypto::{NONCE_LEN, TAG_LEN};
 
 pub const CONTENT_FORMAT_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 18;
 pub const FILE_ID_LEN: usize = 16;
-pub const NONCE_LEN: usize = 12;
-pub const TAG_LEN: usize = 16;
 pub const CHUNK_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// Chunk sizes are powers of two from 4 KiB to 64 KiB.
 pub const MIN_CHUNK_SHIFT: u8 = 12;
@@ -194,9 +191,7 @@ pub struct FileHeader {
 impl FileHeader {
     /// A header with a fresh random file ID.
     pub fn generate(layout: ChunkLayout) -> Self {
-        let mut id = [0u8; FILE_ID_LEN];
-        getrandom::fill(&mut id).expect("the OS random number generator failed");
-        Self::with_file_id(layout, id)
+        Self::with_file_id(layout, crypto::random::bytes())
     }
 
     pub fn with_file_id(layout: ChunkLayout, file_id: [u8; FILE_ID_LEN]) -> Self {
@@ -284,48 +279,14 @@ pub enum Opened {
     Hole,
 }
 
-pub(crate) fn as_nonce(bytes: &[u8]) -> SivNonce {
-    SivNonce::try_from(bytes).expect("nonce slices are 12 bytes")
-}
-
-pub(crate) fn as_tag(bytes: &[u8]) -> Tag {
-    Tag::try_from(bytes).expect("tag slices are 16 bytes")
-}
-
-thread_local! {
-    /// Random nonce material fetched in batches: one getrandom call per 256
-    /// chunks instead of one per chunk.
-    static NONCE_POOL: RefCell<(usize, [u8; NONCE_LEN * 256])> =
-        const { RefCell::new((NONCE_LEN * 256, [0u8; NONCE_LEN * 256])) };
-}
-
-fn fresh_nonce() -> [u8; NONCE_LEN] {
-    NONCE_POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let (pos, buf) = &mut *pool;
-        if *pos + NONCE_LEN > buf.len() {
-            getrandom::fill(buf).expect("the OS random number generator failed");
-            *pos = 0;
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&buf[*pos..*pos + NONCE_LEN]);
-        // Never hand out the same bytes twice, even if a later refill fails.
-        buf[*pos..*pos + NONCE_LEN].fill(0);
-        *pos += NONCE_LEN;
-        nonce
-    })
-}
-
 /// Seals and opens chunks of one vault. Build it once per mount; it holds
 /// the expanded AES key schedule.
 ///
-/// Content uses AWS-LC's AES-256-GCM-SIV (assembly AES-NI and CLMUL code,
-/// about 1.6x the seal throughput of the pure-Rust crate on 4 KiB chunks);
-/// names use the `aes-gcm-siv` crate. Both are the same algorithm, pinned
-/// by the test vectors in tests/vectors.rs.
+/// The AEAD is [`crypto::Aead`] (AES-256-GCM-SIV through AWS-LC), as for
+/// every other use; the chunk layout is pinned by tests/vectors.rs.
 #[derive(Clone)]
 pub struct ContentCipher {
-    aead: std::sync::Arc<LessSafeKey>,
+    aead: Aead,
     layout: ChunkLayout,
 }
 
@@ -338,11 +299,34 @@ impl fmt::Debug for ContentCipher {
 }
 
 impl ContentCipher {
-    pub fn new(key: &SecretKey, layout: ChunkLayout) -> Self {
+    /// A cipher for the vault's content key. Only the content key fits:
+    ///
+    /// ```
+    /// use veilfs::content::{ChunkLayout, ContentCipher};
+    /// use veilfs::keys::MasterKey;
+    ///
+    /// let keys = MasterKey::generate().derive();
+    /// let cipher = ContentCipher::new(&keys.content, ChunkLayout::new(4096).unwrap());
+    /// ```
+    ///
+    /// Passing the name key (or any other role's key) does not compile:
+    ///
+    /// ```compile_fail,E0308
+    /// use veilfs::content::{ChunkLayout, ContentCipher};
+    /// use veilfs::keys::MasterKey;
+    ///
+    /// let keys = MasterKey::generate().derive();
+    /// let cipher = ContentCipher::new(&keys.names, ChunkLayout::new(4096).unwrap());
+    /// ```
+    ///
+    /// and a content key cannot be made from bytes outside the crate:
+    ///
+    /// ```compile_fail,E0599
+    /// let key = veilfs::keys::ContentKey::from_bytes([0u8; 32]);
+    /// ```
+    pub fn new(key: &ContentKey, layout: ChunkLayout) -> Self {
         ContentCipher {
-            aead: std::sync::Arc::new(LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM_SIV, key.as_bytes()).expect("a 32-byte key"),
-            )),
+            aead: Aead::new(key.expose_secret()),
             layout,
         }
     }
@@ -361,13 +345,26 @@ impl ContentCipher {
         plain: &[u8],
         out: &mut [u8],
     ) {
-        self.seal_chunk_with_nonce(header, index, last, plain, out, fresh_nonce());
+        self.seal_chunk_at(header, index, last, plain, out, crypto::nonce::fresh());
     }
 
-    /// Sealing with a caller-chosen nonce, for test vectors only: a
-    /// repeated nonce with different plaintexts would weaken the cipher.
-    #[doc(hidden)]
+    /// [`Self::seal_chunk`] with a caller-chosen nonce, for test vectors
+    /// only (unit tests and the `test-vectors` feature): a repeated nonce
+    /// with different plaintexts would weaken the cipher.
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn seal_chunk_with_nonce(
+        &self,
+        header: &FileHeader,
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut [u8],
+        nonce: [u8; NONCE_LEN],
+    ) {
+        self.seal_chunk_at(header, index, last, plain, out, nonce);
+    }
+
+    fn seal_chunk_at(
         &self,
         header: &FileHeader,
         index: u64,
@@ -390,15 +387,8 @@ impl ContentCipher {
         nonce_out.copy_from_slice(&nonce);
         let ad = header.chunk_ad(index, last);
         body.copy_from_slice(plain);
-        let tag = self
-            .aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&ad[..]),
-                body,
-            )
-            .expect("AES-GCM-SIV accepts any chunk up to 64 KiB");
-        tag_out.copy_from_slice(tag.as_ref());
+        let tag = self.aead.seal_in_place(&nonce, &ad, body);
+        tag_out.copy_from_slice(&tag);
     }
 
     /// Opens stored chunk `index`. On success the plaintext is in
@@ -424,19 +414,14 @@ impl ContentCipher {
         let (body, tag) = rest.split_at(plain_len);
         let out = &mut out[..plain_len];
         let ad = header.chunk_ad(index, last);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("12 bytes");
-        match self.aead.open_separate_gather(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&ad[..]),
-            body,
-            tag,
-            &mut *out,
-        ) {
+        // `open_into` zeroes `out` on failure: no unauthenticated
+        // plaintext is left behind.
+        match self
+            .aead
+            .open_into(crypto::aead::nonce_at(nonce), &ad, body, tag, out)
+        {
             Ok(()) => Ok(Opened::Data(plain_len)),
-            Err(_) => {
-                out.fill(0);
-                Err(ChunkError::Unauthentic)
-            }
+            Err(crypto::Unauthentic) => Err(ChunkError::Unauthentic),
         }
     }
 
@@ -479,7 +464,7 @@ mod tests {
     }
 
     fn cipher() -> ContentCipher {
-        ContentCipher::new(&SecretKey::from_bytes([7u8; 32]), layout())
+        ContentCipher::new(&ContentKey::from_bytes([7u8; 32]), layout())
     }
 
     #[test]
@@ -591,13 +576,5 @@ mod tests {
             Err(HeaderError::AllZero)
         );
         assert_eq!(FileHeader::declared_layout(h.as_bytes()), Some(layout()));
-    }
-
-    #[test]
-    fn nonces_are_fresh() {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..2000 {
-            assert!(seen.insert(fresh_nonce()));
-        }
     }
 }

@@ -28,7 +28,7 @@ pub const LABEL_CONFIG_MAC: &[u8] = b"veilfs v1 config mac key";
 /// on the heap and are written there in place: moving a key moves only a
 /// pointer, so no copy of it is left behind on the stack.
 #[derive(Clone)]
-pub struct SecretKey(Box<Zeroizing<[u8; KEY_LEN]>>);
+pub(crate) struct SecretKey(Box<Zeroizing<[u8; KEY_LEN]>>);
 
 impl SecretKey {
     /// Takes the key from `bytes` and wipes `bytes`.
@@ -56,6 +56,61 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// One key type per role, so that a key of one role cannot be passed
+/// where another's is needed (a compile error, see
+/// [`crate::content::ContentCipher::new`]). Only this crate makes them:
+/// [`MasterKey::derive`] is the one way to get one.
+macro_rules! role_key {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(SecretKey);
+
+        impl $name {
+            /// The raw key bytes, for the primitive that uses them (and for
+            /// the derivation test vectors).
+            pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
+                self.0.as_bytes()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(<redacted>)"))
+            }
+        }
+    };
+}
+
+role_key!(
+    /// Seals and opens file content chunks ([`crate::content::ContentCipher`]).
+    ContentKey
+);
+#[cfg(test)]
+impl ContentKey {
+    /// A content key from fixed bytes: unit tests only.
+    pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        ContentKey(SecretKey::from_bytes(bytes))
+    }
+}
+
+role_key!(
+    /// Encrypts file and attribute names ([`crate::names::NameCipher`]).
+    NameKey
+);
+role_key!(
+    /// The HMAC key of directory IVs (birth tags and first-version IVs).
+    DirIvKey
+);
+role_key!(
+    /// Seals symlink targets, attribute values and link records.
+    MetadataKey
+);
+role_key!(
+    /// The HMAC key of the config file's MAC.
+    ConfigMacKey
+);
+
 /// Why a typed-in 64-digit key was refused. None of these reveal the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyParseError {
@@ -70,15 +125,20 @@ pub enum KeyParseError {
 }
 
 /// The vault's master key. Generated once at `init`, never stored in clear.
-#[derive(Clone, Debug)]
+/// Not `Clone`: one copy per unlock, and its bytes come out only through
+/// [`MasterKey::expose_secret`].
+///
+/// ```compile_fail,E0599
+/// let key = veilfs::keys::MasterKey::generate();
+/// let copy = key.clone();
+/// ```
+#[derive(Debug)]
 pub struct MasterKey(SecretKey);
 
 impl MasterKey {
     /// A fresh key from the OS CSPRNG.
     pub fn generate() -> Self {
-        MasterKey(SecretKey::fill_with(|buf| {
-            getrandom::fill(buf).expect("the OS random number generator failed")
-        }))
+        MasterKey(SecretKey::fill_with(|buf| crate::crypto::random::fill(buf)))
     }
 
     /// Takes the key from `bytes` and wipes `bytes`.
@@ -101,7 +161,10 @@ impl MasterKey {
         MasterKey(SecretKey::fill_with(|buf| buf.copy_from_slice(bytes)))
     }
 
-    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+    /// The raw key bytes. Only for what must handle the key itself: its
+    /// 64-digit form, wrapping it into a key slot or rekey's state file,
+    /// and the pipe to a daemonized mount.
+    pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
         self.0.as_bytes()
     }
 
@@ -138,7 +201,7 @@ impl MasterKey {
     /// hex digits joined by `-`.
     pub fn display_digits(&self) -> Zeroizing<String> {
         let mut out = Zeroizing::new(String::with_capacity(79));
-        for (i, b) in self.as_bytes().iter().enumerate() {
+        for (i, b) in self.expose_secret().iter().enumerate() {
             if i > 0 && i % 2 == 0 {
                 out.push('-');
             }
@@ -149,13 +212,22 @@ impl MasterKey {
     }
 
     fn expand(&self, label: &[u8], out: &mut [u8]) {
-        let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), self.as_bytes());
+        let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), self.expose_secret());
         hk.expand(label, out)
             .expect("HKDF output length is a small constant");
     }
 
     fn derive_key(&self, label: &[u8]) -> SecretKey {
         SecretKey::fill_with(|buf| self.expand(label, buf))
+    }
+
+    /// A 256-bit subkey for `label`, for a key used outside the vault's
+    /// format (rekey's state file): HKDF-SHA256 with the vault's salt, as
+    /// every derived key.
+    pub(crate) fn derive_raw(&self, label: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        self.expand(label, &mut out[..]);
+        out
     }
 
     /// A public fingerprint of the key: tells "wrong key" from "damaged
@@ -170,24 +242,25 @@ impl MasterKey {
         let mut root_dir_iv = [0u8; 16];
         self.expand(LABEL_ROOT_DIR_IV, &mut root_dir_iv);
         DerivedKeys {
-            content: self.derive_key(LABEL_CONTENT),
-            names: self.derive_key(LABEL_NAMES),
-            dir_iv: self.derive_key(LABEL_DIR_IV),
-            metadata: self.derive_key(LABEL_METADATA),
-            config_mac: self.derive_key(LABEL_CONFIG_MAC),
+            content: ContentKey(self.derive_key(LABEL_CONTENT)),
+            names: NameKey(self.derive_key(LABEL_NAMES)),
+            dir_iv: DirIvKey(self.derive_key(LABEL_DIR_IV)),
+            metadata: MetadataKey(self.derive_key(LABEL_METADATA)),
+            config_mac: ConfigMacKey(self.derive_key(LABEL_CONFIG_MAC)),
             root_dir_iv,
         }
     }
 }
 
-/// Every subkey of one vault. Built once per unlock, never per operation.
+/// Every subkey of one vault, each of its own type. Built once per unlock,
+/// never per operation.
 #[derive(Debug)]
 pub struct DerivedKeys {
-    pub content: SecretKey,
-    pub names: SecretKey,
-    pub dir_iv: SecretKey,
-    pub metadata: SecretKey,
-    pub config_mac: SecretKey,
+    pub content: ContentKey,
+    pub names: NameKey,
+    pub dir_iv: DirIvKey,
+    pub metadata: MetadataKey,
+    pub config_mac: ConfigMacKey,
     pub root_dir_iv: [u8; 16],
 }
 
@@ -218,12 +291,12 @@ mod tests {
         let messy =
             " 00010203 0405-0607\t08090A0B0C0D0E0F-1011 1213 1415 1617 1819 1A1B 1C1D 1E1F\n";
         assert_eq!(
-            MasterKey::parse(messy).unwrap().as_bytes(),
-            fixed_key().as_bytes()
+            MasterKey::parse(messy).unwrap().expose_secret(),
+            fixed_key().expose_secret()
         );
         assert_eq!(
-            MasterKey::parse(DIGITS).unwrap().as_bytes(),
-            fixed_key().as_bytes()
+            MasterKey::parse(DIGITS).unwrap().expose_secret(),
+            fixed_key().expose_secret()
         );
     }
 
@@ -262,24 +335,21 @@ mod tests {
             Ok::<(), ()>(())
         })
         .unwrap();
-        assert_eq!(key.as_bytes()[0], 1);
-        assert_eq!(key.as_bytes()[1..], [0u8; 31]);
+        assert_eq!(key.expose_secret()[0], 1);
+        assert_eq!(key.expose_secret()[1..], [0u8; 31]);
         let mut src = [5u8; KEY_LEN];
         let copy = MasterKey::from_slice(&src);
-        assert_eq!(copy.as_bytes(), &[5u8; KEY_LEN]);
+        assert_eq!(copy.expose_secret(), &[5u8; KEY_LEN]);
         src.zeroize();
-        assert_eq!(copy.as_bytes(), &[5u8; KEY_LEN]);
+        assert_eq!(copy.expose_secret(), &[5u8; KEY_LEN]);
     }
 
-    /// Issue 13, finding 8: the AES key schedules of the name, metadata
-    /// and key-wrapping ciphers (the `aes` crate, through `aes-gcm-siv`)
-    /// and the HMAC-SHA256 key states are wiped on drop. Without the
-    /// crates' `zeroize` features this does not compile.
+    /// Issue 13, finding 8: the HMAC-SHA256 key states are wiped on drop.
+    /// Without sha2's `zeroize` feature this does not compile. (The AES
+    /// key schedules are AWS-LC's, which `EVP_AEAD_CTX_free` cleanses.)
     #[test]
-    fn aes_key_schedules_are_zeroized_on_drop() {
+    fn hmac_key_states_are_zeroized_on_drop() {
         fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
-        wiped_on_drop::<aes::Aes256>();
-        wiped_on_drop::<aes::Aes128>();
         // The SHA-256 states inside the HMACs that hold the HKDF
         // pseudo-random key, the config MAC key and the directory-IV key
         // (HMAC keeps its key only as the two padded-key hash states).
@@ -289,8 +359,8 @@ mod tests {
     #[test]
     fn generated_keys_differ() {
         assert_ne!(
-            MasterKey::generate().as_bytes(),
-            MasterKey::generate().as_bytes()
+            MasterKey::generate().expose_secret(),
+            MasterKey::generate().expose_secret()
         );
     }
 
@@ -301,23 +371,23 @@ mod tests {
         let d = k.derive();
         assert_eq!(hex::encode(k.key_id()), "6dffbbc8765603be61158d0ce046fdcd");
         assert_eq!(
-            hex::encode(d.content.as_bytes()),
+            hex::encode(d.content.expose_secret()),
             "d814ebe47a70e48c319590e9321917900def69f857a31cf9fa9f807846476c89"
         );
         assert_eq!(
-            hex::encode(d.names.as_bytes()),
+            hex::encode(d.names.expose_secret()),
             "ef28a65ac5ae42caf692c859b39a89120ac8fd709e69a736ab153b388c443bc1"
         );
         assert_eq!(
-            hex::encode(d.dir_iv.as_bytes()),
+            hex::encode(d.dir_iv.expose_secret()),
             "39311ace6997041fc70cfbb5d7944ccbbe52123c6f25b61a5a829760684a8511"
         );
         assert_eq!(
-            hex::encode(d.metadata.as_bytes()),
+            hex::encode(d.metadata.expose_secret()),
             "2bed8d740167373ece9de5d116954be7777e980fc0a2ca30ff2a0920a21f3227"
         );
         assert_eq!(
-            hex::encode(d.config_mac.as_bytes()),
+            hex::encode(d.config_mac.expose_secret()),
             "4a93c5dc9aad36c39a899135d765beee35e7f30730086a95d7efcaad6c3772f4"
         );
         assert_eq!(

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod conflict;
 pub mod content;
 pub mod cryptfile;
+pub mod crypto;
 pub mod encrypt;
 pub mod export;
 pub mod fs;

@@ -9,15 +9,14 @@
 
 use std::fmt;
 
-use aes_gcm_siv::Aes256GcmSiv;
-use aes_gcm_siv::aead::{AeadInOut, KeyInit};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::content::{NONCE_LEN, TAG_LEN, as_nonce, as_tag};
-use crate::keys::{DerivedKeys, SecretKey};
+use crate::crypto::aead::nonce_at;
+use crate::crypto::{self, Aead, NONCE_LEN, TAG_LEN};
+use crate::keys::{DerivedKeys, DirIvKey};
 
 pub const DIR_IV_LEN: usize = 16;
 /// File holding a directory's IV, in every backing directory but the root.
@@ -316,9 +315,9 @@ fn link_record_ad(ino: u64, nlink: u64) -> [u8; LINK_RECORD_AD.len() + 16] {
 /// targets and extended attributes. One per mount.
 #[derive(Clone)]
 pub struct NameCipher {
-    names: Aes256GcmSiv,
-    metadata: Aes256GcmSiv,
-    dir_iv_key: SecretKey,
+    names: Aead,
+    metadata: Aead,
+    dir_iv_key: DirIvKey,
     root_iv: DirIv,
     long_name_threshold: usize,
 }
@@ -334,8 +333,8 @@ impl fmt::Debug for NameCipher {
 impl NameCipher {
     pub fn new(keys: &DerivedKeys, long_name_threshold: u32) -> Self {
         NameCipher {
-            names: Aes256GcmSiv::new(keys.names.as_bytes().into()),
-            metadata: Aes256GcmSiv::new(keys.metadata.as_bytes().into()),
+            names: Aead::new(keys.names.expose_secret()),
+            metadata: Aead::new(keys.metadata.expose_secret()),
             dir_iv_key: keys.dir_iv.clone(),
             root_iv: DirIv(keys.root_dir_iv),
             long_name_threshold: long_name_threshold as usize,
@@ -357,14 +356,9 @@ impl NameCipher {
     pub fn link_record(&self, ino: u64, nlink: u64) -> [u8; LINK_RECORD_LEN] {
         let mut out = [0u8; LINK_RECORD_LEN];
         out[..8].copy_from_slice(&nlink.to_be_bytes());
-        let tag = self
-            .metadata
-            .encrypt_inout_detached(
-                &as_nonce(&[0u8; NONCE_LEN]),
-                &link_record_ad(ino, nlink),
-                (&mut [][..]).into(),
-            )
-            .expect("an empty message always encrypts");
+        let tag =
+            self.metadata
+                .seal_in_place(&[0u8; NONCE_LEN], &link_record_ad(ino, nlink), &mut []);
         out[8..].copy_from_slice(&tag);
         out
     }
@@ -381,11 +375,11 @@ impl NameCipher {
         made >= nlink
             && self
                 .metadata
-                .decrypt_inout_detached(
-                    &as_nonce(&[0u8; NONCE_LEN]),
+                .open_in_place(
+                    &[0u8; NONCE_LEN],
                     &link_record_ad(ino, made),
-                    (&mut [][..]).into(),
-                    &as_tag(&record[8..]),
+                    &mut [],
+                    &record[8..],
                 )
                 .is_ok()
     }
@@ -396,8 +390,9 @@ impl NameCipher {
     /// directory any more (`mv X Y; mkdir X` reused it, docs/FORMAT.md §6);
     /// kept to build vaults of that form in tests.
     pub fn child_dir_iv(&self, parent: &DirIv, name: &[u8]) -> DirIv {
-        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
-            .expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.expose_secret())
+                .expect("HMAC takes any key length");
         mac.update(&parent.0);
         mac.update(name);
         let out = mac.finalize().into_bytes();
@@ -415,8 +410,7 @@ impl NameCipher {
     /// create the same folder (see [`same_birth`]).
     pub fn new_dir_iv(&self, parent: &DirIv, name: &[u8]) -> DirIv {
         let mut iv = [0u8; DIR_IV_LEN];
-        getrandom::fill(&mut iv[..DIR_IV_RANDOM_LEN])
-            .expect("the OS random number generator failed");
+        crypto::random::fill(&mut iv[..DIR_IV_RANDOM_LEN]);
         iv[DIR_IV_RANDOM_LEN..].copy_from_slice(&self.dir_birth_tag(parent, name));
         DirIv(iv)
     }
@@ -430,8 +424,9 @@ impl NameCipher {
         parent: &DirIv,
         name: &[u8],
     ) -> [u8; DIR_IV_LEN - DIR_IV_RANDOM_LEN] {
-        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.as_bytes())
-            .expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.dir_iv_key.expose_secret())
+                .expect("HMAC takes any key length");
         mac.update(DIR_BIRTH_LABEL);
         mac.update(&parent.0[DIR_IV_RANDOM_LEN..]);
         mac.update(name);
@@ -449,14 +444,7 @@ impl NameCipher {
         let mut buf = Vec::with_capacity(name.len() + pad + TAG_LEN);
         buf.extend_from_slice(name);
         buf.resize(name.len() + pad, pad as u8);
-        let tag = self
-            .names
-            .encrypt_inout_detached(
-                &as_nonce(&dir.0[..NONCE_LEN]),
-                &dir.0,
-                buf.as_mut_slice().into(),
-            )
-            .expect("names are short");
+        let tag = self.names.seal_in_place(nonce_at(&dir.0), &dir.0, &mut buf);
         buf.extend_from_slice(&tag);
         Ok(B64.encode(&buf))
     }
@@ -489,9 +477,8 @@ impl NameCipher {
         }
         let body_len = buf.len() - TAG_LEN;
         let (body, tag) = buf.split_at_mut(body_len);
-        let tag = as_tag(tag);
         self.names
-            .decrypt_inout_detached(&as_nonce(&dir.0[..NONCE_LEN]), &dir.0, body.into(), &tag)
+            .open_in_place(nonce_at(&dir.0), &dir.0, body, tag)
             .map_err(|_| NameError::Unauthentic)?;
         buf.truncate(body_len);
         let pad = *buf.last().ok_or(NameError::BadPadding)? as usize;
@@ -510,9 +497,7 @@ impl NameCipher {
     /// Seals a symlink target, bound to the directory (IV `dir`) it is
     /// created in; the result is the backing symlink's target.
     pub fn encrypt_symlink_target(&self, dir: &DirIv, target: &[u8]) -> String {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-        self.encrypt_symlink_target_with_nonce(dir, target, nonce)
+        self.seal_symlink_target_at(dir, target, crypto::nonce::fresh())
     }
 
     /// Seals a symlink target for the directory with IV `dir` and decides
@@ -520,15 +505,22 @@ impl NameCipher {
     /// [`LONG_TARGET_THRESHOLD`], in a `<hash>.vlink` record the backing
     /// symlink points to.
     pub fn store_symlink_target(&self, dir: &DirIv, target: &[u8]) -> StoredTarget {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-        self.store_symlink_target_with_nonce(dir, target, nonce)
+        self.store_symlink_target_at(dir, target, crypto::nonce::fresh())
     }
 
     /// [`Self::store_symlink_target`] with a caller-chosen nonce: test
-    /// vectors only.
-    #[doc(hidden)]
+    /// vectors only (unit tests and the `test-vectors` feature).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn store_symlink_target_with_nonce(
+        &self,
+        dir: &DirIv,
+        target: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> StoredTarget {
+        self.store_symlink_target_at(dir, target, nonce)
+    }
+
+    fn store_symlink_target_at(
         &self,
         dir: &DirIv,
         target: &[u8],
@@ -544,14 +536,19 @@ impl NameCipher {
     }
 
     /// [`NameCipher::encrypt_symlink_target`] with a given nonce (test
-    /// vectors only: a nonce must never repeat).
-    #[doc(hidden)]
+    /// vectors only, unit tests and the `test-vectors` feature: a nonce
+    /// must never repeat).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn encrypt_symlink_target_with_nonce(
         &self,
         dir: &DirIv,
         target: &[u8],
         nonce: [u8; NONCE_LEN],
     ) -> String {
+        self.seal_symlink_target_at(dir, target, nonce)
+    }
+
+    fn seal_symlink_target_at(&self, dir: &DirIv, target: &[u8], nonce: [u8; NONCE_LEN]) -> String {
         B64.encode(self.seal_metadata_with_nonce(&symlink_ad_v2(dir), target, nonce))
     }
 
@@ -580,20 +577,20 @@ impl NameCipher {
 
     /// A symlink target sealed as the first version did (constant AD, not
     /// bound to its directory). Never written by the mount; for tests of
-    /// vaults written before version 2.
-    #[doc(hidden)]
+    /// vaults written before version 2 (unit tests and the `test-vectors`
+    /// feature).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn encrypt_symlink_target_v1(&self, target: &[u8]) -> String {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let nonce = crypto::nonce::fresh();
         B64.encode(self.seal_metadata_with_nonce(SYMLINK_AD, target, nonce))
     }
 
     /// An attribute value sealed as the first version did (bound to the
-    /// name only). For tests of vaults written before version 2.
-    #[doc(hidden)]
+    /// name only). For tests of vaults written before version 2 (unit
+    /// tests and the `test-vectors` feature).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn encrypt_xattr_value_v1(&self, backing_name: &str, value: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let nonce = crypto::nonce::fresh();
         let ad = [XATTR_VALUE_AD, backing_name.as_bytes()].concat();
         self.seal_metadata_with_nonce(&ad, value, nonce)
     }
@@ -614,11 +611,7 @@ impl NameCipher {
     }
 
     fn seal_xattr_name(&self, ad: &[u8], buf: &mut Vec<u8>) -> String {
-        let nonce = [0u8; NONCE_LEN];
-        let tag = self
-            .names
-            .encrypt_inout_detached(&as_nonce(&nonce), ad, buf.as_mut_slice().into())
-            .expect("attribute names are short");
+        let tag = self.names.seal_in_place(&[0u8; NONCE_LEN], ad, buf);
         buf.extend_from_slice(&tag);
         format!("user.{}", B64.encode(&buf))
     }
@@ -636,10 +629,8 @@ impl NameCipher {
             let mut buf = raw.clone();
             let body_len = buf.len() - TAG_LEN;
             let (body, tag) = buf.split_at_mut(body_len);
-            let tag = as_tag(tag);
-            let nonce = [0u8; NONCE_LEN];
             self.names
-                .decrypt_inout_detached(&as_nonce(&nonce), ad, body.into(), &tag)
+                .open_in_place(&[0u8; NONCE_LEN], ad, body, tag)
                 .map_err(|_| NameError::Unauthentic)?;
             buf.truncate(body_len);
             Ok(buf)
@@ -659,14 +650,13 @@ impl NameCipher {
         entry_id: &[u8; XATTR_ID_LEN],
         value: &[u8],
     ) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-        self.encrypt_xattr_value_with_nonce(backing_name, entry_id, value, nonce)
+        let ad = xattr_value_ad_v2(backing_name, entry_id);
+        self.seal_metadata_with_nonce(&ad, value, crypto::nonce::fresh())
     }
 
     /// [`NameCipher::encrypt_xattr_value`] with a given nonce (test vectors
-    /// only).
-    #[doc(hidden)]
+    /// only: unit tests and the `test-vectors` feature).
+    #[cfg(any(test, feature = "test-vectors"))]
     pub fn encrypt_xattr_value_with_nonce(
         &self,
         backing_name: &str,
@@ -702,8 +692,7 @@ impl NameCipher {
         out.extend_from_slice(plain);
         let tag = self
             .metadata
-            .encrypt_inout_detached(&as_nonce(&nonce), ad, out[NONCE_LEN..].as_mut().into())
-            .expect("metadata is small");
+            .seal_in_place(&nonce, ad, &mut out[NONCE_LEN..]);
         out.extend_from_slice(&tag);
         out
     }
@@ -713,10 +702,10 @@ impl NameCipher {
             return Err(NameError::BadEncoding);
         }
         let body_end = raw.len() - TAG_LEN;
-        let tag = as_tag(&raw[body_end..]);
-        let nonce = &as_nonce(&raw[..NONCE_LEN]);
+        let (head, tag) = raw.split_at_mut(body_end);
+        let (nonce, body) = head.split_at_mut(NONCE_LEN);
         self.metadata
-            .decrypt_inout_detached(nonce, ad, raw[NONCE_LEN..body_end].as_mut().into(), &tag)
+            .open_in_place(nonce_at(nonce), ad, body, tag)
             .map_err(|_| NameError::Unauthentic)?;
         raw.truncate(body_end);
         raw.drain(..NONCE_LEN);

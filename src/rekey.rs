@@ -21,7 +21,6 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
@@ -30,6 +29,8 @@ use sha2::Sha256;
 
 use crate::content::ContentCipher;
 use crate::cryptfile::ChunkWriter;
+use crate::crypto::aead::nonce_at;
+use crate::crypto::{self, Aead, NONCE_LEN, TAG_LEN};
 use crate::keys::{KEY_LEN, MasterKey};
 use crate::names::{DirIv, NameCipher, XATTR_ID_LEN, XATTR_ID_NAME, XattrVersion};
 use crate::offline::{Kind, Offline, OfflineError};
@@ -105,58 +106,33 @@ pub struct RekeyState {
     pub mac: String,
 }
 
-fn subkey(master: &MasterKey, label: &[u8]) -> zeroize::Zeroizing<[u8; KEY_LEN]> {
-    let mut out = zeroize::Zeroizing::new([0u8; KEY_LEN]);
-    Hkdf::<Sha256>::new(Some(crate::keys::HKDF_SALT), master.as_bytes())
-        .expand(label, &mut out[..])
-        .expect("HKDF output length is a small constant");
-    out
-}
-
 fn wrap(under: &MasterKey, key: &MasterKey) -> String {
-    use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
-    let k = subkey(under, WRAP_LABEL);
-    let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, &k[..]).expect("32-byte key"));
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-    let mut buf = zeroize::Zeroizing::new(key.as_bytes().to_vec());
-    aead.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(WRAP_AD),
-        &mut *buf,
-    )
-    .expect("sealing 32 bytes");
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&buf);
-    B64.encode(out)
+    let aead = Aead::new(&under.derive_raw(WRAP_LABEL));
+    let nonce = crypto::nonce::fresh();
+    let mut buf = zeroize::Zeroizing::new(*key.expose_secret());
+    let tag = aead.seal_in_place(&nonce, WRAP_AD, &mut buf[..]);
+    B64.encode([&nonce[..], &buf[..], &tag[..]].concat())
 }
 
 fn unwrap(under: &MasterKey, sealed: &str) -> Result<MasterKey> {
-    use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
     let raw = B64
         .decode(sealed)
         .map_err(|_| err("the rekey state file is damaged (bad wrapped key)"))?;
-    if raw.len() != 12 + KEY_LEN + 16 {
+    if raw.len() != NONCE_LEN + KEY_LEN + TAG_LEN {
         return Err(err("the rekey state file is damaged (bad wrapped key)"));
     }
-    let k = subkey(under, WRAP_LABEL);
-    let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, &k[..]).expect("32-byte key"));
-    let nonce: [u8; 12] = raw[..12].try_into().expect("12 bytes");
-    let mut body = zeroize::Zeroizing::new(raw[12..].to_vec());
-    let plain = aead
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(WRAP_AD),
-            &mut body,
-        )
-        .map_err(|_| err("the rekey state file is damaged or was tampered with"))?;
-    let bytes: [u8; KEY_LEN] = plain[..KEY_LEN].try_into().expect("32 bytes");
-    Ok(MasterKey::from_bytes(bytes))
+    let aead = Aead::new(&under.derive_raw(WRAP_LABEL));
+    let (nonce, rest) = raw.split_at(NONCE_LEN);
+    let (body, tag) = rest.split_at(KEY_LEN);
+    MasterKey::try_fill_with(|key| {
+        aead.open_into(nonce_at(nonce), WRAP_AD, body, tag, &mut key[..])
+    })
+    .map_err(|_| err("the rekey state file is damaged or was tampered with"))
 }
 
 impl RekeyState {
     fn compute_mac(&self, new: &MasterKey) -> String {
-        let k = subkey(new, MAC_LABEL);
+        let k = new.derive_raw(MAC_LABEL);
         let mut m = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&k[..]).expect("any length");
         m.update(b"veilfs v1 rekey state");
         for part in [
@@ -283,7 +259,7 @@ pub fn begin(
 
 /// What unlocks a half-rekeyed vault.
 pub enum StateSecret<'a> {
-    Key(&'a MasterKey),
+    Key(MasterKey),
     Password(&'a [u8]),
 }
 
@@ -300,11 +276,11 @@ pub fn unlock_state(
         StateSecret::Key(k) => {
             let id = B64.encode(k.key_id());
             if id == state.old_key_id {
-                let new = unwrap(k, &state.new_key_under_old).map_err(other)?;
-                (k.clone(), new)
+                let new = unwrap(&k, &state.new_key_under_old).map_err(other)?;
+                (k, new)
             } else if id == state.new_key_id {
-                let old = unwrap(k, &state.old_key_under_new).map_err(other)?;
-                (old, k.clone())
+                let old = unwrap(&k, &state.old_key_under_new).map_err(other)?;
+                (old, k)
             } else {
                 return Err(vault::VaultError::WrongKey {
                     path: dir.to_path_buf(),
@@ -651,8 +627,7 @@ pub(crate) fn write_xattrs(
     let id: [u8; XATTR_ID_LEN] = match rustix::fs::lgetxattr(path, XATTR_ID_NAME, &mut buf[..]) {
         Ok(XATTR_ID_LEN) => buf[..XATTR_ID_LEN].try_into().expect("16 bytes"),
         _ => {
-            let mut id = [0u8; XATTR_ID_LEN];
-            getrandom::fill(&mut id).expect("the OS random number generator failed");
+            let id: [u8; XATTR_ID_LEN] = crypto::random::bytes();
             rustix::fs::lsetxattr(path, XATTR_ID_NAME, &id, XattrFlags::empty())
                 .map_err(|e| err(format!("writing the entry ID: {e}")))?;
             id
@@ -1290,4 +1265,35 @@ fn finish(dir: &Path, state: &RekeyState) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_at(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state file's wrapped keys: nonce, key sealed under the other
+    /// master key's wrap subkey, tag. They open under that key only, and
+    /// any changed byte is refused.
+    #[test]
+    fn wrapped_keys_open_under_their_key_only() {
+        let old = MasterKey::from_bytes([1u8; KEY_LEN]);
+        let new = MasterKey::from_bytes([2u8; KEY_LEN]);
+        let sealed = wrap(&old, &new);
+        let raw = B64.decode(&sealed).unwrap();
+        assert_eq!(raw.len(), NONCE_LEN + KEY_LEN + TAG_LEN);
+        assert_ne!(&raw[NONCE_LEN..][..KEY_LEN], &[2u8; KEY_LEN][..]);
+        assert_eq!(
+            unwrap(&old, &sealed).unwrap().expose_secret(),
+            new.expose_secret()
+        );
+        // Fresh nonce each time: two wraps of one key differ.
+        assert_ne!(wrap(&old, &new), sealed);
+        assert!(unwrap(&new, &sealed).is_err());
+        for i in [0, NONCE_LEN, NONCE_LEN + KEY_LEN] {
+            let mut bad = raw.clone();
+            bad[i] ^= 1;
+            assert!(unwrap(&old, &B64.encode(&bad)).is_err(), "byte {i}");
+        }
+        assert!(unwrap(&old, &B64.encode(&raw[1..])).is_err());
+    }
 }

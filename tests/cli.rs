@@ -144,7 +144,7 @@ fn init_password_vault_and_info_never_shows_a_secret() {
     assert!(is_key_shape(&key));
     assert!(opens_with_password(&dir, "hunter2"));
     let parsed = MasterKey::parse(&key).unwrap();
-    vault::unlock_with_key(&dir, &parsed).unwrap();
+    vault::unlock_with_key(&dir, parsed).unwrap();
 
     let conf = dir.join(vault::CONFIG_FILE);
     use std::os::unix::fs::PermissionsExt;
@@ -614,7 +614,7 @@ fn lost_config_is_recovered_from_the_key() {
     );
     assert!(run.stdout.contains("veilfs passwd"), "{}", run.stdout);
 
-    let v = vault::unlock_with_key(&dir, &MasterKey::parse(&key).unwrap()).unwrap();
+    let v = vault::unlock_with_key(&dir, MasterKey::parse(&key).unwrap()).unwrap();
     assert_eq!(v.config.chunk_size, 8192);
     assert_eq!(v.config.long_name_threshold, 150);
     assert!(v.config.key_slots.is_empty());

@@ -616,14 +616,14 @@ fn fsck_tells_a_journaled_cut_from_damage_and_repair_restores_it() {
     let keyfile = tmp.path().join("key");
     fs::write(&keyfile, &key_text).unwrap();
     let key = veilfs::keys::MasterKey::parse(&key_text).unwrap();
-    let vault = veilfs::vault::unlock_with_key(&cipher, &key).unwrap();
+    let vault = veilfs::vault::unlock_with_key(&cipher, key).unwrap();
     let content = vault.content_cipher();
     assert_eq!(content.layout(), ChunkLayout::new(4096).unwrap());
     let names = vault.name_cipher();
     let backing =
         veilfs::store::backing_name(&names, &names.root_iv(), "chat.db".as_ref()).unwrap();
     let path = cipher.join(backing.entry());
-    let jdir = veilfs::journal::journal_dir_in(&state, &cipher, &key.key_id()).unwrap();
+    let jdir = veilfs::journal::journal_dir_in(&state, &cipher, &vault.master.key_id()).unwrap();
 
     let original: Vec<u8> = (0..3 * 4096).map(|i| (i * 7 % 251) as u8).collect();
     {

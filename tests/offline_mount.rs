@@ -104,7 +104,7 @@ fn vault_written_through_the_mount_checks_clean_and_reads_offline() {
     let backing = {
         let content_names = veilfs::vault::unlock_with_key(
             &m.cipher,
-            &veilfs::keys::MasterKey::parse(&fs::read_to_string(&m.keyfile).unwrap()).unwrap(),
+            veilfs::keys::MasterKey::parse(&fs::read_to_string(&m.keyfile).unwrap()).unwrap(),
         )
         .unwrap();
         let off = Offline::new(

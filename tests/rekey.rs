@@ -693,9 +693,7 @@ fn encrypt_remove_plaintext_killed_at_random_points_never_loses_a_file() {
             let vault_key = fs::read_to_string(&key)
                 .ok()
                 .and_then(|k| veilfs::keys::MasterKey::parse(&k).ok());
-            let unlocked = vault_key
-                .as_ref()
-                .and_then(|k| veilfs::vault::unlock_with_key(&cipher, k).ok());
+            let unlocked = vault_key.and_then(|k| veilfs::vault::unlock_with_key(&cipher, k).ok());
             for (rel, data) in &contents {
                 if let Ok(d) = fs::read(plain.join(rel)) {
                     assert_eq!(&d, data, "round {round}: {rel} changed in the folder");

@@ -59,7 +59,10 @@ fn key_display_and_parse() {
         "0001-0203-0405-0607-0809-0a0b-0c0d-0e0f-1011-1213-1415-1617-1819-1a1b-1c1d-1e1f"
     );
     let messy = "000102030405060708090A0B0C0D0E0F 10111213 14151617 18191A1B 1C1D1E1F\n";
-    assert_eq!(MasterKey::parse(messy).unwrap().as_bytes(), k.as_bytes());
+    assert_eq!(
+        MasterKey::parse(messy).unwrap().expose_secret(),
+        k.expose_secret()
+    );
 }
 
 #[test]
@@ -68,23 +71,23 @@ fn hkdf_subkeys() {
     let d = k.derive();
     assert_eq!(hex::encode(k.key_id()), "6dffbbc8765603be61158d0ce046fdcd");
     assert_eq!(
-        hex::encode(d.content.as_bytes()),
+        hex::encode(d.content.expose_secret()),
         "d814ebe47a70e48c319590e9321917900def69f857a31cf9fa9f807846476c89"
     );
     assert_eq!(
-        hex::encode(d.names.as_bytes()),
+        hex::encode(d.names.expose_secret()),
         "ef28a65ac5ae42caf692c859b39a89120ac8fd709e69a736ab153b388c443bc1"
     );
     assert_eq!(
-        hex::encode(d.dir_iv.as_bytes()),
+        hex::encode(d.dir_iv.expose_secret()),
         "39311ace6997041fc70cfbb5d7944ccbbe52123c6f25b61a5a829760684a8511"
     );
     assert_eq!(
-        hex::encode(d.metadata.as_bytes()),
+        hex::encode(d.metadata.expose_secret()),
         "2bed8d740167373ece9de5d116954be7777e980fc0a2ca30ff2a0920a21f3227"
     );
     assert_eq!(
-        hex::encode(d.config_mac.as_bytes()),
+        hex::encode(d.config_mac.expose_secret()),
         "4a93c5dc9aad36c39a899135d765beee35e7f30730086a95d7efcaad6c3772f4"
     );
     assert_eq!(
@@ -412,7 +415,7 @@ fn vault_with(config: &str) -> tempfile::TempDir {
 fn password_config_unwraps_to_the_fixed_key() {
     let dir = vault_with(PASSWORD_CONFIG);
     let v = vault::unlock_with_password(dir.path(), PASSWORD).unwrap();
-    assert_eq!(v.master.as_bytes(), fixed_key().as_bytes());
+    assert_eq!(v.master.expose_secret(), fixed_key().expose_secret());
     assert_eq!(v.config.chunk_size, 4096);
     assert_eq!(v.config.long_name_threshold, 175);
     assert!(matches!(
@@ -420,7 +423,7 @@ fn password_config_unwraps_to_the_fixed_key() {
         Err(VaultError::WrongPassword { .. })
     ));
     // The key opens it too.
-    vault::unlock_with_key(dir.path(), &fixed_key()).unwrap();
+    vault::unlock_with_key(dir.path(), fixed_key()).unwrap();
 }
 
 #[test]
@@ -448,10 +451,10 @@ fn key_only_config() {
             .unwrap();
     assert_eq!(built.to_json(), KEY_ONLY_CONFIG);
     let dir = vault_with(KEY_ONLY_CONFIG);
-    let v = vault::unlock_with_key(dir.path(), &fixed_key()).unwrap();
+    let v = vault::unlock_with_key(dir.path(), fixed_key()).unwrap();
     assert!(v.config.key_slots.is_empty());
     assert!(matches!(
-        vault::unlock_with_key(dir.path(), &MasterKey::from_bytes([9u8; 32])),
+        vault::unlock_with_key(dir.path(), MasterKey::from_bytes([9u8; 32])),
         Err(VaultError::WrongKey { .. })
     ));
     assert!(matches!(
@@ -467,7 +470,7 @@ fn tampered_vector_configs_fail_loudly() {
     let edited = PASSWORD_CONFIG.replace("\"chunk_size\": 4096", "\"chunk_size\": 8192");
     let dir = vault_with(&edited);
     assert!(matches!(
-        vault::unlock_with_key(dir.path(), &fixed_key()),
+        vault::unlock_with_key(dir.path(), fixed_key()),
         Err(VaultError::ConfigTampered { .. })
     ));
     assert!(matches!(

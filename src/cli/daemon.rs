@@ -55,7 +55,7 @@ pub fn spawn_daemon(master: &MasterKey, args: &[OsString]) -> io::Result<()> {
     drop(key_r);
     drop(ready_w);
     let mut key_pipe = std::fs::File::from(key_w);
-    key_pipe.write_all(master.as_bytes())?;
+    key_pipe.write_all(master.expose_secret())?;
     drop(key_pipe);
     // One line, not EOF: processes the daemon starts (fusermount3 keeps
     // running with auto_unmount) must not hold the answer back.

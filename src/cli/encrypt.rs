@@ -91,7 +91,7 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
             Secret::Password(secret::prompt_password(dir)?)
         };
         match secret {
-            Secret::Key(k) => vault::unlock_with_key(dir, &k)?,
+            Secret::Key(k) => vault::unlock_with_key(dir, k)?,
             Secret::Password(p) => vault::unlock_with_password(dir, &p)?,
         }
     } else {

@@ -293,7 +293,7 @@ pub fn run(mut args: MountArgs) -> Result<(), CliError> {
                 return Err(e);
             }
         };
-        let vault = vault::unlock_with_key(&cipherdir, &key)?;
+        let vault = vault::unlock_with_key(&cipherdir, key)?;
         return serve(
             &args.config(cipherdir, mountpoint.clone()),
             &vault,

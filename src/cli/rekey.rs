@@ -138,10 +138,10 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
             }
             let config = vault::load_config(dir)?;
             let secret = args.unlock.read_secret(dir, &config)?;
-            let (old, new) = match &secret {
+            let (old, new) = match secret {
                 Secret::Key(k) => rekey::unlock_state(dir, &state, StateSecret::Key(k))?,
                 Secret::Password(pw) => {
-                    rekey::unlock_state(dir, &state, StateSecret::Password(pw))?
+                    rekey::unlock_state(dir, &state, StateSecret::Password(&pw))?
                 }
             };
             super::say!("Resuming the rekey of {}.", dir.display());

@@ -69,7 +69,7 @@ impl UnlockArgs {
         let config = vault::load_config(cipherdir)?;
         let unlocked = match self.read_secret(cipherdir, &config)? {
             Secret::Password(pw) => vault::unlock_with_password(cipherdir, &pw)?,
-            Secret::Key(key) => vault::unlock_with_key(cipherdir, &key)?,
+            Secret::Key(key) => vault::unlock_with_key(cipherdir, key)?,
         };
         Ok(unlocked)
     }

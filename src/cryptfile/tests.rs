@@ -2,14 +2,14 @@
 
 use super::*;
 use crate::content::ChunkLayout;
-use crate::keys::SecretKey;
+use crate::keys::ContentKey;
 use proptest::prelude::*;
 use rustix::io::{pread, pwrite};
 use std::fs::File;
 
 fn cipher() -> ContentCipher {
     ContentCipher::new(
-        &SecretKey::from_bytes([9u8; 32]),
+        &ContentKey::from_bytes([9u8; 32]),
         ChunkLayout::new(4096).unwrap(),
     )
 }

@@ -18,8 +18,7 @@ pub(super) fn ensure_xattr_entry_id(path: &CStr) -> Result<[u8; XATTR_ID_LEN], S
     if let Some(id) = xattr_entry_id(path) {
         return Ok(id);
     }
-    let mut id = [0u8; XATTR_ID_LEN];
-    getrandom::fill(&mut id).expect("the OS random number generator failed");
+    let id: [u8; XATTR_ID_LEN] = crate::crypto::random::bytes();
     let name = cstr(XATTR_ID_NAME);
     match rustix::fs::lsetxattr(path, name.as_c_str(), &id, rustix::fs::XattrFlags::CREATE) {
         Ok(()) => Ok(id),

@@ -9,13 +9,13 @@ use super::*;
 use crate::content::ChunkLayout;
 use crate::content::ContentCipher;
 use crate::cryptfile::CryptFile;
-use crate::keys::SecretKey;
+use crate::keys::ContentKey;
 use crate::store::crash_record::{self, Op};
 use std::collections::HashMap;
 
 fn cipher() -> ContentCipher {
     ContentCipher::new(
-        &SecretKey::from_bytes([9u8; 32]),
+        &ContentKey::from_bytes([9u8; 32]),
         ChunkLayout::new(4096).unwrap(),
     )
 }

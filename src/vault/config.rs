@@ -3,8 +3,6 @@
 
 use std::path::Path;
 
-use aes_gcm_siv::Aes256GcmSiv;
-use aes_gcm_siv::aead::{AeadInOut, KeyInit};
 use argon2::{Algorithm, Argon2, Params, Version};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -12,7 +10,8 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::VaultError;
-use crate::content::{ChunkLayout, NONCE_LEN, TAG_LEN, as_nonce, as_tag};
+use crate::content::ChunkLayout;
+use crate::crypto::{self, Aead, NONCE_LEN, TAG_LEN};
 use crate::keys::{KEY_LEN, MasterKey};
 use crate::names::{MAX_LONG_NAME_THRESHOLD, MIN_LONG_NAME_THRESHOLD};
 
@@ -258,21 +257,17 @@ pub(crate) struct SlotInput<'a> {
 
 impl SlotInput<'_> {
     pub fn random(password: &[u8], kdf: KdfParams) -> SlotInput<'_> {
-        let mut salt = [0u8; SALT_LEN];
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut salt).expect("the OS random number generator failed");
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
         SlotInput {
             password,
             kdf,
-            salt,
-            nonce,
+            salt: crypto::random::bytes(),
+            nonce: crypto::nonce::fresh(),
         }
     }
 }
 
 fn mac_key(master: &MasterKey) -> Hmac<Sha256> {
-    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(master.derive().config_mac.as_bytes())
+    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(master.derive().config_mac.expose_secret())
         .expect("HMAC takes any key length")
 }
 
@@ -313,12 +308,10 @@ impl VaultConfig {
             };
             let kek = slot.derive_kek(input.password)?;
             let ad = [params.as_slice(), &slot.slot_bytes()].concat();
-            let aead = Aes256GcmSiv::new((&*kek).into());
+            let aead = Aead::new(&kek);
             let mut body = Zeroizing::new([0u8; KEY_LEN]);
-            body.copy_from_slice(master.as_bytes());
-            let tag = aead
-                .encrypt_inout_detached(&as_nonce(&slot.nonce), &ad, body.as_mut_slice().into())
-                .expect("a 32-byte key always encrypts");
+            body.copy_from_slice(master.expose_secret());
+            let tag = aead.seal_in_place(&slot.nonce, &ad, body.as_mut_slice());
             slot.wrapped_key[..KEY_LEN].copy_from_slice(body.as_ref());
             slot.wrapped_key[KEY_LEN..].copy_from_slice(&tag);
             config.key_slots.push(slot);
@@ -415,16 +408,15 @@ impl VaultConfig {
             slot.check(config)?;
             let kek = slot.derive_kek(password)?;
             let ad = [params.as_slice(), &slot.slot_bytes()].concat();
-            let aead = Aes256GcmSiv::new((&*kek).into());
+            let aead = Aead::new(&kek);
             let mut body = Zeroizing::new([0u8; KEY_LEN]);
             body.copy_from_slice(&slot.wrapped_key[..KEY_LEN]);
-            let tag = as_tag(&slot.wrapped_key[KEY_LEN..]);
             if aead
-                .decrypt_inout_detached(
-                    &as_nonce(&slot.nonce),
+                .open_in_place(
+                    &slot.nonce,
                     &ad,
-                    body.as_mut_slice().into(),
-                    &tag,
+                    body.as_mut_slice(),
+                    &slot.wrapped_key[KEY_LEN..],
                 )
                 .is_ok()
             {

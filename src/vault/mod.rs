@@ -27,7 +27,7 @@ pub use recover::{
     ChunkSizeSource, RecoverOptions, Recovery, ThresholdSource, recover_config, recover_config_with,
 };
 
-use crate::content::{ChunkLayout, ContentCipher, DEFAULT_CHUNK_SIZE, NONCE_LEN};
+use crate::content::{ChunkLayout, ContentCipher, DEFAULT_CHUNK_SIZE};
 use crate::keys::MasterKey;
 use crate::names::{DEFAULT_LONG_NAME_THRESHOLD, NameCipher};
 use config::SlotInput;
@@ -182,19 +182,21 @@ pub fn seal_new_config(
     )
 }
 
-/// A password slot with a caller-chosen salt and nonce: test vectors only.
-#[doc(hidden)]
+/// A password slot with a caller-chosen salt and nonce: test vectors only
+/// (unit tests and the `test-vectors` feature).
+#[cfg(any(test, feature = "test-vectors"))]
 #[derive(Debug, Clone, Copy)]
 pub struct FixedSlot<'a> {
     pub password: &'a [u8],
     pub kdf: KdfParams,
     pub salt: [u8; SALT_LEN],
-    pub nonce: [u8; NONCE_LEN],
+    pub nonce: [u8; crate::crypto::NONCE_LEN],
 }
 
 /// Builds a config from fixed inputs, for committed test vectors only:
-/// real configs get a random salt and nonce from [`create_vault`].
-#[doc(hidden)]
+/// real configs get a random salt and nonce from [`create_vault`]. Unit
+/// tests and the `test-vectors` feature only.
+#[cfg(any(test, feature = "test-vectors"))]
 pub fn build_config_for_test_vectors(
     master: &MasterKey,
     chunk_size: u32,
@@ -281,7 +283,8 @@ pub fn unlock_with_password(dir: &Path, password: &[u8]) -> Result<UnlockedVault
 }
 
 /// Unlocks with the 64-digit key: checks key id, then MAC.
-pub fn unlock_with_key(dir: &Path, key: &MasterKey) -> Result<UnlockedVault, VaultError> {
+/// Takes the key: the unlocked vault holds the one copy.
+pub fn unlock_with_key(dir: &Path, key: MasterKey) -> Result<UnlockedVault, VaultError> {
     let config = load_config(dir)?;
     let path = dir.join(CONFIG_FILE);
     if key.key_id() != config.key_id {
@@ -289,11 +292,11 @@ pub fn unlock_with_key(dir: &Path, key: &MasterKey) -> Result<UnlockedVault, Vau
             path: dir.to_path_buf(),
         });
     }
-    config.verify(key, &path)?;
+    config.verify(&key, &path)?;
     Ok(UnlockedVault {
         dir: dir.to_path_buf(),
         config,
-        master: key.clone(),
+        master: key,
     })
 }
 

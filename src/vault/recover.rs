@@ -31,7 +31,7 @@ use super::{CONFIG_BACKUP_FILE, CONFIG_FILE, CONFIG_REPLACED_FILE, VaultError, n
 use crate::content::{
     ChunkLayout, ContentCipher, DEFAULT_CHUNK_SIZE, FileHeader, HEADER_LEN, Opened,
 };
-use crate::keys::{MasterKey, SecretKey};
+use crate::keys::{ContentKey, MasterKey};
 use crate::names::{
     DEFAULT_LONG_NAME_THRESHOLD, DIR_IV_FILE, DirIv, EntryKind, MAX_LONG_NAME_THRESHOLD,
     MIN_LONG_NAME_THRESHOLD, NameCipher, classify_entry,
@@ -104,7 +104,7 @@ struct Votes {
 
 struct Walker {
     names: NameCipher,
-    content_key: SecretKey,
+    content_key: ContentKey,
     root_dev: u64,
     names_ok: usize,
     names_bad: usize,
@@ -295,7 +295,7 @@ impl Walker {
     }
 
     fn opens_first_chunk(
-        key: &SecretKey,
+        key: &ContentKey,
         layout: ChunkLayout,
         header: &[u8; HEADER_LEN],
         file: &mut fs::File,
@@ -630,7 +630,7 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("could not be checked"))
         );
-        unlock_with_key(tmp.path(), &v.master).unwrap();
+        unlock_with_key(tmp.path(), v.master).unwrap();
     }
 
     #[test]
@@ -697,7 +697,7 @@ mod tests {
         let r =
             recover_config_with(tmp.path(), &v.master, &RecoverOptions { force: true }).unwrap();
         assert_eq!(fs::read_to_string(r.replaced.unwrap()).unwrap(), "garbage");
-        unlock_with_key(tmp.path(), &v.master).unwrap();
+        unlock_with_key(tmp.path(), v.master).unwrap();
     }
 
     /// Issue 13, finding 11: a second `--force` keeps what the first one
@@ -722,7 +722,7 @@ mod tests {
             fs::read_to_string(tmp.path().join(CONFIG_REPLACED_FILE)).unwrap(),
             "first garbage"
         );
-        unlock_with_key(tmp.path(), &v.master).unwrap();
+        unlock_with_key(tmp.path(), v.master).unwrap();
     }
 
     /// Issue 13, finding 11: a directory swapped for a symlink after it was

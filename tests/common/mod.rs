@@ -370,7 +370,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 pub fn names_of(m: &TestMount) -> veilfs::names::NameCipher {
     let text = std::fs::read_to_string(&m.keyfile).unwrap();
     let key = veilfs::keys::MasterKey::parse(&text).unwrap();
-    veilfs::vault::unlock_with_key(&m.cipher, &key)
+    veilfs::vault::unlock_with_key(&m.cipher, key)
         .unwrap()
         .name_cipher()
 }
