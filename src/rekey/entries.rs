@@ -1,509 +1,64 @@
-//! `veilfs rekey`: re-encrypt a whole vault under a new master key, in
-//! place, file by file, crash-safe and resumable (docs/FORMAT.md §11).
-//!
-//! The old generation is walked with the [`crate::tree`] walker (old key).
-//! Each entry is rebuilt under the new key inside `veilfs.rekey.new/` (a
-//! metadata name, never listed): written to a temporary name, fsync'd,
-//! renamed into place; the new directory is fsync'd before the old entry is
-//! removed. So every backing entry is either old (outside
-//! `veilfs.rekey.new/`, under the old key) or new (inside it, under the new
-//! key), never mixed. When the old tree is empty, the new tree's entries
-//! are renamed into the root, the new config is installed atomically and
-//! the state file `veilfs.rekey` is removed last.
+//! Rebuilding one entry after another under the new key (the walk's
+//! visitor), and the helpers `veilfs encrypt` shares.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::content::ContentCipher;
 use crate::cryptfile::ChunkWriter;
-use crate::crypto::aead::nonce_at;
-use crate::crypto::{self, Aead, NONCE_LEN, TAG_LEN};
-use crate::keys::{KEY_LEN, MasterKey};
+use crate::crypto::{self};
 use crate::names::{DirIv, NameCipher, XATTR_ID_LEN, XATTR_ID_NAME, XattrVersion};
 use crate::offline::{Kind, Offline, OfflineError};
 use crate::store;
-use crate::tree::{self, Control, Entry, Totals, Visitor};
-use crate::vault::{self, VaultConfig};
+use crate::tree::{Control, Entry, Visitor};
 
-/// The state file of a rekey in progress, at the root of CIPHERDIR.
-pub const STATE_FILE: &str = "veilfs.rekey";
-/// The new generation while it is built.
-pub const NEW_TREE: &str = "veilfs.rekey.new";
-/// Old inode -> new path of hard-linked entries already rebuilt.
-pub const LINKS_FILE: &str = "veilfs.rekey.links";
-const STATE_FORMAT: &str = "veilfs-rekey";
-const WRAP_LABEL: &[u8] = b"veilfs v1 rekey wrap key";
-const MAC_LABEL: &[u8] = b"veilfs v1 rekey state mac key";
-const WRAP_AD: &[u8] = b"veilfs v1 rekey wrap";
-/// On a new directory while it is filled: the old directory's times
-/// (mtime then atime, each i64 seconds and u32 nanoseconds, big-endian),
-/// taken before any entry was moved out of it. Removed when the
-/// directory is finished.
-pub(crate) const TIMES_XATTR: &str = "user.veilfs.rekey-times";
-/// Free space asked for beyond the largest file.
-pub const SPACE_MARGIN: u64 = 64 << 20;
-
-#[derive(Debug)]
-pub struct RekeyError(pub String);
-
-impl std::fmt::Display for RekeyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RekeyError {}
-
-type Result<T> = std::result::Result<T, RekeyError>;
-
-pub(crate) fn err(what: impl std::fmt::Display) -> RekeyError {
-    RekeyError(what.to_string())
-}
-
-fn io_at(path: &Path, e: impl Into<io::Error>) -> RekeyError {
-    RekeyError(format!("{}: {}", path.display(), e.into()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Entries move from the old tree into `veilfs.rekey.new/`.
-    Copy,
-    /// The old tree is empty: the new tree moves into the root and the new
-    /// config is installed.
-    Swap,
-}
-
-/// `veilfs.rekey` (docs/FORMAT.md §11).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RekeyState {
-    pub format: String,
-    pub version: u32,
-    pub phase: Phase,
-    pub old_key_id: String,
-    pub new_key_id: String,
-    /// The config that replaces `veilfs.conf` at the end (MAC'd by the new
-    /// key, with the new password slot).
-    pub new_config: VaultConfig,
-    /// The new master key sealed under the old one, and the reverse.
-    pub new_key_under_old: String,
-    pub old_key_under_new: String,
-    /// HMAC-SHA256 under a key derived from the new master key.
-    pub mac: String,
-}
-
-fn wrap(under: &MasterKey, key: &MasterKey) -> String {
-    let aead = Aead::new(&under.derive_raw(WRAP_LABEL));
-    let nonce = crypto::nonce::fresh();
-    let mut buf = zeroize::Zeroizing::new(*key.expose_secret());
-    let tag = aead.seal_in_place(&nonce, WRAP_AD, &mut buf[..]);
-    B64.encode([&nonce[..], &buf[..], &tag[..]].concat())
-}
-
-fn unwrap(under: &MasterKey, sealed: &str) -> Result<MasterKey> {
-    let raw = B64
-        .decode(sealed)
-        .map_err(|_| err("the rekey state file is damaged (bad wrapped key)"))?;
-    if raw.len() != NONCE_LEN + KEY_LEN + TAG_LEN {
-        return Err(err("the rekey state file is damaged (bad wrapped key)"));
-    }
-    let aead = Aead::new(&under.derive_raw(WRAP_LABEL));
-    let (nonce, rest) = raw.split_at(NONCE_LEN);
-    let (body, tag) = rest.split_at(KEY_LEN);
-    MasterKey::try_fill_with(|key| {
-        aead.open_into(nonce_at(nonce), WRAP_AD, body, tag, &mut key[..])
-    })
-    .map_err(|_| err("the rekey state file is damaged or was tampered with"))
-}
-
-impl RekeyState {
-    fn compute_mac(&self, new: &MasterKey) -> String {
-        let k = new.derive_raw(MAC_LABEL);
-        let mut m = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&k[..]).expect("any length");
-        m.update(b"veilfs v1 rekey state");
-        for part in [
-            self.format.as_bytes(),
-            &self.version.to_be_bytes(),
-            match self.phase {
-                Phase::Copy => b"copy",
-                Phase::Swap => b"swap",
-            },
-            self.old_key_id.as_bytes(),
-            self.new_key_id.as_bytes(),
-            &self.new_config.canonical_bytes(),
-            &self.new_config.mac,
-            self.new_key_under_old.as_bytes(),
-            self.old_key_under_new.as_bytes(),
-        ] {
-            m.update(&(part.len() as u64).to_be_bytes());
-            m.update(part);
-        }
-        B64.encode(m.finalize().into_bytes())
-    }
-
-    /// Checks the MAC and the new config against the new key.
-    pub fn verify(&self, new: &MasterKey, dir: &Path) -> Result<()> {
-        let path = dir.join(STATE_FILE);
-        let ok = self.format == STATE_FORMAT
-            && self.version == 1
-            && self.new_key_id == B64.encode(new.key_id())
-            && constant_eq(self.mac.as_bytes(), self.compute_mac(new).as_bytes());
-        if !ok {
-            return Err(err(format!(
-                "{}: the rekey state does not authenticate (damaged or tampered with)",
-                path.display()
-            )));
-        }
-        self.new_config
-            .verify(new, &path)
-            .map_err(|e| err(format!("{}: the new config in it: {e}", path.display())))
-    }
-
-    fn save(&mut self, dir: &Path, new: &MasterKey) -> Result<()> {
-        self.mac = self.compute_mac(new);
-        let text = serde_json::to_string_pretty(self).expect("serializable");
-        write_atomic(dir, STATE_FILE, text.as_bytes())
-    }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Writes `name` in `dir` atomically (temp file, fsync, rename, fsync dir).
-pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(|e| io_at(&tmp, e))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io_at(&tmp, e))?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(|e| io_at(&dir.join(name), e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_at(dir, e))
-}
-
-/// Whether a rekey is in progress in `dir`.
-pub fn in_progress(dir: &Path) -> bool {
-    std::fs::symlink_metadata(dir.join(STATE_FILE)).is_ok()
-}
-
-/// Reads `veilfs.rekey`, if there is one (not yet authenticated: see
-/// [`RekeyState::verify`]).
-pub fn read_state(dir: &Path) -> Result<Option<RekeyState>> {
-    let path = dir.join(STATE_FILE);
-    let mut text = String::new();
-    match File::open(&path) {
-        Ok(f) => f
-            .take(vault::MAX_CONFIG_LEN * 2)
-            .read_to_string(&mut text)
-            .map_err(|e| io_at(&path, e))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_at(&path, e)),
-    };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| err(format!("{}: not a rekey state file: {e}", path.display())))
-}
-
-/// Starts a rekey: writes the state file. Refuses if one exists.
-pub fn begin(
-    dir: &Path,
-    old: &MasterKey,
-    new: &MasterKey,
-    new_config: VaultConfig,
-) -> Result<RekeyState> {
-    if in_progress(dir) {
-        return Err(err(format!(
-            "{} is already being rekeyed: run `veilfs rekey --resume {}`",
-            dir.display(),
-            dir.display()
-        )));
-    }
-    let mut state = RekeyState {
-        format: STATE_FORMAT.into(),
-        version: 1,
-        phase: Phase::Copy,
-        old_key_id: B64.encode(old.key_id()),
-        new_key_id: B64.encode(new.key_id()),
-        new_config,
-        new_key_under_old: wrap(old, new),
-        old_key_under_new: wrap(new, old),
-        mac: String::new(),
-    };
-    state.save(dir, new)?;
-    Ok(state)
-}
-
-/// What unlocks a half-rekeyed vault.
-pub enum StateSecret<'a> {
-    Key(MasterKey),
-    Password(&'a [u8]),
-}
-
-/// Both keys of a rekey in progress, from either the old or the new
-/// secret. Returns (old, new).
-pub fn unlock_state(
-    dir: &Path,
-    state: &RekeyState,
-    secret: StateSecret<'_>,
-) -> std::result::Result<(MasterKey, MasterKey), vault::VaultError> {
-    let path = dir.join(STATE_FILE);
-    let other = |e: RekeyError| vault::VaultError::InvalidOption(e.0);
-    let (old, new) = match secret {
-        StateSecret::Key(k) => {
-            let id = B64.encode(k.key_id());
-            if id == state.old_key_id {
-                let new = unwrap(&k, &state.new_key_under_old).map_err(other)?;
-                (k, new)
-            } else if id == state.new_key_id {
-                let old = unwrap(&k, &state.old_key_under_new).map_err(other)?;
-                (old, k)
-            } else {
-                return Err(vault::VaultError::WrongKey {
-                    path: dir.to_path_buf(),
-                });
-            }
-        }
-        StateSecret::Password(pw) => {
-            if let Some(new) = state.new_config.open_slots(pw, &path)? {
-                let old = unwrap(&new, &state.old_key_under_new).map_err(other)?;
-                (old, new)
-            } else {
-                let config = vault::load_config(dir)?;
-                if B64.encode(config.key_id) != state.old_key_id || config.key_slots.is_empty() {
-                    return Err(vault::VaultError::WrongPassword { config: path });
-                }
-                let old = vault::unlock_with_password(dir, pw)?.master;
-                let new = unwrap(&old, &state.new_key_under_old).map_err(other)?;
-                (old, new)
-            }
-        }
-    };
-    state.verify(&new, dir).map_err(other)?;
-    Ok((old, new))
-}
-
-/// Where a rekey stands, for a progress display.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RekeyProgress {
-    pub files_done: u64,
-    pub files_total: u64,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-}
-
-pub type ProgressFn<'a> = Box<dyn FnMut(&RekeyProgress) + 'a>;
-
-/// What the walk before the work found.
-#[derive(Debug, Default, Clone)]
-pub struct Survey {
-    pub totals: Totals,
-    /// The largest backing file, in bytes.
-    pub largest: u64,
-    /// Names or directories that do not decrypt (a rekey would stop there).
-    pub problems: u64,
-    pub first_problems: Vec<String>,
-}
-
-impl Visitor for Survey {
-    fn visit(&mut self, off: &Offline, e: &Entry<'_>) -> crate::offline::Result<bool> {
-        if e.kind == Kind::File {
-            self.largest = self.largest.max(e.stat.st_size as u64);
-        }
-        self.totals.visit(off, e)
-    }
-    fn problem(&mut self, error: &OfflineError) -> Control {
-        self.problems += 1;
-        if self.first_problems.len() < 5 {
-            self.first_problems.push(error.to_string());
-        }
-        Control::Continue
-    }
-}
-
-/// Counts what is left to rekey (the old tree), for the space check and
-/// the progress totals. Nothing to count once the copy phase is over.
-pub fn survey(dir: &Path, phase: Phase, old: &MasterKey, config: &VaultConfig) -> Result<Survey> {
-    let mut s = Survey::default();
-    if phase == Phase::Swap {
-        return Ok(s);
-    }
-    let (content, names) = ciphers(old, config);
-    let off = Offline::new(dir, &content, &names).map_err(|e| io_at(dir, e))?;
-    tree::walk(&off, Path::new("/"), &mut s).map_err(|e| err(e.to_string()))?;
-    Ok(s)
-}
-
-/// Free bytes for an unprivileged writer on the file system of `dir`.
-pub fn free_space(dir: &Path) -> Result<u64> {
-    let st = rustix::fs::statvfs(dir).map_err(|e| io_at(dir, e))?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-fn ciphers(master: &MasterKey, config: &VaultConfig) -> (ContentCipher, NameCipher) {
-    let keys = master.derive();
-    (
-        ContentCipher::new(&keys.content, config.layout()),
-        NameCipher::new(&keys, config.long_name_threshold),
-    )
-}
-
-/// What a rekey did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RekeyReport {
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub other: u64,
-    pub hard_links: u64,
-    pub bytes: u64,
-}
-
-/// Runs (or resumes) the rekey described by `state` to the end.
-pub fn run(
-    dir: &Path,
-    state: &mut RekeyState,
-    old: &MasterKey,
-    new: &MasterKey,
-    totals: &Survey,
-    progress: Option<ProgressFn<'_>>,
-) -> Result<RekeyReport> {
-    state.verify(new, dir)?;
-    // The chunk size and threshold stay those of the vault.
-    let (old_content, old_names) = ciphers(old, &state.new_config);
-    let (new_content, new_names) = ciphers(new, &state.new_config);
-    let root = open_dir(rustix::fs::CWD, &store::cstr(&dir.to_string_lossy()))
-        .map_err(|e| io_at(dir, e))?;
-    let mut report = RekeyReport::default();
-    if state.phase == Phase::Copy {
-        let off = Offline::new(dir, &old_content, &old_names).map_err(|e| io_at(dir, e))?;
-        let links_path = dir.join(LINKS_FILE);
-        let links = load_links(&links_path)?;
-        let links_file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&links_path)
-            .map_err(|e| io_at(&links_path, e))?;
-        let mut r = Rekeyer {
-            dir,
-            root: &root,
-            new_names: &new_names,
-            new_content: &new_content,
-            stack: Vec::new(),
-            links,
-            links_file,
-            as_root: rustix::process::geteuid().is_root(),
-            progress: RekeyProgress {
-                files_total: totals.totals.files,
-                bytes_total: totals.totals.bytes,
-                ..RekeyProgress::default()
-            },
-            on_progress: progress,
-            report: &mut report,
-            failure: None,
-            since: 0,
-        };
-        let res = tree::walk(&off, Path::new("/"), &mut r);
-        if let Some(f) = r.failure.take() {
-            return Err(f);
-        }
-        res.map_err(|e| {
-            err(format!(
-                "{e}; the rekey stopped there (nothing is lost: the vault is half rekeyed). \
-                 Repair the damage (`veilfs fsck --repair` before the rekey started, or remove \
-                 the damaged entry from the backing directory), then run `veilfs rekey --resume {}`",
-                dir.display()
-            ))
-        })?;
-        drop(r);
-        state.phase = Phase::Swap;
-        state.save(dir, new)?;
-    }
-    swap(dir, &root, &old_names, &new_names)?;
-    finish(dir, state)?;
-    Ok(report)
-}
-
-fn load_links(path: &Path) -> Result<HashMap<u64, String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(io_at(path, e)),
-    };
-    let mut map = HashMap::new();
-    // A torn last line (a crash mid-append) is ignored: that link is
-    // rebuilt as a copy, and linked again by the next one.
-    for line in text.lines() {
-        if let Some((ino, rel)) = line.split_once(' ')
-            && let Ok(ino) = ino.parse::<u64>()
-            && !rel.is_empty()
-        {
-            map.insert(ino, rel.to_string());
-        }
-    }
-    Ok(map)
-}
+use super::*;
 
 /// One directory level: the old directory being emptied and its new
 /// counterpart being filled.
-struct Level {
-    old: OwnedFd,
-    old_iv: Option<DirIv>,
-    new: OwnedFd,
-    new_iv: DirIv,
+pub(super) struct Level {
+    pub(super) old: OwnedFd,
+    pub(super) old_iv: Option<DirIv>,
+    pub(super) new: OwnedFd,
+    pub(super) new_iv: DirIv,
     /// The new directory's path below `veilfs.rekey.new` (backing names).
-    new_rel: String,
+    pub(super) new_rel: String,
     /// Old entries rebuilt but not yet removed: removed once the new
     /// directory is fsync'd.
-    pending: Vec<CString>,
+    pub(super) pending: Vec<CString>,
     /// Backing bytes of `pending`: the extra space in use.
-    pending_bytes: u64,
+    pub(super) pending_bytes: u64,
 }
 
-struct Rekeyer<'a> {
-    dir: &'a Path,
-    root: &'a OwnedFd,
-    new_names: &'a NameCipher,
-    new_content: &'a ContentCipher,
-    stack: Vec<Level>,
-    links: HashMap<u64, String>,
-    links_file: File,
-    as_root: bool,
-    progress: RekeyProgress,
-    on_progress: Option<ProgressFn<'a>>,
-    report: &'a mut RekeyReport,
-    failure: Option<RekeyError>,
-    since: u64,
+pub(super) struct Rekeyer<'a> {
+    pub(super) dir: &'a Path,
+    pub(super) root: &'a OwnedFd,
+    pub(super) new_names: &'a NameCipher,
+    pub(super) new_content: &'a ContentCipher,
+    pub(super) stack: Vec<Level>,
+    pub(super) links: HashMap<u64, String>,
+    pub(super) links_file: File,
+    pub(super) as_root: bool,
+    pub(super) progress: RekeyProgress,
+    pub(super) on_progress: Option<ProgressFn<'a>>,
+    pub(super) report: &'a mut RekeyReport,
+    pub(super) failure: Option<RekeyError>,
+    pub(super) since: u64,
 }
 
 /// Entries rebuilt before their old forms are removed in one batch.
-const PENDING_MAX: usize = 256;
+pub(super) const PENDING_MAX: usize = 256;
 /// ... or as many backing bytes: the extra space a rekey needs is the
 /// largest file plus this (well inside [`SPACE_MARGIN`]).
-const PENDING_BYTES: u64 = 32 << 20;
+pub(super) const PENDING_BYTES: u64 = 32 << 20;
 
 pub(crate) fn proc_path(fd: &impl AsRawFd, name: &CStr) -> CString {
     let mut p = format!("/proc/self/fd/{}/", fd.as_raw_fd()).into_bytes();
@@ -552,7 +107,7 @@ pub(crate) fn unlink_quiet(dir: &OwnedFd, name: &CStr) -> Result<()> {
 
 /// The vault's `user.*` attributes of a backing entry, decrypted with
 /// `names`: (plaintext name without `user.`, value).
-fn read_xattrs(names: &NameCipher, path: &CStr) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(super) fn read_xattrs(names: &NameCipher, path: &CStr) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut list = vec![0u8; 4096];
     let n = loop {
         match rustix::fs::llistxattr(path, &mut list[..]) {
@@ -609,7 +164,7 @@ fn read_xattrs(names: &NameCipher, path: &CStr) -> Result<Vec<(Vec<u8>, Vec<u8>)
     Ok(out)
 }
 
-fn lossy(b: &[u8]) -> String {
+pub(super) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -643,11 +198,11 @@ pub(crate) fn write_xattrs(
 }
 
 impl Rekeyer<'_> {
-    fn top(&self) -> &Level {
+    pub(super) fn top(&self) -> &Level {
         self.stack.last().expect("inside the root")
     }
 
-    fn tick(&mut self, force: bool) {
+    pub(super) fn tick(&mut self, force: bool) {
         if (force || self.since >= 8 << 20)
             && let Some(cb) = self.on_progress.as_mut()
         {
@@ -658,7 +213,7 @@ impl Rekeyer<'_> {
 
     /// Makes the rebuilt entries of the top level durable, then removes
     /// their old forms.
-    fn flush(&mut self) -> Result<()> {
+    pub(super) fn flush(&mut self) -> Result<()> {
         let level = self.stack.last_mut().expect("inside the root");
         if level.pending.is_empty() {
             return Ok(());
@@ -674,7 +229,7 @@ impl Rekeyer<'_> {
         Ok(())
     }
 
-    fn enter_dir(&mut self, off: &Offline, e: &Entry<'_>) -> Result<()> {
+    pub(super) fn enter_dir(&mut self, off: &Offline, e: &Entry<'_>) -> Result<()> {
         let is_root = e.rel.as_os_str().is_empty();
         let (old, new, new_iv, new_rel) = if is_root {
             match rustix::fs::mkdirat(self.root, NEW_TREE, Mode::from_raw_mode(0o700)) {
@@ -749,7 +304,7 @@ impl Rekeyer<'_> {
         Ok(())
     }
 
-    fn leave_dir(&mut self, e: &Entry<'_>) -> Result<()> {
+    pub(super) fn leave_dir(&mut self, e: &Entry<'_>) -> Result<()> {
         self.flush()?;
         let is_root = e.rel.as_os_str().is_empty();
         let level = self.stack.pop().expect("inside a directory");
@@ -839,7 +394,7 @@ impl Rekeyer<'_> {
         }
     }
 
-    fn entry(&mut self, off: &Offline, e: &Entry<'_>) -> Result<()> {
+    pub(super) fn entry(&mut self, off: &Offline, e: &Entry<'_>) -> Result<()> {
         let plain = e.rel.file_name().expect("a named entry").as_bytes();
         let top = self.stack.last().expect("inside the root");
         let bn = self
@@ -977,7 +532,7 @@ impl Rekeyer<'_> {
     /// Renames the temporary entry to its new name (replacing a copy left
     /// by an interrupted run) and, for a further hard link of a regular
     /// file, writes its link record (docs/FORMAT.md §1.1).
-    fn install(&mut self, final_name: &CStr, link_record: bool) -> Result<()> {
+    pub(super) fn install(&mut self, final_name: &CStr, link_record: bool) -> Result<()> {
         let top = self.stack.last().expect("inside the root");
         rustix::fs::renameat(&top.new, tmp(), &top.new, final_name)
             .map_err(|x| err(format!("rename: {x}")))?;
@@ -1147,7 +702,7 @@ pub(crate) fn record_times(dir: &OwnedFd, st: &rustix::fs::Stat) -> std::result:
 
 /// Whether the old directory `e` has no IV file and holds nothing but
 /// metadata and records (nothing that could need its IV).
-fn only_leftovers(e: &Entry<'_>) -> bool {
+pub(super) fn only_leftovers(e: &Entry<'_>) -> bool {
     let Ok(dir) = open_dir(e.parent, e.name) else {
         return false;
     };
@@ -1170,130 +725,4 @@ fn only_leftovers(e: &Entry<'_>) -> bool {
         }
     }
     true
-}
-
-/// Moves the new tree into the root and the root's attributes over.
-fn swap(dir: &Path, root: &OwnedFd, old_names: &NameCipher, new_names: &NameCipher) -> Result<()> {
-    let new = match open_dir(root, &store::cstr(NEW_TREE)) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(()), // swapped already
-        Err(e) => return Err(io_at(&dir.join(NEW_TREE), e)),
-    };
-    unlink_quiet(&new, tmp())?;
-    let mut names = Vec::new();
-    {
-        let d = store::open_dir_read(&new).map_err(|e| io_at(&dir.join(NEW_TREE), e))?;
-        let mut d = rustix::fs::Dir::read_from(&d).map_err(|e| io_at(&dir.join(NEW_TREE), e))?;
-        while let Some(ent) = d.read() {
-            let ent = ent.map_err(|e| io_at(&dir.join(NEW_TREE), e))?;
-            let n = ent.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(CString::new(n).expect("no NUL"));
-            }
-        }
-    }
-    for n in names {
-        rustix::fs::renameat_with(&new, &n, root, &n, RenameFlags::NOREPLACE).map_err(|e| {
-            err(format!(
-                "{}: moving the new entry {} into place: {e}",
-                dir.display(),
-                n.to_string_lossy()
-            ))
-        })?;
-    }
-    // The root's attributes: drop the old ones, copy the new ones.
-    let root_path = proc_path(root, c".");
-    let mut list = vec![0u8; 65536];
-    if let Ok(n) = rustix::fs::llistxattr(&root_path, &mut list[..]) {
-        for raw in list[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
-            if let Ok(bname) = std::str::from_utf8(raw)
-                && old_names.decrypt_xattr_name(bname).is_ok()
-            {
-                let _ = rustix::fs::lremovexattr(&root_path, bname);
-            }
-        }
-    }
-    let new_path = proc_path(&new, c".");
-    let attrs = read_xattrs(new_names, &new_path)?;
-    if !attrs.is_empty() {
-        let mut id = [0u8; XATTR_ID_LEN + 1];
-        if let Ok(XATTR_ID_LEN) = rustix::fs::lgetxattr(&new_path, XATTR_ID_NAME, &mut id[..]) {
-            rustix::fs::lsetxattr(
-                &root_path,
-                XATTR_ID_NAME,
-                &id[..XATTR_ID_LEN],
-                XattrFlags::empty(),
-            )
-            .map_err(|e| io_at(dir, e))?;
-        }
-        write_xattrs(new_names, &root_path, &attrs)?;
-    }
-    rustix::fs::fsync(root).map_err(|e| io_at(dir, e))?;
-    drop(new);
-    match rustix::fs::unlinkat(root, store::cstr(NEW_TREE), AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => {}
-        Err(e) => return Err(io_at(&dir.join(NEW_TREE), e)),
-    }
-    rustix::fs::fsync(root).map_err(|e| io_at(dir, e))
-}
-
-/// Installs the new config and removes everything that opens the old
-/// generation; the state file goes last.
-fn finish(dir: &Path, state: &RekeyState) -> Result<()> {
-    write_atomic(
-        dir,
-        vault::CONFIG_FILE,
-        state.new_config.to_json().as_bytes(),
-    )?;
-    for entry in std::fs::read_dir(dir).map_err(|e| io_at(dir, e))? {
-        let entry = entry.map_err(|e| io_at(dir, e))?;
-        let name = entry.file_name();
-        let n = name.as_bytes();
-        if n == vault::CONFIG_BACKUP_FILE.as_bytes()
-            || n.starts_with(vault::CONFIG_REPLACED_FILE.as_bytes())
-            || n == b"veilfs.conf.tmp"
-            || n == b"veilfs.rekey.tmp"
-            || n == LINKS_FILE.as_bytes()
-        {
-            std::fs::remove_file(entry.path()).map_err(|e| io_at(&entry.path(), e))?;
-        }
-    }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_at(dir, e))?;
-    std::fs::remove_file(dir.join(STATE_FILE)).map_err(|e| io_at(&dir.join(STATE_FILE), e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_at(dir, e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The state file's wrapped keys: nonce, key sealed under the other
-    /// master key's wrap subkey, tag. They open under that key only, and
-    /// any changed byte is refused.
-    #[test]
-    fn wrapped_keys_open_under_their_key_only() {
-        let old = MasterKey::from_bytes([1u8; KEY_LEN]);
-        let new = MasterKey::from_bytes([2u8; KEY_LEN]);
-        let sealed = wrap(&old, &new);
-        let raw = B64.decode(&sealed).unwrap();
-        assert_eq!(raw.len(), NONCE_LEN + KEY_LEN + TAG_LEN);
-        assert_ne!(&raw[NONCE_LEN..][..KEY_LEN], &[2u8; KEY_LEN][..]);
-        assert_eq!(
-            unwrap(&old, &sealed).unwrap().expose_secret(),
-            new.expose_secret()
-        );
-        // Fresh nonce each time: two wraps of one key differ.
-        assert_ne!(wrap(&old, &new), sealed);
-        assert!(unwrap(&new, &sealed).is_err());
-        for i in [0, NONCE_LEN, NONCE_LEN + KEY_LEN] {
-            let mut bad = raw.clone();
-            bad[i] ^= 1;
-            assert!(unwrap(&old, &B64.encode(&bad)).is_err(), "byte {i}");
-        }
-        assert!(unwrap(&old, &B64.encode(&raw[1..])).is_err());
-    }
 }
