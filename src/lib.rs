@@ -10,7 +10,6 @@ pub mod crypto;
 pub mod encrypt;
 pub mod export;
 pub mod fs;
-pub mod journal;
 pub mod keys;
 pub mod names;
 pub mod offline;

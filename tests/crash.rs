@@ -606,7 +606,7 @@ fn sigkill_during_heavy_writes_and_sqlite_wal() {
 fn fsck_tells_a_journaled_cut_from_damage_and_repair_restores_it() {
     use veilfs::content::ChunkLayout;
     use veilfs::cryptfile::CryptFile;
-    use veilfs::journal::{Intent, Journal};
+    use veilfs::cryptfile::journal::{Intent, Journal};
 
     let tmp = tempfile::tempdir().unwrap();
     let cipher = tmp.path().join("cipher");
@@ -623,7 +623,8 @@ fn fsck_tells_a_journaled_cut_from_damage_and_repair_restores_it() {
     let backing =
         veilfs::store::backing_name(&names, &names.root_iv(), "chat.db".as_ref()).unwrap();
     let path = cipher.join(backing.entry());
-    let jdir = veilfs::journal::journal_dir_in(&state, &cipher, &vault.master.key_id()).unwrap();
+    let jdir = veilfs::cryptfile::journal::journal_dir_in(&state, &cipher, &vault.master.key_id())
+        .unwrap();
 
     let original: Vec<u8> = (0..3 * 4096).map(|i| (i * 7 % 251) as u8).collect();
     {

@@ -69,7 +69,7 @@ impl Checker<'_> {
             }
         };
         let journal = self.journal.clone();
-        let ours: Vec<&crate::journal::Record> = journal
+        let ours: Vec<&crate::cryptfile::journal::Record> = journal
             .iter()
             .filter(|r| r.header == Some(*header.as_bytes()))
             .collect();
@@ -241,7 +241,7 @@ impl Checker<'_> {
             let mut rest = Vec::new();
             for (index, d) in diags {
                 let at = layout.chunk_cipher_start(index);
-                let covered = crate::journal::covers(&journal, &header, at, d)
+                let covered = crate::cryptfile::journal::covers(&journal, &header, at, d)
                     || (d == ChunkDiag::TornTail && new_files)
                     || (d == ChunkDiag::StaleLast && !ours.is_empty());
                 if covered {

@@ -61,11 +61,11 @@ pub struct FsckOptions<'a> {
     /// Called as work progresses. When set, a quick pre-scan first counts
     /// files and bytes so the totals are known.
     pub progress: Option<ProgressFn<'a>>,
-    /// The vault's rewrite-journal records not yet applied (crate::journal):
+    /// The vault's rewrite-journal records not yet applied (crate::cryptfile::journal):
     /// a chunk they cover is a crash the journal recovers, not damage, and
     /// `--repair` applies them to the file whose header they name, wherever
     /// it now is.
-    pub journal: Vec<crate::journal::Record>,
+    pub journal: Vec<crate::cryptfile::journal::Record>,
 }
 
 impl<'a> FsckOptions<'a> {
@@ -232,7 +232,7 @@ struct Checker<'a> {
     report: Report,
     seen_inodes: HashSet<(u64, u64)>,
     plain_buf: Vec<u8>,
-    journal: Rc<Vec<crate::journal::Record>>,
+    journal: Rc<Vec<crate::cryptfile::journal::Record>>,
     read_buf: Vec<u8>,
 }
 

@@ -151,19 +151,20 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
     opts.repair = args.repair;
     // What a crash left in the rewrite journal (outside CIPHERDIR): replayed
     // first by --repair, and told apart from damage either way.
-    let journal_dir = crate::journal::journal_dir(&args.cipherdir, &vault.master.key_id()).ok();
+    let journal_dir =
+        crate::cryptfile::journal::journal_dir(&args.cipherdir, &vault.master.key_id()).ok();
     if let Some(dir) = journal_dir.as_deref().filter(|d| d.exists()) {
         if args.repair {
             let root = std::fs::File::open(&args.cipherdir)
                 .map_err(|e| CliError::Other(format!("{shown}: {e}")))?;
-            crate::journal::recover(dir, &root, &content).map_err(|e| {
+            crate::cryptfile::journal::recover(dir, &root, &content).map_err(|e| {
                 CliError::Other(format!(
                     "replaying the rewrite journal {}: {e}",
                     dir.display()
                 ))
             })?;
         }
-        opts.journal = crate::journal::read_records(dir).map_err(|e| {
+        opts.journal = crate::cryptfile::journal::read_records(dir).map_err(|e| {
             CliError::Other(format!(
                 "reading the rewrite journal {}: {e}",
                 dir.display()

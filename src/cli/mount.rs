@@ -238,8 +238,9 @@ fn serve(
     if cfg.fs.read_only {
         // A read-only mount does not replay the journal: say so if a crash
         // left something in it.
-        if let Ok(dir) = crate::journal::journal_dir(&cfg.cipherdir, &vault.master.key_id())
-            && crate::journal::read_records(&dir).is_ok_and(|r| !r.is_empty())
+        if let Ok(dir) =
+            crate::cryptfile::journal::journal_dir(&cfg.cipherdir, &vault.master.key_id())
+            && crate::cryptfile::journal::read_records(&dir).is_ok_and(|r| !r.is_empty())
         {
             log::warn!(
                 "a crash left chunk rewrites in the journal {}; a read-only mount does not replay them (chunks they cover may read as EIO): mount read-write once, or run veilfs fsck --repair",
@@ -248,12 +249,13 @@ fn serve(
         }
     } else {
         cfg.journal_dir = Some(
-            crate::journal::journal_dir(&cfg.cipherdir, &vault.master.key_id()).map_err(|e| {
-                CliError::Other(format!(
-                    "finding the rewrite journal of {}: {e}",
-                    cfg.cipherdir.display()
-                ))
-            })?,
+            crate::cryptfile::journal::journal_dir(&cfg.cipherdir, &vault.master.key_id())
+                .map_err(|e| {
+                    CliError::Other(format!(
+                        "finding the rewrite journal of {}: {e}",
+                        cfg.cipherdir.display()
+                    ))
+                })?,
         );
     }
     mount::serve(&cfg, vault.content_cipher(), vault.name_cipher(), ready)

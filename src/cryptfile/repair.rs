@@ -306,7 +306,7 @@ pub struct FileRecovery {
 pub fn recover_file(
     fd: &impl AsFd,
     cipher: &ContentCipher,
-    records: &[&crate::journal::Record],
+    records: &[&crate::cryptfile::journal::Record],
 ) -> io::Result<Option<FileRecovery>> {
     let layout = cipher.layout();
     let stored = layout.stored_chunk_len() as u64;
@@ -328,7 +328,7 @@ pub fn recover_file(
             .any(|r| r.header.is_none())
             .then(FileRecovery::default));
     };
-    let ours: Vec<&crate::journal::Record> = records
+    let ours: Vec<&crate::cryptfile::journal::Record> = records
         .iter()
         .copied()
         .filter(|r| r.header.is_none_or(|h| h == *header.as_bytes()))

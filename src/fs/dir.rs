@@ -186,7 +186,10 @@ impl VeilFs {
         rustix::fs::unlinkat(&*pfd, &entry, AtFlags::empty()).map_err(errno)?;
         if self.journal.is_on() && st.as_ref().is_some_and(|st| st.st_nlink <= 1) {
             let path = child_backing_path(&parent, b.entry());
-            if let Err(e) = self.journal.note(&path, &crate::journal::NameOp::Unlink) {
+            if let Err(e) = self
+                .journal
+                .note(&path, &crate::cryptfile::journal::NameOp::Unlink)
+            {
                 log::debug!("journal: cannot record an unlink: {e}");
             }
         }
@@ -393,9 +396,9 @@ impl VeilFs {
             let from = child_backing_path(&parent, ob.entry());
             let to = child_backing_path(&newparent, nb.entry());
             let op = if exchange {
-                crate::journal::NameOp::Exchange { with: to }
+                crate::cryptfile::journal::NameOp::Exchange { with: to }
             } else {
-                crate::journal::NameOp::Rename { to }
+                crate::cryptfile::journal::NameOp::Rename { to }
             };
             if let Err(e) = self.journal.note(&from, &op) {
                 log::warn!("journal: cannot record a rename: {e}");

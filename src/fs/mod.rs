@@ -26,6 +26,7 @@ pub mod idle;
 mod locate;
 pub mod mount;
 pub mod node;
+mod options;
 mod serve;
 mod xattr;
 
@@ -49,8 +50,8 @@ use rustix::fs::{Access, AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps,
 use rustix::io::Errno as SysErrno;
 
 use crate::content::{ContentCipher, FileHeader};
+use crate::cryptfile::journal::Journal;
 use crate::cryptfile::{CryptFile, CryptFileError};
-use crate::journal::Journal;
 use crate::names::{
     self, BackingName, DirIv, NameCipher, XATTR_ID_LEN, XATTR_ID_NAME, XattrVersion,
 };
@@ -63,37 +64,7 @@ use node::{FileData, Location, Node, NodeTable};
 use serve::{Effect::*, Helpers};
 use xattr::reply_xattr;
 
-/// Tunables of a mount.
-#[derive(Debug, Clone)]
-pub struct FsOptions {
-    pub read_only: bool,
-    /// How long the kernel may cache attributes and names. Short, because
-    /// a sync client may change CIPHERDIR behind the mount's back.
-    pub ttl: Duration,
-    /// Capacity of the directory descriptor cache.
-    pub dir_fd_cache: usize,
-    pub writeback_cache: bool,
-    /// The kernel checks modes before each operation (default_permissions,
-    /// needed with --allow-other). Without it the daemon's own user is the
-    /// only caller and the backing file system checks for it.
-    pub kernel_checks_permissions: bool,
-    /// How long the serving thread watches /dev/fuse after a reply before
-    /// it sleeps in read() (see `VeilFs::linger`); zero turns it off.
-    pub linger: Duration,
-}
-
-impl Default for FsOptions {
-    fn default() -> Self {
-        FsOptions {
-            read_only: false,
-            ttl: Duration::from_secs(1),
-            dir_fd_cache: 4096,
-            writeback_cache: true,
-            kernel_checks_permissions: false,
-            linger: Duration::ZERO,
-        }
-    }
-}
+pub use options::FsOptions;
 
 /// An open regular file.
 struct Handle {
@@ -171,7 +142,7 @@ pub struct VeilFs {
     /// The session's /dev/fuse descriptor, set once the session exists and
     /// only when one thread serves it (see `linger`).
     fuse_device: Arc<OnceLock<OwnedFd>>,
-    /// Where chunk rewrites are recorded first (crate::journal); off on a
+    /// Where chunk rewrites are recorded first (crate::cryptfile::journal); off on a
     /// read-only mount.
     journal: Journal,
     /// Requests and open handles, for `--idle`.

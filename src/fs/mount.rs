@@ -11,14 +11,14 @@ use sd_notify::NotifyState;
 
 use super::{FsOptions, VeilFs};
 use crate::content::ContentCipher;
-use crate::journal::{self, Journal};
+use crate::cryptfile::journal::{self, Journal};
 use crate::names::NameCipher;
 
 /// Everything `veilfs mount` decides.
 #[derive(Debug, Clone)]
 pub struct MountConfig {
     pub cipherdir: PathBuf,
-    /// The rewrite journal's directory (crate::journal); `None` on a
+    /// The rewrite journal's directory (crate::cryptfile::journal); `None` on a
     /// read-only mount.
     pub journal_dir: Option<PathBuf>,
     pub mountpoint: PathBuf,

@@ -30,7 +30,7 @@ pub struct FileData {
     pub header_checked: bool,
     /// What the rewrite journal already holds for this file since its
     /// last fsync (see `journal::Recorded`).
-    pub recorded: crate::journal::Recorded,
+    pub recorded: crate::cryptfile::journal::Recorded,
     /// Backing offset up to which write-back of a streaming write has
     /// been started (see `VeilFs::start_writeback`).
     pub writeback_started: u64,
