@@ -121,8 +121,15 @@ fn read_written(f: &File) -> io::Result<Vec<u8>> {
     let mut end = 0u64;
     let mut at = 0u64;
     while at < size {
-        let Ok(data) = seek(f, SeekFrom::Data(at)) else {
-            break;
+        let data = match seek(f, SeekFrom::Data(at)) {
+            Ok(data) => data,
+            // No data past `at`.
+            Err(rustix::io::Errno::NXIO) => break,
+            // A file system that cannot tell: read it all.
+            Err(_) => {
+                end = size;
+                break;
+            }
         };
         let hole = seek(f, SeekFrom::Hole(data)).unwrap_or(size);
         end = hole.min(size);
