@@ -18,11 +18,10 @@ use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::content::ContentCipher;
-use crate::cryptfile::ChunkWriter;
 use crate::names::{DirIv, NameCipher};
 use crate::rekey::{
-    RekeyError, TIMES_XATTR, err, open_dir, proc_path, record_times, times_of, tmp, ts,
-    unlink_quiet, write_atomic, write_xattrs,
+    RekeyError, TIMES_XATTR, create_sealed, err, open_dir, proc_path, record_times, times_of, tmp,
+    ts, unlink_quiet, write_atomic, write_xattrs,
 };
 use crate::store;
 
@@ -422,18 +421,7 @@ impl Encrypter<'_> {
                     Mode::empty(),
                 )
                 .map_err(|x| err(format!("opening: {x}")))?;
-                let out = rustix::fs::openat(
-                    new,
-                    tmp,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|x| err(format!("creating: {x}")))?;
-                let mut w = ChunkWriter::new(File::from(out), self.content);
+                let mut w = create_sealed(new, tmp, self.content)?;
                 let mut input = File::from(fd);
                 let mut buf = vec![0u8; 1 << 20];
                 loop {

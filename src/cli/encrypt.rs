@@ -95,27 +95,13 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
             Secret::Password(p) => vault::unlock_with_password(dir, &p)?,
         }
     } else {
-        let mut opts = args.vault.create_options();
-        opts.check()?;
-        vault::check_init_target(dir)?;
-        let password = if args.vault.key_only {
-            None
-        } else {
-            Some(secret::new_password(
-                args.vault.passfile.as_deref(),
-                args.vault.extpass.as_deref(),
-                "use --passfile FILE or --extpass CMD, or --key-only",
-            )?)
-        };
-        opts.password = password.as_ref().map(|p| p.as_slice());
-        let key_file = match &args.vault.key_out {
-            Some(path) => Some((path, init::create_key_file(path)?)),
-            None => None,
-        };
-        let vault = vault::create_vault(dir, &opts)?;
+        let (vault, key_out) = args
+            .vault
+            .create(dir, "use --passfile FILE or --extpass CMD, or --key-only")?;
+        let (key_path, key_file) = key_out.unzip();
         super::rekey::show_key(
             &vault.master,
-            key_file,
+            key_path.as_ref().zip(key_file),
             args.vault.key_only,
             "It is shown only this once.",
         )?;

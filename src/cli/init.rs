@@ -55,6 +55,45 @@ impl NewVaultArgs {
             kdf: self.kdf.resolve(KdfParams::DEFAULT),
         }
     }
+
+    /// Creates the vault in `dir` as these options say: checks the options
+    /// and the directory before asking for a password (`no_password_hint`
+    /// says what to do when none can be read), creates the key file of
+    /// `--key-out` before the vault, so that a vault is never made whose
+    /// key could not be saved, and removes that file again if the vault
+    /// could not be made. The caller writes the key into the file.
+    pub fn create(
+        &self,
+        dir: &Path,
+        no_password_hint: &str,
+    ) -> Result<(vault::UnlockedVault, Option<(PathBuf, File)>), CliError> {
+        let mut opts = self.create_options();
+        opts.check()?;
+        vault::check_init_target(dir)?;
+        let password = if self.key_only {
+            None
+        } else {
+            Some(secret::new_password(
+                self.passfile.as_deref(),
+                self.extpass.as_deref(),
+                no_password_hint,
+            )?)
+        };
+        opts.password = password.as_ref().map(|p| p.as_slice());
+        let key_out = match &self.key_out {
+            Some(path) => Some((path.clone(), create_key_file(path)?)),
+            None => None,
+        };
+        match vault::create_vault(dir, &opts) {
+            Ok(v) => Ok((v, key_out)),
+            Err(e) => {
+                if let Some((path, _)) = key_out {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(e.into())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -67,36 +106,10 @@ pub struct InitArgs {
 
 pub fn run(args: InitArgs) -> Result<(), CliError> {
     let dir = &args.cipherdir;
-    let mut opts = args.vault.create_options();
-    // Refuse bad options and a non-empty directory before asking for a
-    // password.
-    opts.check()?;
-    vault::check_init_target(dir)?;
-    let password = if args.vault.key_only {
-        None
-    } else {
-        Some(secret::new_password(
-            args.vault.passfile.as_deref(),
-            args.vault.extpass.as_deref(),
-            "use --passfile FILE or --extpass CMD, or --key-only for a vault without a password",
-        )?)
-    };
-    opts.password = password.as_ref().map(|p| p.as_slice());
-    // Create the key file before the vault, so a vault is never made whose
-    // key could not be saved.
-    let mut key_out = match &args.vault.key_out {
-        Some(path) => Some((path, create_key_file(path)?)),
-        None => None,
-    };
-    let vault = match vault::create_vault(dir, &opts) {
-        Ok(v) => v,
-        Err(e) => {
-            if let Some((path, _)) = key_out.take() {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(e.into());
-        }
-    };
+    let (vault, key_out) = args.vault.create(
+        dir,
+        "use --passfile FILE or --extpass CMD, or --key-only for a vault without a password",
+    )?;
     let digits = vault.master.display_digits();
 
     let kind = if args.vault.key_only {

@@ -13,6 +13,16 @@ use crate::vault::{self, CONFIG_BACKUP_FILE, KdfParams, KeySlot};
 pub struct PasswdArgs {
     #[command(flatten)]
     pub unlock: UnlockArgs,
+    #[command(flatten)]
+    pub new: NewPasswordArgs,
+    /// The vault's backing directory.
+    pub cipherdir: PathBuf,
+}
+
+/// Where a new password comes from, and the KDF it is wrapped with
+/// (`passwd` and `rekey`).
+#[derive(Debug, Clone, Args)]
+pub struct NewPasswordArgs {
     /// Read the new password from the first line of FILE (`-`: standard
     /// input) instead of prompting twice.
     #[arg(long, value_name = "FILE", conflicts_with = "new_extpass")]
@@ -22,8 +32,6 @@ pub struct PasswdArgs {
     pub new_extpass: Option<String>,
     #[command(flatten)]
     pub kdf: KdfArgs,
-    /// The vault's backing directory.
-    pub cipherdir: PathBuf,
 }
 
 pub fn run(args: PasswdArgs) -> Result<(), CliError> {
@@ -43,7 +51,13 @@ pub fn run(args: PasswdArgs) -> Result<(), CliError> {
             .key_file
             .as_deref()
             .is_some_and(secret::is_stdin);
-    if old_from_stdin && args.new_passfile.as_deref().is_some_and(secret::is_stdin) {
+    if old_from_stdin
+        && args
+            .new
+            .new_passfile
+            .as_deref()
+            .is_some_and(secret::is_stdin)
+    {
         return Err(CliError::Usage(
             "only one secret can come from standard input (`-`): give the old or the new one in a file"
                 .into(),
@@ -56,10 +70,10 @@ pub fn run(args: PasswdArgs) -> Result<(), CliError> {
         .first()
         .map(KeySlot::kdf_params)
         .unwrap_or(KdfParams::DEFAULT);
-    let kdf = args.kdf.resolve(base);
+    let kdf = args.new.kdf.resolve(base);
     let new = secret::new_password(
-        args.new_passfile.as_deref(),
-        args.new_extpass.as_deref(),
+        args.new.new_passfile.as_deref(),
+        args.new.new_extpass.as_deref(),
         "use --new-passfile FILE or --new-extpass CMD",
     )?;
     let had_password = !vault.config.key_slots.is_empty();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::secret::{self, KdfArgs, Secret};
+use super::secret::{self, Secret};
 use super::{CliError, UnlockArgs};
 use crate::keys::MasterKey;
 use crate::rekey::{self, RekeyProgress, StateSecret};
@@ -27,15 +27,8 @@ pub struct RekeyArgs {
     /// way in.
     #[arg(long, conflicts_with_all = ["new_passfile", "new_extpass"])]
     pub key_only: bool,
-    /// Read the new password from the first line of FILE (`-`: standard
-    /// input) instead of prompting twice.
-    #[arg(long, value_name = "FILE", conflicts_with = "new_extpass")]
-    pub new_passfile: Option<PathBuf>,
-    /// Run CMD with `sh -c`; the first line it prints is the new password.
-    #[arg(long, value_name = "CMD")]
-    pub new_extpass: Option<String>,
     #[command(flatten)]
-    pub kdf: KdfArgs,
+    pub new: super::passwd::NewPasswordArgs,
     /// Write the new 64-digit key to FILE (a new file, mode 0600) instead
     /// of showing it.
     #[arg(long, value_name = "FILE")]
@@ -84,8 +77,8 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
                 None
             } else {
                 Some(secret::new_password(
-                    args.new_passfile.as_deref(),
-                    args.new_extpass.as_deref(),
+                    args.new.new_passfile.as_deref(),
+                    args.new.new_extpass.as_deref(),
                     "use --new-passfile FILE or --new-extpass CMD, or --key-only",
                 )?)
             };
@@ -95,7 +88,7 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
                 .first()
                 .map(KeySlot::kdf_params)
                 .unwrap_or(KdfParams::DEFAULT);
-            let kdf = args.kdf.resolve(base);
+            let kdf = args.new.kdf.resolve(base);
             let new = MasterKey::generate();
             let config = vault::seal_new_config(
                 &new,

@@ -430,18 +430,7 @@ impl Rekeyer<'_> {
         let mut file: Option<File> = None;
         match e.kind {
             Kind::File => {
-                let fd = rustix::fs::openat(
-                    &top.new,
-                    tmp,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|x| err(format!("creating: {x}")))?;
-                let mut w = ChunkWriter::new(File::from(fd), self.new_content);
+                let mut w = create_sealed(&top.new, tmp, self.new_content)?;
                 off.cat_at(e.parent, e.name, e.plain_path, &mut w, false)
                     .map_err(err)?;
                 let bytes = w.bytes;
@@ -649,6 +638,24 @@ impl Visitor for Rekeyer<'_> {
     fn problem(&mut self, _error: &OfflineError) -> Control {
         Control::Stop
     }
+}
+
+/// A new backing file `name` in `dir` (never replacing one, mode 0600
+/// until its times and mode are set), to be filled as a stream of chunks
+/// sealed under `content`.
+pub(crate) fn create_sealed<'c>(
+    dir: &OwnedFd,
+    name: &CStr,
+    content: &'c ContentCipher,
+) -> Result<ChunkWriter<'c>> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|x| err(format!("creating: {x}")))?;
+    Ok(ChunkWriter::new(File::from(fd), content))
 }
 
 /// The IV of a directory of the new generation. An IV file cut short by a
