@@ -60,6 +60,8 @@ step() {
 }
 
 step cargo fmt --all -- --check
+# No two modules of src/ import each other (docs/ARCHITECTURE.md).
+step python3 scripts/check_modules.py
 step cargo clippy --all-targets --locked -- -D warnings
 step cargo test --all-targets --locked -- --skip load_under_8_processes
 # The 8-process load tests (with and without the writeback cache, side by

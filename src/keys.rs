@@ -11,8 +11,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
-/// Length of the master key and of every 256-bit subkey.
-pub const KEY_LEN: usize = 32;
+pub use crate::crypto::KEY_LEN;
 
 /// HKDF-Extract salt. Changing it changes every derived key: format break.
 pub const HKDF_SALT: &[u8] = b"veilfs-v1";

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
 
-use crate::keys::KEY_LEN;
+use super::KEY_LEN;
 
 pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;

@@ -17,3 +17,6 @@ pub mod nonce;
 pub mod random;
 
 pub use aead::{Aead, NONCE_LEN, TAG_LEN, Unauthentic};
+
+/// Length of every key: the master key and each 256-bit subkey.
+pub const KEY_LEN: usize = 32;
