@@ -155,7 +155,12 @@ impl VeilFs {
             .and_then(|dfd| store::write_dir_iv_unsynced(&dfd, &child_iv));
         match written {
             // Durable before any fsync through the mount returns.
-            Ok(iv_file) => self.ivs.submit(iv_file),
+            Ok(iv_file) => {
+                if let Err(e) = self.ivs.submit(iv_file) {
+                    let _ = rustix::fs::unlinkat(&*pfd, &entry, AtFlags::REMOVEDIR);
+                    return Err(errno(e));
+                }
+            }
             Err(e) => {
                 let _ = rustix::fs::unlinkat(&*pfd, &entry, AtFlags::REMOVEDIR);
                 return Err(errno(e));

@@ -27,15 +27,18 @@ struct State {
 pub(super) struct IvSyncer {
     state: Arc<(Mutex<State>, Condvar)>,
     jobs: mpsc::Sender<OwnedFd>,
+    /// Descriptors the queue may hold at once; past it, `submit` flushes
+    /// in place, so a burst of mkdirs never costs the mount its
+    /// descriptors (EMFILE).
+    max_queued: u64,
 }
 
 impl IvSyncer {
     /// Starts the thread; it ends once the syncer is dropped and every IV
     /// file handed to it is flushed.
-    pub(super) fn new() -> std::io::Result<Self> {
-        let state: Arc<(Mutex<State>, Condvar)> = Arc::default();
-        let (jobs, queue) = mpsc::channel::<OwnedFd>();
-        let shared = state.clone();
+    pub(super) fn new(max_queued: u64) -> std::io::Result<Self> {
+        let (syncer, queue) = Self::unstarted(max_queued);
+        let shared = syncer.state.clone();
         std::thread::Builder::new()
             .name("veilfs-diriv".into())
             .spawn(move || {
@@ -52,22 +55,42 @@ impl IvSyncer {
                     cond.notify_all();
                 }
             })?;
-        Ok(IvSyncer { state, jobs })
+        Ok(syncer)
     }
 
-    /// Flushes the IV file `fd` (already written) in the background.
-    pub(super) fn submit(&self, fd: OwnedFd) {
-        self.state.0.lock().unwrap().queued += 1;
-        if let Err(mpsc::SendError(fd)) = self.jobs.send(fd) {
-            // The thread is gone (it never panics; only at teardown):
-            // flush here.
-            let res = rustix::fs::fsync(&fd);
+    /// The syncer and its queue, with nothing serving the queue yet.
+    fn unstarted(max_queued: u64) -> (Self, mpsc::Receiver<OwnedFd>) {
+        let (jobs, queue) = mpsc::channel::<OwnedFd>();
+        let syncer = IvSyncer {
+            state: Arc::default(),
+            jobs,
+            max_queued: max_queued.max(1),
+        };
+        (syncer, queue)
+    }
+
+    /// Flushes the IV file `fd` (already written) in the background, or
+    /// here when the queue is full.
+    pub(super) fn submit(&self, fd: OwnedFd) -> Result<(), Errno> {
+        {
             let mut s = self.state.0.lock().unwrap();
-            s.done += 1;
-            if let Err(e) = res {
-                s.failed.get_or_insert(e);
+            if s.queued - s.done < self.max_queued {
+                s.queued += 1;
+                drop(s);
+                return match self.jobs.send(fd) {
+                    Ok(()) => Ok(()),
+                    // The thread is gone (only at teardown): flush here.
+                    Err(mpsc::SendError(fd)) => {
+                        let res = rustix::fs::fsync(&fd);
+                        let (lock, cond) = &*self.state;
+                        lock.lock().unwrap().done += 1;
+                        cond.notify_all();
+                        res
+                    }
+                };
             }
         }
+        rustix::fs::fsync(&fd)
     }
 
     /// A handle for the fsync helpers, which wait on it.
@@ -104,26 +127,49 @@ mod tests {
     #[test]
     fn wait_returns_once_every_submitted_file_is_flushed() {
         let dir = tempfile::tempdir().unwrap();
-        let syncer = IvSyncer::new().unwrap();
+        let syncer = IvSyncer::new(64).unwrap();
         let waiter = syncer.waiter();
         waiter.wait().unwrap();
         for i in 0..50 {
             let path = dir.path().join(format!("iv{i}"));
             std::fs::write(&path, [i as u8; 16]).unwrap();
-            syncer.submit(std::fs::File::open(&path).unwrap().into());
+            syncer
+                .submit(std::fs::File::open(&path).unwrap().into())
+                .unwrap();
         }
         waiter.wait().unwrap();
         let s = waiter.0.0.lock().unwrap();
-        assert_eq!((s.queued, s.done), (50, 50));
+        assert_eq!(s.queued, s.done);
+        assert!(s.queued <= 50 && s.queued > 0, "{}", s.queued);
+    }
+
+    /// The queue never holds more descriptors than its cap: past it, the
+    /// flush happens in place (a low descriptor limit must not turn a
+    /// burst of mkdirs into EMFILE).
+    #[test]
+    fn a_full_queue_flushes_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        // No thread: whatever is queued stays queued.
+        let (syncer, queue) = IvSyncer::unstarted(2);
+        for i in 0..20 {
+            let path = dir.path().join(format!("iv{i}"));
+            std::fs::write(&path, [i as u8; 16]).unwrap();
+            syncer
+                .submit(std::fs::File::open(&path).unwrap().into())
+                .unwrap();
+        }
+        let s = syncer.state.0.lock().unwrap();
+        assert_eq!((s.queued, s.done), (2, 0));
+        assert_eq!(queue.try_iter().count(), 2, "two descriptors held, no more");
     }
 
     #[test]
     fn a_failed_flush_is_reported_to_the_next_wait_once() {
-        let syncer = IvSyncer::new().unwrap();
+        let syncer = IvSyncer::new(64).unwrap();
         let waiter = syncer.waiter();
         // fsync of a pipe fails with EINVAL.
         let (r, _w) = rustix::pipe::pipe().unwrap();
-        syncer.submit(r);
+        syncer.submit(r).unwrap();
         assert_eq!(waiter.wait(), Err(Errno::INVAL));
         assert_eq!(waiter.wait(), Ok(()));
     }

@@ -187,7 +187,9 @@ impl VeilFs {
             flushers: Helpers::new("fsync", 2),
             readers: Helpers::new("read", 2),
             reclaimer: Reclaimer::new(),
-            ivs: durable::IvSyncer::new()?,
+            // Like the reclaimer's pinned files: a share of the descriptor
+            // limit (see `dir_fd_cache` above).
+            ivs: durable::IvSyncer::new((store::open_files_limit() / 16).clamp(2, 64) as u64)?,
             fuse_device: Arc::new(OnceLock::new()),
             journal,
             activity: Arc::default(),
