@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Rng, TestMount, env_num, have, is_mounted, run_ok, wait_until};
+use common::{BIN, Rng, TestMount, env_num, fsck_json, have, is_mounted, run_ok, wait_until};
 use sha2::{Digest, Sha256};
 
 fn sha(b: &[u8]) -> String {
@@ -325,26 +325,6 @@ fn sqlite_ok(db: &Path, sql: &str) -> String {
         .to_string()
 }
 
-/// `veilfs fsck --json`; returns the exit code and the report.
-fn fsck(m: &TestMount, extra: &[&str]) -> (i32, serde_json::Value) {
-    let o = Command::new(BIN)
-        .args(["fsck", "--json"])
-        .args(extra)
-        .arg("--key-file")
-        .arg(&m.keyfile)
-        .arg(&m.cipher)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fsck output is not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (o.status.code().expect("fsck exited normally"), v)
-}
-
 #[test]
 fn sigkill_during_heavy_writes_and_sqlite_wal() {
     if !have("fusermount3") || !have("sqlite3") {
@@ -466,7 +446,7 @@ fn sigkill_during_heavy_writes_and_sqlite_wal() {
             }
             d
         };
-        let (rc, report) = fsck(&m, &[]);
+        let (rc, report) = fsck_json(&m, &[]);
         let problems = report["problems"].as_array().unwrap().clone();
         let mut kinds = BTreeSet::new();
         for p in &problems {
@@ -590,8 +570,8 @@ fn sigkill_during_heavy_writes_and_sqlite_wal() {
         // A crash leaves at most what --repair can fix without data loss,
         // or damage in the files being written; after --repair and
         // rewriting those, the vault is clean.
-        let (_, repaired) = fsck(&m, &["--repair"]);
-        let (rc, after) = fsck(&m, &[]);
+        let (_, repaired) = fsck_json(&m, &["--repair"]);
+        let (rc, after) = fsck_json(&m, &[]);
         assert_eq!(rc, 0, "after --repair: {repaired:#}\nstill: {after:#}");
         m.mount();
     }

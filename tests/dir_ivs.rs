@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, TestMount};
+use common::{TestMount, fsck_json, problem_kinds};
 use veilfs::names::{DirIv, EntryKind, classify_entry};
 
 fn listing(p: &Path) -> BTreeSet<String> {
@@ -24,31 +24,6 @@ fn listing(p: &Path) -> BTreeSet<String> {
 
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
-}
-
-fn fsck_json(m: &TestMount) -> (i32, serde_json::Value) {
-    let o = Command::new(BIN)
-        .args(["fsck", "--json", "--key-file"])
-        .arg(&m.keyfile)
-        .arg(&m.cipher)
-        .output()
-        .unwrap();
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fsck output is not JSON ({e}): {}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (o.status.code().unwrap(), v)
-}
-
-fn problem_kinds(report: &serde_json::Value) -> Vec<String> {
-    report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["kind"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]
@@ -86,7 +61,7 @@ fn recreated_directories_get_new_ivs_and_moves_between_them_are_detected() {
         m.log_text()
     );
     m.unmount();
-    let (code, report) = fsck_json(&m);
+    let (code, report) = fsck_json(&m, &[]);
     assert_ne!(code, 0, "{report}");
     assert!(
         problem_kinds(&report).contains(&"name_unauthentic".to_string()),
@@ -166,7 +141,7 @@ fn two_devices_creating_the_same_folder_still_merge() {
     assert!(veilfs::names::same_birth(&iv_a, &iv_b));
     merge_like_syncthing(&chat_b, &chat_a);
 
-    let (code, report) = fsck_json(&m);
+    let (code, report) = fsck_json(&m, &[]);
     assert_eq!(code, 0, "the merged vault is clean: {report}");
 
     let check = |m: &TestMount| {

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{BIN, TestMount, have, pattern, run_ok, test_root};
+use common::{TestMount, fsck_json, have, pattern, run_ok, test_root};
 
 /// A tmpfs mounted for the test, unmounted on drop (also on panic).
 /// Declare it before the `TestMount` that uses it, so the FUSE mount (which
@@ -115,22 +115,6 @@ fn same_or_prefix(path: &Path, acked: &[u8], failed: &[u8]) {
         "{}: bytes after the acknowledged ones are not a prefix of the failed append",
         path.display()
     );
-}
-
-fn fsck(m: &TestMount) -> (i32, serde_json::Value) {
-    let o = Command::new(BIN)
-        .args(["fsck", "--json", "--key-file"])
-        .arg(&m.keyfile)
-        .arg(&m.cipher)
-        .output()
-        .unwrap();
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fsck output is not JSON ({e}): {}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (o.status.code().unwrap(), v)
 }
 
 #[test]
@@ -338,7 +322,7 @@ fn enospc_scenario(mount_args: &[&str]) {
 
     // The vault is clean: ENOSPC left no damage, not even in the file
     // whose append failed.
-    let (rc, report) = fsck(&m);
+    let (rc, report) = fsck_json(&m, &[]);
     assert_eq!(rc, 0, "fsck after ENOSPC: {report:#}");
     drop(m);
     drop(tmpfs);

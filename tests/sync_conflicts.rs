@@ -13,7 +13,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::TestMount;
+use common::{TestMount, fsck_json, problem_kinds};
 use veilfs::names::{BackingName, DirIv, EntryKind, NameCipher, classify_entry};
 
 /// The backing name a conflict copy of `original` gets from a client that
@@ -634,31 +634,6 @@ fn small_change_in_a_large_file_touches_only_its_chunks() {
     assert_ne!(got[0], 0xA5);
 }
 
-fn fsck_json(m: &TestMount) -> (i32, serde_json::Value) {
-    let o = std::process::Command::new(common::BIN)
-        .args(["fsck", "--json", "--key-file"])
-        .arg(&m.keyfile)
-        .arg(&m.cipher)
-        .output()
-        .unwrap();
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fsck output is not JSON ({e}): {}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (o.status.code().unwrap(), v)
-}
-
-fn problem_kinds(report: &serde_json::Value) -> Vec<String> {
-    report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Security review, finding 1: a conflict copy must have its original's
 /// file type (and a directory its original's `veilfs.diriv`), and markers
 /// follow the clients' fixed formats. Before, a directory copied next to a
@@ -713,7 +688,7 @@ fn grafted_conflict_copies_are_not_shown_renamed_or_clean() {
     assert!(!log.contains('\u{1b}'), "no escape reaches the log");
     m.unmount();
 
-    let (code, report) = fsck_json(&m);
+    let (code, report) = fsck_json(&m, &[]);
     assert_ne!(code, 0, "fsck must not call this vault clean: {report}");
     let kinds = problem_kinds(&report);
     assert!(

@@ -390,3 +390,34 @@ pub fn backing_dir(
     }
     (path, iv)
 }
+
+/// `veilfs fsck --json EXTRA --key-file KEY CIPHERDIR` on the vault of `m`:
+/// the exit code and the report.
+pub fn fsck_json(m: &TestMount, extra: &[&str]) -> (i32, serde_json::Value) {
+    let o = Command::new(BIN)
+        .args(["fsck", "--json"])
+        .args(extra)
+        .arg("--key-file")
+        .arg(&m.keyfile)
+        .arg(&m.cipher)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fsck output is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.code().expect("fsck exited normally"), v)
+}
+
+/// The `kind` of every problem in an fsck report.
+pub fn problem_kinds(report: &serde_json::Value) -> Vec<String> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}
