@@ -65,12 +65,7 @@ pub fn begin(cipherdir: &Path, state: &EncryptState) -> Result<()> {
 /// What an encryption did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EncryptReport {
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub other: u64,
-    pub hard_links: u64,
-    pub bytes: u64,
+    pub entries: crate::rekey::EntryCounts,
     /// Extended attributes outside `user.` (not stored by veilfs).
     pub skipped_xattrs: u64,
 }
@@ -130,17 +125,10 @@ fn list(dir: &OwnedFd) -> Result<Vec<(CString, Stat)>> {
 
 /// Plain `user.*` attributes of an entry (the others are counted).
 fn plain_xattrs(path: &CStr, skipped: &mut u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut list = vec![0u8; 4096];
-    let n = loop {
-        match rustix::fs::llistxattr(path, &mut list[..]) {
-            Ok(n) => break n,
-            Err(Errno::RANGE) => list.resize(list.len() * 4, 0),
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(err(format!("listing attributes: {e}"))),
-        }
-    };
+    let list = crate::store::xattr::list_names(path)
+        .map_err(|e| err(format!("listing attributes: {e}")))?;
     let mut out = Vec::new();
-    for raw in list[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+    for raw in crate::store::xattr::names(&list) {
         let Some(name) = raw.strip_prefix(b"user.") else {
             *skipped += 1;
             continue;
@@ -215,7 +203,7 @@ pub fn run(
     let new_root = open_dir(&root, c".").map_err(err)?;
     e.dir(&src, &new_root, &names.root_iv(), "", plaindir)?;
     if let Some(cb) = e.progress.as_mut() {
-        cb(e.report.files, e.report.bytes);
+        cb(e.report.entries.files, e.report.entries.bytes);
     }
     let report = e.report;
     drop(e);
@@ -282,7 +270,7 @@ impl Encrypter<'_> {
         }
         pending.clear();
         if let Some(cb) = self.progress.as_mut() {
-            cb(self.report.files, self.report.bytes);
+            cb(self.report.entries.files, self.report.entries.bytes);
         }
         self.since = 0;
         Ok(())
@@ -351,7 +339,7 @@ impl Encrypter<'_> {
             rustix::fs::fsync(&child).map_err(|x| at(path, x))?;
             rustix::fs::fremovexattr(&child, TIMES_XATTR).map_err(|x| at(path, x))?;
         }
-        self.report.dirs += 1;
+        self.report.entries.dirs += 1;
         if self.remove {
             match rustix::fs::unlinkat(src, name, AtFlags::REMOVEDIR) {
                 Ok(()) | Err(Errno::NOENT) => {}
@@ -405,7 +393,7 @@ impl Encrypter<'_> {
                         )
                         .map_err(err)?;
                     }
-                    self.report.hard_links += 1;
+                    self.report.entries.hard_links += 1;
                     return Ok(());
                 }
                 Err(Errno::NOENT) => {}
@@ -438,13 +426,16 @@ impl Encrypter<'_> {
                         && let Some(cb) = self.progress.as_mut()
                     {
                         self.since = 0;
-                        cb(self.report.files, self.report.bytes + w.bytes);
+                        cb(
+                            self.report.entries.files,
+                            self.report.entries.bytes + w.bytes,
+                        );
                     }
                 }
                 let bytes = w.bytes;
                 w.finish().map_err(|x| err(format!("writing: {x}")))?;
-                self.report.files += 1;
-                self.report.bytes += bytes;
+                self.report.entries.files += 1;
+                self.report.entries.bytes += bytes;
             }
             libc::S_IFLNK => {
                 let target = rustix::fs::readlinkat(src, name, Vec::new())
@@ -452,7 +443,7 @@ impl Encrypter<'_> {
                 let stored = self.names.store_symlink_target(iv, target.as_bytes());
                 store::write_long_target_record(new, &stored).map_err(err)?;
                 rustix::fs::symlinkat(stored.link(), new, tmp).map_err(err)?;
-                self.report.symlinks += 1;
+                self.report.entries.symlinks += 1;
             }
             _ => {
                 rustix::fs::mknodat(
@@ -463,7 +454,7 @@ impl Encrypter<'_> {
                     st.st_rdev,
                 )
                 .map_err(|x| err(format!("mknod: {x}")))?;
-                self.report.other += 1;
+                self.report.entries.other += 1;
             }
         }
         let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;

@@ -10,7 +10,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -222,20 +221,11 @@ impl Exporter<'_> {
     /// Attributes whose names do not decrypt are a sync client's or the
     /// system's, not the vault's: left behind.
     fn copy_xattrs(&mut self, off: &Offline, e: &Entry<'_>, dest: &Path) {
-        let src = format!(
-            "/proc/self/fd/{}/{}",
-            e.parent.as_raw_fd(),
-            e.name.to_string_lossy()
-        );
-        let mut list = vec![0u8; 4096];
-        let n = loop {
-            match rustix::fs::llistxattr(src.as_str(), &mut list[..]) {
-                Ok(n) => break n,
-                Err(rustix::io::Errno::RANGE) => list.resize(list.len() * 4, 0),
-                Err(_) => return, // no attributes here (or none supported)
-            }
+        let src = crate::store::xattr::entry_path(e.parent, e.name);
+        let Ok(list) = crate::store::xattr::list_names(src.as_c_str()) else {
+            return; // no attributes readable here
         };
-        for raw in list[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        for raw in crate::store::xattr::names(&list) {
             let Ok(bname) = std::str::from_utf8(raw) else {
                 continue;
             };
@@ -244,7 +234,7 @@ impl Exporter<'_> {
             };
             let shown_name = format!("user.{}", String::from_utf8_lossy(&plain_name));
             let mut value = vec![0u8; 65536 + 64];
-            let value = match rustix::fs::lgetxattr(src.as_str(), bname, &mut value[..]) {
+            let value = match rustix::fs::lgetxattr(src.as_c_str(), bname, &mut value[..]) {
                 Ok(n) => {
                     value.truncate(n);
                     value
@@ -257,7 +247,7 @@ impl Exporter<'_> {
                 }
             };
             let id = match version {
-                crate::names::XattrVersion::V2 => entry_id(&src),
+                crate::names::XattrVersion::V2 => crate::store::xattr::entry_id(src.as_c_str()),
                 crate::names::XattrVersion::V1 => None,
             };
             let plain = match off
@@ -479,15 +469,5 @@ impl Visitor for Exporter<'_> {
         }
         self.report.damaged.push(error.to_string());
         Control::Continue
-    }
-}
-
-/// An entry's random ID (`user.veilfs.id`, docs/FORMAT.md §7), to which its
-/// version-2 attribute values are bound.
-fn entry_id(path: &str) -> Option<[u8; crate::names::XATTR_ID_LEN]> {
-    let mut id = [0u8; crate::names::XATTR_ID_LEN + 1];
-    match rustix::fs::lgetxattr(path, crate::names::XATTR_ID_NAME, &mut id[..]) {
-        Ok(crate::names::XATTR_ID_LEN) => id[..crate::names::XATTR_ID_LEN].try_into().ok(),
-        _ => None,
     }
 }

@@ -154,12 +154,12 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
         "Encrypted {} into {}: {} files ({} bytes), {} directories, {} symlinks, {} hard links, {} other.",
         plain.display(),
         dir.display(),
-        r.files,
-        r.bytes,
-        r.dirs,
-        r.symlinks,
-        r.hard_links,
-        r.other
+        r.entries.files,
+        r.entries.bytes,
+        r.entries.dirs,
+        r.entries.symlinks,
+        r.entries.hard_links,
+        r.entries.other
     );
     if r.skipped_xattrs > 0 {
         super::warn(format!(

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::secret::{self, KdfArgs};
 use super::{CliError, UnlockArgs};
-use crate::vault::{self, CONFIG_BACKUP_FILE, KdfParams, KeySlot};
+use crate::vault::{self, CONFIG_BACKUP_FILE};
 
 #[derive(Debug, Clone, Args)]
 pub struct PasswdArgs {
@@ -64,13 +64,7 @@ pub fn run(args: PasswdArgs) -> Result<(), CliError> {
         ));
     }
     let vault = args.unlock.unlock(dir)?;
-    let base = vault
-        .config
-        .key_slots
-        .first()
-        .map(KeySlot::kdf_params)
-        .unwrap_or(KdfParams::DEFAULT);
-    let kdf = args.new.kdf.resolve(base);
+    let kdf = args.new.kdf.resolve(vault.config.password_kdf());
     let new = secret::new_password(
         args.new.new_passfile.as_deref(),
         args.new.new_extpass.as_deref(),

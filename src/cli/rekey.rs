@@ -12,7 +12,7 @@ use super::secret::{self, Secret};
 use super::{CliError, UnlockArgs};
 use crate::keys::MasterKey;
 use crate::rekey::{self, RekeyProgress, StateSecret};
-use crate::vault::{self, KdfParams, KeySlot};
+use crate::vault;
 
 #[derive(Debug, Clone, Args)]
 pub struct RekeyArgs {
@@ -82,13 +82,7 @@ pub fn run(args: RekeyArgs) -> Result<(), CliError> {
                     "use --new-passfile FILE or --new-extpass CMD, or --key-only",
                 )?)
             };
-            let base = old
-                .config
-                .key_slots
-                .first()
-                .map(KeySlot::kdf_params)
-                .unwrap_or(KdfParams::DEFAULT);
-            let kdf = args.new.kdf.resolve(base);
+            let kdf = args.new.kdf.resolve(old.config.password_kdf());
             let new = MasterKey::generate();
             let config = vault::seal_new_config(
                 &new,

@@ -498,11 +498,7 @@ impl VeilFs {
     /// outside the directory descriptor; the `l` calls do not follow a
     /// final symlink.
     pub(super) fn entry_path(&self, dir: &OwnedFd, entry: &CString) -> CString {
-        cstr(&format!(
-            "/proc/self/fd/{}/{}",
-            dir.as_raw_fd(),
-            entry.to_str().unwrap_or("")
-        ))
+        crate::store::xattr::entry_path(dir, entry)
     }
 
     /// Writes the link record of the regular file `entry` in `dir`, inode

@@ -6,11 +6,7 @@ use super::*;
 /// The entry ID its attribute values are bound to (docs/FORMAT.md §7), if
 /// it has one. `path` is an [`VeilFs::xattr_path`].
 pub(super) fn xattr_entry_id(path: &CStr) -> Option<[u8; XATTR_ID_LEN]> {
-    let mut id = [0u8; XATTR_ID_LEN + 1];
-    match rustix::fs::lgetxattr(path, cstr(XATTR_ID_NAME).as_c_str(), &mut id[..]) {
-        Ok(XATTR_ID_LEN) => id[..XATTR_ID_LEN].try_into().ok(),
-        _ => None,
-    }
+    crate::store::xattr::entry_id(path)
 }
 
 /// The entry's ID, created (16 random bytes) if it has none yet.
@@ -44,16 +40,12 @@ impl VeilFs {
             let fd = self.dir_fd(node)?;
             // `/.`: the l*xattr calls do not follow a last component, and
             // `/proc/self/fd/N` itself is a (magic) symlink: EPERM.
-            let p = format!("/proc/self/fd/{}/.", fd.as_raw_fd());
-            Ok((fd, cstr(&p)))
+            let p = crate::store::xattr::entry_path(&*fd, c".");
+            Ok((fd, p))
         } else {
             let (pfd, entry) = self.locate(node)?;
-            let p = format!(
-                "/proc/self/fd/{}/{}",
-                pfd.as_raw_fd(),
-                entry.to_str().unwrap_or("")
-            );
-            Ok((pfd, cstr(&p)))
+            let p = crate::store::xattr::entry_path(&*pfd, &entry);
+            Ok((pfd, p))
         }
     }
 
@@ -140,11 +132,10 @@ impl VeilFs {
     pub(super) fn do_listxattr(&self, ino: INodeNo) -> Res<Vec<u8>> {
         let node = self.node(ino)?;
         let (_keep, path) = self.xattr_path(&node)?;
-        let mut buf = vec![0u8; 65536];
-        let n = rustix::fs::llistxattr(path.as_c_str(), &mut buf[..]).map_err(errno)?;
+        let list = crate::store::xattr::list_names(path.as_c_str()).map_err(errno)?;
         let mut out = Vec::new();
         let mut seen: Vec<Vec<u8>> = Vec::new();
-        for raw in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        for raw in crate::store::xattr::names(&list) {
             let Ok(s) = std::str::from_utf8(raw) else {
                 continue;
             };

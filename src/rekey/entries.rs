@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -60,11 +60,7 @@ pub(super) const PENDING_MAX: usize = 256;
 /// largest file plus this (well inside [`SPACE_MARGIN`]).
 pub(super) const PENDING_BYTES: u64 = 32 << 20;
 
-pub(crate) fn proc_path(fd: &impl AsRawFd, name: &CStr) -> CString {
-    let mut p = format!("/proc/self/fd/{}/", fd.as_raw_fd()).into_bytes();
-    p.extend_from_slice(name.to_bytes());
-    CString::new(p).expect("no NUL in a name")
-}
+pub(crate) use crate::store::xattr::entry_path as proc_path;
 
 pub(crate) fn ts(sec: i64, nsec: i64) -> Timespec {
     Timespec {
@@ -108,23 +104,11 @@ pub(crate) fn unlink_quiet(dir: &OwnedFd, name: &CStr) -> Result<()> {
 /// The vault's `user.*` attributes of a backing entry, decrypted with
 /// `names`: (plaintext name without `user.`, value).
 pub(super) fn read_xattrs(names: &NameCipher, path: &CStr) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut list = vec![0u8; 4096];
-    let n = loop {
-        match rustix::fs::llistxattr(path, &mut list[..]) {
-            Ok(n) => break n,
-            Err(Errno::RANGE) => list.resize(list.len() * 4, 0),
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(err(format!("listing attributes: {e}"))),
-        }
-    };
-    let mut id = [0u8; XATTR_ID_LEN + 1];
-    let id: Option<[u8; XATTR_ID_LEN]> =
-        match rustix::fs::lgetxattr(path, XATTR_ID_NAME, &mut id[..]) {
-            Ok(XATTR_ID_LEN) => id[..XATTR_ID_LEN].try_into().ok(),
-            _ => None,
-        };
+    let list = crate::store::xattr::list_names(path)
+        .map_err(|e| err(format!("listing attributes: {e}")))?;
+    let id = crate::store::xattr::entry_id(path);
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for raw in list[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+    for raw in crate::store::xattr::names(&list) {
         let Ok(bname) = std::str::from_utf8(raw) else {
             continue;
         };
@@ -178,10 +162,9 @@ pub(crate) fn write_xattrs(
     if attrs.is_empty() {
         return Ok(());
     }
-    let mut buf = [0u8; XATTR_ID_LEN + 1];
-    let id: [u8; XATTR_ID_LEN] = match rustix::fs::lgetxattr(path, XATTR_ID_NAME, &mut buf[..]) {
-        Ok(XATTR_ID_LEN) => buf[..XATTR_ID_LEN].try_into().expect("16 bytes"),
-        _ => {
+    let id: [u8; XATTR_ID_LEN] = match crate::store::xattr::entry_id(path) {
+        Some(id) => id,
+        None => {
             let id: [u8; XATTR_ID_LEN] = crypto::random::bytes();
             rustix::fs::lsetxattr(path, XATTR_ID_NAME, &id, XattrFlags::empty())
                 .map_err(|e| err(format!("writing the entry ID: {e}")))?;
@@ -198,6 +181,23 @@ pub(crate) fn write_xattrs(
 }
 
 impl Rekeyer<'_> {
+    /// Records why the rekey stopped at `plain_path` (the walk reports only
+    /// the returned error's path) and stops the walk.
+    fn stopped(&mut self, plain_path: &str, cause: impl std::fmt::Display) -> OfflineError {
+        let shown = if plain_path.is_empty() {
+            "/"
+        } else {
+            plain_path
+        };
+        self.failure = Some(err(format!(
+            "{}: {shown}: {cause}. The rekey stopped; the vault is half rekeyed and nothing is \
+             lost: fix the cause, then run `veilfs rekey --resume {}`",
+            self.dir.display(),
+            self.dir.display()
+        )));
+        OfflineError::io(plain_path, io::Error::other("rekey stopped"))
+    }
+
     pub(super) fn top(&self) -> &Level {
         self.stack.last().expect("inside the root")
     }
@@ -560,19 +560,7 @@ impl Visitor for Rekeyer<'_> {
                 let done = self.enter_dir(off, e).and_then(|()| self.leave_dir(e));
                 return match done {
                     Ok(()) => Ok(false),
-                    Err(x) => {
-                        self.failure = Some(err(format!(
-                            "{}: {}: {x}. The rekey stopped; nothing is lost: fix the cause, \
-                             then run `veilfs rekey --resume {}`",
-                            self.dir.display(),
-                            e.plain_path,
-                            self.dir.display()
-                        )));
-                        Err(OfflineError::io(
-                            e.plain_path,
-                            io::Error::other("rekey stopped"),
-                        ))
-                    }
+                    Err(x) => Err(self.stopped(e.plain_path, x)),
                 };
             }
             self.enter_dir(off, e)
@@ -590,26 +578,7 @@ impl Visitor for Rekeyer<'_> {
         };
         match res {
             Ok(()) => Ok(true),
-            Err(x) => {
-                let msg = format!(
-                    "{}: {}: {x}",
-                    self.dir.display(),
-                    if e.plain_path.is_empty() {
-                        "/"
-                    } else {
-                        e.plain_path
-                    }
-                );
-                self.failure = Some(err(format!(
-                    "{msg}. The rekey stopped; the vault is half rekeyed and nothing is lost: \
-                     fix the cause, then run `veilfs rekey --resume {}`",
-                    self.dir.display()
-                )));
-                Err(OfflineError::io(
-                    e.plain_path,
-                    io::Error::other("rekey stopped"),
-                ))
-            }
+            Err(x) => Err(self.stopped(e.plain_path, x)),
         }
     }
 
@@ -619,19 +588,7 @@ impl Visitor for Rekeyer<'_> {
                 self.tick(true);
                 Ok(())
             }
-            Err(x) => {
-                self.failure = Some(err(format!(
-                    "{}: {}: {x}. The rekey stopped; nothing is lost: fix the cause, then run \
-                     `veilfs rekey --resume {}`",
-                    self.dir.display(),
-                    e.plain_path,
-                    self.dir.display()
-                )));
-                Err(OfflineError::io(
-                    e.plain_path,
-                    io::Error::other("rekey stopped"),
-                ))
-            }
+            Err(x) => Err(self.stopped(e.plain_path, x)),
         }
     }
 

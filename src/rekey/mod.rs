@@ -24,7 +24,7 @@ use rustix::io::Errno;
 
 use crate::content::ContentCipher;
 use crate::keys::MasterKey;
-use crate::names::{NameCipher, XATTR_ID_LEN, XATTR_ID_NAME};
+use crate::names::{NameCipher, XATTR_ID_NAME};
 use crate::offline::{Kind, Offline, OfflineError};
 use crate::store;
 use crate::tree::{self, Control, Entry, Totals, Visitor};
@@ -141,8 +141,12 @@ fn ciphers(master: &MasterKey, config: &VaultConfig) -> (ContentCipher, NameCiph
 }
 
 /// What a rekey did.
+pub type RekeyReport = EntryCounts;
+
+/// The entries a rekey or an encryption built, by kind, and the bytes of
+/// file content they hold.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RekeyReport {
+pub struct EntryCounts {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
@@ -267,9 +271,8 @@ fn swap(dir: &Path, root: &OwnedFd, old_names: &NameCipher, new_names: &NameCiph
     }
     // The root's attributes: drop the old ones, copy the new ones.
     let root_path = proc_path(root, c".");
-    let mut list = vec![0u8; 65536];
-    if let Ok(n) = rustix::fs::llistxattr(&root_path, &mut list[..]) {
-        for raw in list[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+    if let Ok(list) = crate::store::xattr::list_names(root_path.as_c_str()) {
+        for raw in crate::store::xattr::names(&list) {
             if let Ok(bname) = std::str::from_utf8(raw)
                 && old_names.decrypt_xattr_name(bname).is_ok()
             {
@@ -280,15 +283,9 @@ fn swap(dir: &Path, root: &OwnedFd, old_names: &NameCipher, new_names: &NameCiph
     let new_path = proc_path(&new, c".");
     let attrs = read_xattrs(new_names, &new_path)?;
     if !attrs.is_empty() {
-        let mut id = [0u8; XATTR_ID_LEN + 1];
-        if let Ok(XATTR_ID_LEN) = rustix::fs::lgetxattr(&new_path, XATTR_ID_NAME, &mut id[..]) {
-            rustix::fs::lsetxattr(
-                &root_path,
-                XATTR_ID_NAME,
-                &id[..XATTR_ID_LEN],
-                XattrFlags::empty(),
-            )
-            .map_err(|e| io_at(dir, e))?;
+        if let Some(id) = crate::store::xattr::entry_id(new_path.as_c_str()) {
+            rustix::fs::lsetxattr(&root_path, XATTR_ID_NAME, &id, XattrFlags::empty())
+                .map_err(|e| io_at(dir, e))?;
         }
         write_xattrs(new_names, &root_path, &attrs)?;
     }

@@ -6,6 +6,7 @@
 //! here ever resolves a path outside the backing directory.
 
 pub mod resolve;
+pub mod xattr;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;

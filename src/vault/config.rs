@@ -272,14 +272,23 @@ fn mac_key(master: &MasterKey) -> Hmac<Sha256> {
 }
 
 impl VaultConfig {
-    /// Builds and seals a config: wraps `master` into one slot per input
-    /// and computes the MAC.
+    /// The KDF parameters a new password gets by default: the current
+    /// password's, or the defaults for a key-only vault.
+    pub fn password_kdf(&self) -> KdfParams {
+        self.key_slots
+            .first()
+            .map(KeySlot::kdf_params)
+            .unwrap_or(KdfParams::DEFAULT)
+    }
+
+    /// Builds and seals a config: wraps `master` into the password slot, if
+    /// any, and computes the MAC.
     pub(crate) fn seal(
         master: &MasterKey,
         chunk_size: u32,
         long_name_threshold: u32,
         created: String,
-        slots: &[SlotInput<'_>],
+        password_slot: Option<SlotInput<'_>>,
     ) -> Result<Self, VaultError> {
         let mut config = VaultConfig {
             format: FORMAT_NAME.to_string(),
@@ -294,7 +303,7 @@ impl VaultConfig {
             mac: [0u8; MAC_LEN],
         };
         let params = config.params_bytes();
-        for input in slots {
+        if let Some(input) = password_slot {
             let mut slot = KeySlot {
                 kind: SLOT_KIND_PASSWORD.to_string(),
                 kdf: KDF_ARGON2ID.to_string(),

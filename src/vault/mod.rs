@@ -133,17 +133,12 @@ pub fn create_vault(dir: &Path, opts: &CreateOptions<'_>) -> Result<UnlockedVaul
     opts.check()?;
     fsio::prepare_init_dir(dir, CONFIG_FILE)?;
     let master = MasterKey::generate();
-    let slots: Vec<SlotInput<'_>> = opts
-        .password
-        .map(|pw| SlotInput::random(pw, opts.kdf))
-        .into_iter()
-        .collect();
-    let config = VaultConfig::seal(
+    let config = seal_new_config(
         &master,
         opts.chunk_size,
         opts.long_name_threshold,
-        now_rfc3339(),
-        &slots,
+        opts.password,
+        opts.kdf,
     )?;
     fsio::write_atomic(dir, CONFIG_FILE, config.to_json().as_bytes(), Replace::No)?;
     log::info!("created vault config {}", dir.join(CONFIG_FILE).display());
@@ -169,17 +164,8 @@ pub fn seal_new_config(
             "the new password is empty".into(),
         ));
     }
-    let slots: Vec<SlotInput<'_>> = password
-        .map(|pw| SlotInput::random(pw, kdf))
-        .into_iter()
-        .collect();
-    VaultConfig::seal(
-        master,
-        chunk_size,
-        long_name_threshold,
-        now_rfc3339(),
-        &slots,
-    )
+    let slot = password.map(|pw| SlotInput::random(pw, kdf));
+    VaultConfig::seal(master, chunk_size, long_name_threshold, now_rfc3339(), slot)
 }
 
 /// A password slot with a caller-chosen salt and nonce: test vectors only
@@ -204,21 +190,18 @@ pub fn build_config_for_test_vectors(
     created: &str,
     password_slot: Option<FixedSlot<'_>>,
 ) -> Result<VaultConfig, VaultError> {
-    let slots: Vec<SlotInput<'_>> = password_slot
-        .map(|s| SlotInput {
-            password: s.password,
-            kdf: s.kdf,
-            salt: s.salt,
-            nonce: s.nonce,
-        })
-        .into_iter()
-        .collect();
+    let slot = password_slot.map(|s| SlotInput {
+        password: s.password,
+        kdf: s.kdf,
+        salt: s.salt,
+        nonce: s.nonce,
+    });
     VaultConfig::seal(
         master,
         chunk_size,
         long_name_threshold,
-        created.to_string(),
-        &slots,
+        created.into(),
+        slot,
     )
 }
 
@@ -305,13 +288,7 @@ pub fn unlock_with_key(dir: &Path, key: MasterKey) -> Result<UnlockedVault, Vaul
 /// key-only vault). The previous config is kept as `veilfs.conf.bak`. No
 /// data is re-encrypted.
 pub fn change_password(vault: &UnlockedVault, new_password: &[u8]) -> Result<(), VaultError> {
-    let kdf = vault
-        .config
-        .key_slots
-        .first()
-        .map(KeySlot::kdf_params)
-        .unwrap_or(KdfParams::DEFAULT);
-    change_password_with(vault, new_password, kdf).map(|_| ())
+    change_password_with(vault, new_password, vault.config.password_kdf()).map(|_| ())
 }
 
 /// [`change_password`] with explicit KDF parameters. Returns the new
@@ -335,7 +312,7 @@ pub fn change_password_with(
         old.chunk_size,
         old.long_name_threshold,
         old.created.clone(),
-        &[slot],
+        Some(slot),
     )?;
     // Keep the config as it is on disk now: that is what "previous" means
     // to a user restoring it.

@@ -457,29 +457,24 @@ pub fn recover_config_with(
             );
         }
     }
-    if walker.names_bad > 0 {
-        warnings.push(format!(
-            "{} encrypted-looking names did not decrypt with the key (damaged, or moved between directories); `veilfs fsck` lists them",
-            walker.names_bad
-        ));
-    }
-    if walker.dirs_without_iv > 0 {
-        warnings.push(format!(
-            "{} directories have no readable {DIR_IV_FILE}; their contents were not examined",
-            walker.dirs_without_iv
-        ));
-    }
-    if walker.other_filesystems > 0 {
-        warnings.push(format!(
-            "{} directories on other filesystems (mount points) were skipped",
-            walker.other_filesystems
-        ));
-    }
-    if walker.unreadable_dirs > 0 {
-        warnings.push(format!(
-            "{} directories could not be listed",
-            walker.unreadable_dirs
-        ));
+    let no_iv =
+        format!("directories have no readable {DIR_IV_FILE}; their contents were not examined");
+    let counted: [(usize, &str); 4] = [
+        (
+            walker.names_bad,
+            "encrypted-looking names did not decrypt with the key (damaged, or moved between directories); `veilfs fsck` lists them",
+        ),
+        (walker.dirs_without_iv, &no_iv),
+        (
+            walker.other_filesystems,
+            "directories on other filesystems (mount points) were skipped",
+        ),
+        (walker.unreadable_dirs, "directories could not be listed"),
+    ];
+    for (count, what) in counted {
+        if count > 0 {
+            warnings.push(format!("{count} {what}"));
+        }
     }
 
     let (chunk_size, chunk_size_source) =
@@ -489,7 +484,7 @@ pub fn recover_config_with(
     let created = backup
         .as_ref()
         .map_or_else(now_rfc3339, |b| b.created.clone());
-    let config = VaultConfig::seal(key, chunk_size, long_name_threshold, created, &[])?;
+    let config = VaultConfig::seal(key, chunk_size, long_name_threshold, created, None)?;
 
     let mut replaced = None;
     if config_exists {
