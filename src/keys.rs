@@ -237,6 +237,12 @@ impl MasterKey {
         id
     }
 
+    /// The config MAC's key alone: checking a config at unlock needs no
+    /// other subkey.
+    pub fn config_mac_key(&self) -> ConfigMacKey {
+        ConfigMacKey(self.derive_key(LABEL_CONFIG_MAC))
+    }
+
     pub fn derive(&self) -> DerivedKeys {
         let mut root_dir_iv = [0u8; 16];
         self.expand(LABEL_ROOT_DIR_IV, &mut root_dir_iv);
@@ -388,6 +394,11 @@ mod tests {
         assert_eq!(
             hex::encode(d.config_mac.expose_secret()),
             "4a93c5dc9aad36c39a899135d765beee35e7f30730086a95d7efcaad6c3772f4"
+        );
+        assert_eq!(
+            k.config_mac_key().expose_secret(),
+            d.config_mac.expose_secret(),
+            "the MAC key alone is the one derive() gives"
         );
         assert_eq!(
             hex::encode(d.root_dir_iv),

@@ -25,8 +25,7 @@ pub struct CatArgs {
 
 pub fn run(args: CatArgs) -> Result<(), CliError> {
     let vault = args.unlock.unlock(&args.cipherdir)?;
-    let content = vault.content_cipher();
-    let names = vault.name_cipher();
+    let (content, names) = vault.ciphers();
     let off = Offline::new(&args.cipherdir, &content, &names)
         .map_err(|e| CliError::Other(format!("{}: {e}", args.cipherdir.display())))?;
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());

@@ -125,8 +125,7 @@ pub fn run(args: EncryptArgs) -> Result<(), CliError> {
     let progress = bar.clone().map(|bar| {
         Box::new(move |f: u64, b: u64| bar.update(b, bytes, f, files)) as encrypt::ProgressFn<'_>
     });
-    let content = vault.content_cipher();
-    let names = vault.name_cipher();
+    let (content, names) = vault.ciphers();
     let res = encrypt::run(
         dir,
         &plain,

@@ -44,8 +44,7 @@ pub fn run(args: ExportArgs) -> Result<(), CliError> {
         )));
     }
     let vault = args.unlock.unlock(&args.cipherdir)?;
-    let content = vault.content_cipher();
-    let names = vault.name_cipher();
+    let (content, names) = vault.ciphers();
     let off = Offline::new(&args.cipherdir, &content, &names)
         .map_err(|e| CliError::Other(format!("{}: {e}", args.cipherdir.display())))?;
     let bar = super::progress::Progress::new("exporting");

@@ -144,8 +144,7 @@ pub fn run(args: FsckArgs) -> Result<(), CliError> {
         )?
     };
     let vault = args.unlock.unlock(&args.cipherdir)?;
-    let content = vault.content_cipher();
-    let names = vault.name_cipher();
+    let (content, names) = vault.ciphers();
     let shown = args.cipherdir.display().to_string();
     let mut opts = FsckOptions::new(&args.cipherdir, &content, &names);
     opts.repair = args.repair;

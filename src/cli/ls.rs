@@ -58,8 +58,7 @@ fn line(e: &Entry) -> String {
 
 pub fn run(args: LsArgs) -> Result<(), CliError> {
     let vault = args.unlock.unlock(&args.cipherdir)?;
-    let content = vault.content_cipher();
-    let names = vault.name_cipher();
+    let (content, names) = vault.ciphers();
     let off = Offline::new(&args.cipherdir, &content, &names)
         .map_err(|e| CliError::Other(format!("{}: {e}", args.cipherdir.display())))?;
     let listing = match off.list(&args.path) {

@@ -258,7 +258,8 @@ fn serve(
                 })?,
         );
     }
-    mount::serve(&cfg, vault.content_cipher(), vault.name_cipher(), ready)
+    let (content, names) = vault.ciphers();
+    mount::serve(&cfg, content, names, ready)
         .map_err(|e| CliError::Other(format!("mounting on {}: {e}", cfg.mountpoint.display())))
 }
 

@@ -267,7 +267,7 @@ impl SlotInput<'_> {
 }
 
 fn mac_key(master: &MasterKey) -> Hmac<Sha256> {
-    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(master.derive().config_mac.expose_secret())
+    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(master.config_mac_key().expose_secret())
         .expect("HMAC takes any key length")
 }
 

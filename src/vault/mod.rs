@@ -63,6 +63,16 @@ impl UnlockedVault {
         NameCipher::new(&self.master.derive(), self.config.long_name_threshold)
     }
 
+    /// Both ciphers, from one derivation of the subkeys: what a mount or
+    /// an offline command that reads files needs.
+    pub fn ciphers(&self) -> (ContentCipher, NameCipher) {
+        let keys = self.master.derive();
+        (
+            ContentCipher::new(&keys.content, self.layout()),
+            NameCipher::new(&keys, self.config.long_name_threshold),
+        )
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join(CONFIG_FILE)
     }
