@@ -89,7 +89,10 @@ mod tests {
         }
         let list = list_names_from(path, 16).unwrap();
         assert_eq!(list, list_names(path).unwrap());
-        assert!(list.len() > 16 * 4, "the list outgrew the first buffer twice");
+        assert!(
+            list.len() > 16 * 4,
+            "the list outgrew the first buffer twice"
+        );
         let found: Vec<&[u8]> = names(&list).collect();
         assert_eq!(found.len(), 10);
         assert!(found.contains(&b"user.probe".as_slice()));
