@@ -6,7 +6,6 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use veilfs::content::{CHUNK_OVERHEAD, FileHeader, Opened};
 use veilfs::keys::MasterKey;
@@ -14,59 +13,10 @@ use veilfs::names::{BackingName, DIR_IV_FILE};
 use veilfs::vault;
 
 use common::FAST_KDF;
+use common::run::veilfs;
 
 const EXIT_WRONG_SECRET: i32 = 3;
 const EXIT_BAD_CONFIG: i32 = 4;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn veilfs(args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_veilfs"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run veilfs");
-    Run {
-        code: out.status.code().expect("exited normally"),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn fails(self, code: i32, needle: &str) -> Self {
-        assert_eq!(
-            self.code, code,
-            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}:\n{}",
-            self.stderr
-        );
-        assert!(
-            self.stderr.starts_with("veilfs: error: ") && self.stderr.lines().count() == 1,
-            "expected one `veilfs: error:` line, got:\n{}",
-            self.stderr
-        );
-        self
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -204,7 +154,7 @@ fn init_key_only_vault() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_WRONG_SECRET, "has no password");
+    .fails_in_one_line(EXIT_WRONG_SECRET, "has no password");
     // The key adds a password.
     let kf = f.key_file("key", &key);
     let mut args = vec!["passwd", "--key-file", s(&kf), "--new-passfile", s(&new)];
@@ -220,14 +170,14 @@ fn init_refuses_non_empty_dir_and_existing_vault() {
     let dir = f.path("vault");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("notes.txt"), "x").unwrap();
-    veilfs(&["init", "--key-only", s(&dir)]).fails(1, "not empty");
+    veilfs(&["init", "--key-only", s(&dir)]).fails_in_one_line(1, "not empty");
 
     // Sync-client files are fine.
     let synced = f.path("synced");
     fs::create_dir(&synced).unwrap();
     fs::create_dir(synced.join(".stfolder")).unwrap();
     veilfs(&["init", "--key-only", s(&synced)]).ok();
-    veilfs(&["init", "--key-only", s(&synced)]).fails(1, "already exists");
+    veilfs(&["init", "--key-only", s(&synced)]).fails_in_one_line(1, "already exists");
 }
 
 #[test]
@@ -254,8 +204,8 @@ fn no_terminal_and_no_option_is_a_clear_error() {
     let f = Fixture::new();
     let dir = f.path("vault");
     f.init_password(&dir, "pw1", &[]);
-    veilfs(&["passwd", s(&dir)]).fails(1, "stdin is not a terminal");
-    veilfs(&["init", s(&f.path("other"))]).fails(1, "stdin is not a terminal");
+    veilfs(&["passwd", s(&dir)]).fails_in_one_line(1, "stdin is not a terminal");
+    veilfs(&["init", s(&f.path("other"))]).fails_in_one_line(1, "stdin is not a terminal");
 }
 
 #[test]
@@ -285,7 +235,7 @@ fn passwd_by_old_password() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_WRONG_SECRET, "wrong password");
+    .fails_in_one_line(EXIT_WRONG_SECRET, "wrong password");
     // The backup is the previous config: it still opens with the old one.
     let bak = f.path("bak");
     fs::create_dir(&bak).unwrap();
@@ -336,7 +286,7 @@ fn wrong_password_and_wrong_key() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_WRONG_SECRET, "wrong password");
+    .fails_in_one_line(EXIT_WRONG_SECRET, "wrong password");
     assert!(run.stderr.contains("64-digit recovery key"));
 
     let other = MasterKey::generate();
@@ -349,7 +299,7 @@ fn wrong_password_and_wrong_key() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_WRONG_SECRET, "wrong key");
+    .fails_in_one_line(EXIT_WRONG_SECRET, "wrong key");
 
     let short = f.key_file("short-key", "0123-4567");
     veilfs(&[
@@ -360,7 +310,7 @@ fn wrong_password_and_wrong_key() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_WRONG_SECRET, "has 8 hex digits");
+    .fails_in_one_line(EXIT_WRONG_SECRET, "has 8 hex digits");
     assert!(opens_with_password(&dir, "right"));
 }
 
@@ -384,9 +334,9 @@ fn corrupt_config_is_not_a_wrong_password() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_BAD_CONFIG, "corrupt");
+    .fails_in_one_line(EXIT_BAD_CONFIG, "corrupt");
     assert!(!run.stderr.contains("wrong password"));
-    veilfs(&["info", s(&dir)]).fails(EXIT_BAD_CONFIG, "corrupt");
+    veilfs(&["info", s(&dir)]).fails_in_one_line(EXIT_BAD_CONFIG, "corrupt");
 }
 
 #[test]
@@ -410,7 +360,7 @@ fn tampered_parameter_fails_loudly() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_BAD_CONFIG, "tampered");
+    .fails_in_one_line(EXIT_BAD_CONFIG, "tampered");
     // By password the slot no longer opens (the AD binds the parameter);
     // the message says that tampering is a possible cause.
     veilfs(&[
@@ -421,7 +371,7 @@ fn tampered_parameter_fails_loudly() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_WRONG_SECRET, "tampered");
+    .fails_in_one_line(EXIT_WRONG_SECRET, "tampered");
     // Nothing was rewritten.
     assert!(!dir.join(vault::CONFIG_BACKUP_FILE).exists());
 }
@@ -444,8 +394,8 @@ fn weakened_kdf_is_refused_before_argon2_runs() {
         s(&new),
         s(&dir),
     ])
-    .fails(EXIT_BAD_CONFIG, "m_kib = 1024 is outside the allowed range");
-    veilfs(&["info", s(&dir)]).fails(EXIT_BAD_CONFIG, "m_kib = 1024");
+    .fails_in_one_line(EXIT_BAD_CONFIG, "m_kib = 1024 is outside the allowed range");
+    veilfs(&["info", s(&dir)]).fails_in_one_line(EXIT_BAD_CONFIG, "m_kib = 1024");
 }
 
 /// Issue 13, finding 5: every slot is within range, but too many slots, or
@@ -468,7 +418,7 @@ fn kdf_slot_count_and_total_cost_are_capped_before_argon2_runs() {
         edited["key_slots"] = serde_json::Value::Array(slots);
         fs::write(&conf, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
         let started = std::time::Instant::now();
-        veilfs(&["info", s(&dir)]).fails(EXIT_BAD_CONFIG, needle);
+        veilfs(&["info", s(&dir)]).fails_in_one_line(EXIT_BAD_CONFIG, needle);
         veilfs(&[
             "passwd",
             "--passfile",
@@ -477,7 +427,7 @@ fn kdf_slot_count_and_total_cost_are_capped_before_argon2_runs() {
             s(&wrong),
             s(&dir),
         ])
-        .fails(EXIT_BAD_CONFIG, needle);
+        .fails_in_one_line(EXIT_BAD_CONFIG, needle);
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
             "the refusal must come before Argon2 runs, took {:?}",
@@ -596,12 +546,12 @@ fn lost_config_is_recovered_from_the_key() {
     drop(v);
 
     fs::remove_file(dir.join(vault::CONFIG_FILE)).unwrap();
-    veilfs(&["info", s(&dir)]).fails(1, "recover-config");
+    veilfs(&["info", s(&dir)]).fails_in_one_line(1, "recover-config");
 
     // A wrong key is refused and writes nothing.
     let other = f.key_file("other", MasterKey::generate().display_digits().as_str());
     veilfs(&["recover-config", "--key-file", s(&other), s(&dir)])
-        .fails(EXIT_WRONG_SECRET, "wrong key");
+        .fails_in_one_line(EXIT_WRONG_SECRET, "wrong key");
     assert!(!dir.join(vault::CONFIG_FILE).exists());
 
     let kf = f.key_file("key", &key);
@@ -628,7 +578,8 @@ fn lost_config_is_recovered_from_the_key() {
     assert_eq!(read_backing_file(&v, &sub_file), &chat[..9000]);
 
     // An existing config is not overwritten without --force.
-    veilfs(&["recover-config", "--key-file", s(&kf), s(&dir)]).fails(1, "already exists");
+    veilfs(&["recover-config", "--key-file", s(&kf), s(&dir)])
+        .fails_in_one_line(1, "already exists");
     veilfs(&["recover-config", "--force", "--key-file", s(&kf), s(&dir)]).ok();
     assert!(dir.join(vault::CONFIG_REPLACED_FILE).exists());
 

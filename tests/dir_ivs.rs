@@ -9,11 +9,11 @@ use common::{backing_dir, names_of};
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{TestMount, fsck_json, problem_kinds};
-use veilfs::names::{DirIv, EntryKind, classify_entry};
+use veilfs::names::{DirIv, EntryKind, NameCipher, classify_entry};
 
 fn listing(p: &Path) -> BTreeSet<String> {
     fs::read_dir(p)
@@ -86,33 +86,37 @@ fn merge_like_syncthing(from: &Path, to: &Path) {
         } else {
             to.join(format!("{name}.{marker}"))
         };
-        let ok = Command::new("cp")
-            .arg("-a")
-            .arg(e.path())
-            .arg(&dest)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        copy_as_is(&e.path(), &dest);
     }
 }
 
-#[test]
-fn two_devices_creating_the_same_folder_still_merge() {
+/// `cp -a`: what a sync client's copy keeps (modes, times, xattrs).
+fn copy_as_is(from: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// A vault (unmounted) and a copy of it as a second device's CIPHERDIR:
+/// the mount, its name cipher, device A's and device B's folders.
+fn two_devices() -> (TestMount, NameCipher, PathBuf, PathBuf) {
     let mut m = TestMount::new();
     m.unmount();
     let names = names_of(&m);
     let device_a = m.cipher.clone();
     let device_b = m.tmp.path().join("cipher-b");
-    assert!(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&device_a)
-            .arg(&device_b)
-            .status()
-            .unwrap()
-            .success()
-    );
+    copy_as_is(&device_a, &device_b);
+    (m, names, device_a, device_b)
+}
+
+#[test]
+fn two_devices_creating_the_same_folder_still_merge() {
+    let (mut m, names, device_a, device_b) = two_devices();
     // Each device creates "chat" before either syncs.
     m.mount();
     fs::create_dir(m.path("chat")).unwrap();
@@ -212,20 +216,7 @@ fn two_devices_creating_the_same_folder_still_merge() {
 /// converges on one IV (no renaming back and forth).
 #[test]
 fn a_live_mount_follows_a_swapped_dir_iv() {
-    let mut m = TestMount::new();
-    m.unmount();
-    let names = names_of(&m);
-    let device_a = m.cipher.clone();
-    let device_b = m.tmp.path().join("cipher-b");
-    assert!(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&device_a)
-            .arg(&device_b)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (mut m, names, device_a, device_b) = two_devices();
     m.cipher = device_b.clone();
     m.mount();
     fs::create_dir(m.path("chat")).unwrap();

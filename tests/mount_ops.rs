@@ -1036,30 +1036,19 @@ fn symlink_targets_up_to_path_max_round_trip() {
         .expect("the moved symlink's record");
     let orphan = m.cipher.join(record.file_name().unwrap());
     fs::copy(&record, &orphan).unwrap();
-    let fsck = |extra: &[&str]| {
-        let o = Command::new(common::BIN)
-            .args(["fsck", "--json"])
-            .args(extra)
-            .arg("--key-file")
-            .arg(&m.keyfile)
-            .arg(&m.cipher)
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
-    };
-    let (code, out) = fsck(&[]);
-    assert_eq!(code, Some(0), "{out}");
+    let (code, report) = common::fsck_json(&m, &[]);
+    assert_eq!(code, 0, "{report}");
     assert!(
-        out.contains("long symlink-target record without its symlink"),
-        "{out}"
+        report
+            .to_string()
+            .contains("long symlink-target record without its symlink"),
+        "{report}"
     );
-    let (code, out) = fsck(&["--repair"]);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(!orphan.exists(), "--repair removed the orphan: {out}");
-    assert!(fsck(&[]).1.contains("\"problems\": []"));
+    let (code, report) = common::fsck_json(&m, &["--repair"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(!orphan.exists(), "--repair removed the orphan: {report}");
+    let (_, report) = common::fsck_json(&m, &[]);
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
     m.mount();
     assert_eq!(
         fs::read_link(m.path("d/l4095")).unwrap().as_os_str().len(),

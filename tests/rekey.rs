@@ -13,17 +13,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Rng, TestMount, env_num, wait_until};
+use common::{BIN, FAST_KDF, Rng, TestMount, env_num, wait_until};
 use sha2::{Digest, Sha256};
 
-const MIN_KDF: [&str; 6] = [
-    "--kdf-memory",
-    "32768",
-    "--kdf-time",
-    "2",
-    "--kdf-parallelism",
-    "1",
-];
+/// Runs `cmd` and SIGKILLs it after `delay` unless it finished first:
+/// how long it took if it finished (it must have succeeded), None if it
+/// was killed.
+fn finish_or_kill(cmd: &mut Command, delay: Duration, what: &str) -> Option<Duration> {
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut status = None;
+    wait_until(delay, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let Some(st) = status else {
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        return None;
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        st.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(start.elapsed())
+}
 
 fn veilfs(args: &[&str], paths: &[&Path]) -> Output {
     Command::new(BIN)
@@ -270,7 +286,7 @@ fn rekey_reencrypts_everything_and_revokes_the_old_key_and_password() {
     let key = m.keyfile.to_string_lossy().into_owned();
     let pw1s = pw1.to_string_lossy().into_owned();
     args.extend([key.as_str(), "--new-passfile", pw1s.as_str()]);
-    args.extend(MIN_KDF);
+    args.extend(FAST_KDF);
     let o = veilfs(&args, &[&m.cipher]);
     assert!(o.status.success(), "passwd: {}", text(&o));
     assert!(m.cipher.join("veilfs.conf.bak").exists());
@@ -436,26 +452,11 @@ fn rekey_killed_at_random_points_resumes_with_either_key() {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let start = Instant::now();
-        let mut child = cmd.spawn().unwrap();
         let delay = Duration::from_micros(rng.below(span_ms * 1000));
-        let mut status = None;
-        wait_until(delay, || {
-            status = child.try_wait().unwrap();
-            status.is_some()
-        });
-        if let Some(st) = status {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                st.success(),
-                "round {round}: rekey failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if let Some(took) = finish_or_kill(&mut cmd, delay, &format!("round {round}: rekey")) {
             finished += 1;
-            span_ms = span_ms.max(start.elapsed().as_millis() as u64 + 20);
+            span_ms = span_ms.max(took.as_millis() as u64 + 20);
         } else {
-            let _ = child.kill(); // SIGKILL
-            child.wait().unwrap();
             killed += 1;
         }
         if !in_progress && newkey.exists() && fs::metadata(&newkey).unwrap().len() > 0 {
@@ -653,34 +654,18 @@ fn encrypt_remove_plaintext_killed_at_random_points_never_loses_a_file() {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
-            let start = Instant::now();
-            let mut child = cmd.spawn().unwrap();
             let delay = if killed < rounds {
                 Duration::from_micros(rng.below(span_ms * 1000))
             } else {
                 Duration::from_secs(120)
             };
-            let mut status = None;
-            wait_until(delay, || {
-                status = child.try_wait().unwrap();
-                status.is_some()
-            });
-            if let Some(st) = status {
-                let out = child.wait_with_output().unwrap();
-                assert!(
-                    st.success(),
-                    "round {round}: encrypt failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+            let what = format!("round {round}: encrypt");
+            if let Some(took) = finish_or_kill(&mut cmd, delay, &what) {
                 // Kill points within a typical whole run (an average, so
                 // one slow run on a busy machine does not spread them out).
-                span_ms = (span_ms + start.elapsed().as_millis() as u64)
-                    .div_ceil(2)
-                    .max(20);
+                span_ms = (span_ms + took.as_millis() as u64).div_ceil(2).max(20);
                 done = !cipher.join("veilfs.encrypt").exists();
             } else {
-                let _ = child.kill();
-                child.wait().unwrap();
                 killed += 1;
                 // Killed after the last step (the marker removed): done.
                 done = cipher.join("veilfs.conf").exists()

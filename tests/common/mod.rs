@@ -6,6 +6,8 @@
 //! test panicked, so no test leaves a dead mount behind.
 #![allow(dead_code)]
 
+pub mod run;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
