@@ -515,6 +515,13 @@ impl<'a, Fd: AsFd> CryptFile<'a, Fd> {
         // new sealed bytes go to the journal (a redo record) before any of
         // them changes, so recovery can complete a rewrite a crash cut.
         let in_place_end = (last + 1).min(old_count);
+        if first < in_place_end {
+            prefetch_edges(
+                &self.fd,
+                layout.chunk_cipher_start(first)
+                    ..layout.chunk_cipher_start(in_place_end).min(old_backing),
+            );
+        }
         // The old last chunk stops being last once the file has grown
         // past it; unless this write rewrote it, it is sealed again as a
         // full middle chunk (zero padded).
@@ -755,3 +762,33 @@ pub use stream::ChunkWriter;
 
 #[cfg(test)]
 mod tests;
+
+/// Starts reading the pages at both edges of `span`, a range of the
+/// backing file about to be rewritten in place. A sealed chunk never
+/// starts or ends on a page boundary, so the page cache must read those
+/// two pages before `pwrite` can change them; uncached, `pwrite` reads them
+/// one after the other, each a disk round trip. Asked for first, they
+/// come in one request while the chunks are sealed and the journal
+/// record is written (4 KiB random rewrites, cold cache: see
+/// docs/PERFORMANCE.md). The pages in between are overwritten whole and
+/// need no read.
+fn prefetch_edges<Fd: AsFd>(fd: Fd, span: std::ops::Range<u64>) {
+    if span.is_empty() {
+        return;
+    }
+    // The kernel widens each range to its own pages, so 4 KiB is right
+    // for any page size.
+    let page = 4096;
+    let head = span.start / page * page;
+    let tail = (span.end - 1) / page * page;
+    let ranges = if tail <= head + page {
+        [(head, tail + page - head), (0, 0)]
+    } else {
+        [(head, page), (tail, page)]
+    };
+    for (at, len) in ranges {
+        if let Some(len) = std::num::NonZeroU64::new(len) {
+            let _ = rustix::fs::fadvise(&fd, at, Some(len), rustix::fs::Advice::WillNeed);
+        }
+    }
+}
