@@ -75,6 +75,8 @@ pub use crate::reply::ReplyWrite;
 pub use crate::reply::ReplyXattr;
 pub use crate::request_param::Request;
 pub use crate::session::BackgroundSession;
+#[cfg(feature = "io-uring")]
+pub use crate::uring::Transport;
 use crate::session::MAX_WRITE_SIZE;
 pub use crate::session::Session;
 pub use crate::session::SessionACL;
@@ -101,6 +103,8 @@ mod request;
 mod request_param;
 mod session;
 mod time;
+#[cfg(feature = "io-uring")]
+mod uring;
 
 /// We generally support async reads
 #[cfg(not(target_os = "macos"))]

@@ -139,6 +139,12 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// The io_uring queues, set up in the handshake when the kernel offered
+    /// FUSE over io_uring; served from `run`.
+    #[cfg(feature = "io-uring")]
+    uring: Vec<Arc<crate::uring::Queue>>,
+    #[cfg(feature = "io-uring")]
+    transport: crate::uring::Transport,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +192,10 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            #[cfg(feature = "io-uring")]
+            uring: Vec::new(),
+            #[cfg(feature = "io-uring")]
+            transport: crate::uring::Transport::DevFuse("not asked for".into()),
         };
 
         session.handshake()?;
@@ -214,6 +224,10 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            #[cfg(feature = "io-uring")]
+            uring: Vec::new(),
+            #[cfg(feature = "io-uring")]
+            transport: crate::uring::Transport::DevFuse("not asked for".into()),
         };
 
         session.handshake()?;
@@ -252,6 +266,10 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            #[cfg(feature = "io-uring")]
+            uring,
+            #[cfg(feature = "io-uring")]
+                transport: _,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -286,6 +304,8 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
+        #[cfg(feature = "io-uring")]
+        let ch_for_rings = ch.clone();
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
@@ -303,6 +323,26 @@ impl<FS: Filesystem> Session<FS> {
                 thread::Builder::new()
                     .name(thread_name)
                     .spawn(move || event_loop.event_loop())?,
+            );
+        }
+
+        // The io_uring queues, one thread each. The /dev/fuse threads stay:
+        // they serve what arrives before every queue is registered, and
+        // FORGET and INTERRUPT, which the kernel never puts on a ring.
+        #[cfg(feature = "io-uring")]
+        for queue in uring {
+            let thread_name = format!("fuser-ring-{}", queue.qid());
+            let event_loop = SessionEventLoop {
+                thread_name: thread_name.clone(),
+                filesystem: filesystem.clone(),
+                ch: ch_for_rings.clone(),
+                allowed,
+                session_owner,
+            };
+            threads.push(
+                thread::Builder::new()
+                    .name(thread_name)
+                    .spawn(move || crate::uring::serve(queue, event_loop))?,
             );
         }
 
@@ -429,6 +469,11 @@ impl<FS: Filesystem> Session<FS> {
                 return Err(error);
             }
 
+            #[cfg(feature = "io-uring")]
+            if self.config.io_uring {
+                self.prepare_io_uring(init.capabilities(), &mut config);
+            }
+
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);
 
@@ -475,6 +520,52 @@ impl<FS: Filesystem> Session<FS> {
 
             return Ok(());
         }
+    }
+
+    /// Sets up the io_uring queues if the kernel offers FUSE over io_uring,
+    /// and asks for it in the INIT reply only if that worked: once asked,
+    /// the kernel holds every request until all queues are registered.
+    #[cfg(feature = "io-uring")]
+    fn prepare_io_uring(&mut self, offered: InitFlags, config: &mut KernelConfig) {
+        if !offered.contains(InitFlags::FUSE_OVER_IO_URING) {
+            let why = crate::uring::why_not_offered();
+            info!("serving FUSE requests over /dev/fuse: {why}");
+            self.transport = crate::uring::Transport::DevFuse(why);
+            return;
+        }
+        // The kernel wants each entry's payload buffer to hold its largest
+        // request: max(8 KiB, max_write, max_pages pages).
+        let page = page_size::get();
+        let payload = (config.max_write as usize)
+            .max(usize::from(config.max_pages()) * page)
+            .max(8192);
+        let depth = match self.config.io_uring_depth {
+            0 => crate::uring::DEFAULT_DEPTH,
+            n => n,
+        };
+        match crate::uring::create_queues(&self.ch, payload, depth) {
+            Ok((queues, transport)) => {
+                info!(
+                    "serving FUSE requests over io_uring: {} queues of {depth} entries",
+                    queues.len()
+                );
+                config.requested |= InitFlags::FUSE_OVER_IO_URING;
+                self.uring = queues;
+                self.transport = transport;
+            }
+            Err(e) => {
+                let why = format!("cannot set up io_uring: {e}");
+                info!("serving FUSE requests over /dev/fuse: {why}");
+                self.transport = crate::uring::Transport::DevFuse(why);
+            }
+        }
+    }
+
+    /// How requests travel: over io_uring, or over /dev/fuse and why.
+    /// Decided in the FUSE_INIT handshake (`Session::new`).
+    #[cfg(feature = "io-uring")]
+    pub fn transport(&self) -> &crate::uring::Transport {
+        &self.transport
     }
 
     /// Unmount the filesystem

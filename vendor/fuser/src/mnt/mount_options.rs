@@ -18,6 +18,16 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// Serve requests over io_uring when the kernel offers it (Linux 6.14+
+    /// with the fuse module's `enable_uring` parameter on), else over
+    /// /dev/fuse. See [`crate::Session::transport`].
+    #[cfg(feature = "io-uring")]
+    pub io_uring: bool,
+    /// Entries per io_uring queue (one queue per possible CPU); 0 means
+    /// the default (8). Each entry has a buffer of the connection's largest
+    /// request (`max_write`).
+    #[cfg(feature = "io-uring")]
+    pub io_uring_depth: usize,
 }
 
 /// Mount options accepted by the FUSE filesystem type
