@@ -330,21 +330,14 @@ impl<FS: Filesystem> Session<FS> {
         // they serve what arrives before every queue is registered, and
         // FORGET and INTERRUPT, which the kernel never puts on a ring.
         #[cfg(feature = "io-uring")]
-        for queue in uring {
-            let thread_name = format!("fuser-ring-{}", queue.qid());
-            let event_loop = SessionEventLoop {
-                thread_name: thread_name.clone(),
-                filesystem: filesystem.clone(),
-                ch: ch_for_rings.clone(),
-                allowed,
-                session_owner,
-            };
-            threads.push(
-                thread::Builder::new()
-                    .name(thread_name)
-                    .spawn(move || crate::uring::serve(queue, event_loop))?,
-            );
-        }
+        crate::uring::spawn(
+            uring,
+            &filesystem,
+            &ch_for_rings,
+            allowed,
+            session_owner,
+            &mut threads,
+        )?;
 
         let mut reply: io::Result<()> = Ok(());
         for thread in threads {
