@@ -24,9 +24,8 @@
 //! the reply as soon as the request is dispatched (a reply may be sent from
 //! any thread, also after the dispatch returned).
 //!
-//! Threads (see `spawn`): one per queue, pinned to its CPU, serving what
-//! its ring delivers; and one write-back thread, not pinned, for the
-//! WRITEs of the page cache's write-back. FORGET and INTERRUPT still come
+//! One thread per queue serves what its ring delivers, on the queue's CPU
+//! (except write-back WRITEs, see `serve`). FORGET and INTERRUPT still come
 //! through /dev/fuse (the kernel does not queue them on the rings), and
 //! notifications still go to /dev/fuse, so the session keeps its /dev/fuse
 //! threads.
@@ -51,7 +50,6 @@ use log::warn;
 use parking_lot::Mutex;
 use zerocopy::IntoBytes;
 
-use std::sync::mpsc::Sender;
 use std::thread;
 use std::thread::JoinHandle;
 
@@ -448,41 +446,38 @@ impl RingReply {
     }
 }
 
-/// Pins the calling thread to CPU `cpu` (best effort): the kernel queues a
-/// request on the ring of the CPU the caller runs on, so its thread there
-/// serves it without moving the caller away.
-fn pin_to(cpu: usize) {
-    // SAFETY: plain libc calls on a local cpu_set_t.
+/// The calling thread's CPU affinity.
+fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: plain libc call on a local cpu_set_t.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            debug!(
-                "io_uring queue {cpu}: cannot pin to its CPU: {}",
-                io::Error::last_os_error()
-            );
-        }
+        (libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
     }
 }
 
-/// A request handed from a queue thread to the write-back thread.
-type Job = (Arc<Queue>, usize);
+/// Sets the calling thread's CPU affinity (best effort).
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: plain libc call on a cpu_set_t.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) } != 0 {
+        debug!(
+            "io_uring: cannot set CPU affinity: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
 
-/// Starts the threads that serve the rings: one per queue, pinned to its
-/// CPU, and one write-back thread, not pinned.
-///
-/// Pinning makes a request that its caller waits for (the common case:
-/// stat, lookup, create, read...) cheap: the kernel queues it on the
-/// caller's CPU, and the queue thread there serves it while the caller
-/// sleeps, with no wake-up on another CPU. But nobody waits on the CPU a
-/// write-back WRITE comes from: the flusher that sends it goes on sending,
-/// and serving it there would share that CPU with the flusher and the
-/// writing program. So write-back WRITEs go, in the order they come, to
-/// one thread that runs wherever the scheduler finds room, as every
-/// request did over /dev/fuse. Measured on 2 vCPUs with 4 KiB random
-/// writes (fio, write-back cache): served on the queue threads, they ran
-/// at 0.5-0.65x of /dev/fuse; on this thread at 0.7-0.8x. Spreading them
-/// over more threads did not help (one file's writes contend).
+/// Only CPU `cpu`.
+fn just(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET only writes
+    // inside it (it ignores a cpu beyond its size).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+/// Starts the threads that serve the rings, one per queue.
 pub(crate) fn spawn<FS: Filesystem>(
     queues: Vec<Arc<Queue>>,
     filesystem: &Arc<FilesystemHolder<FS>>,
@@ -491,33 +486,19 @@ pub(crate) fn spawn<FS: Filesystem>(
     session_owner: Uid,
     threads: &mut Vec<JoinHandle<io::Result<()>>>,
 ) -> io::Result<()> {
-    let event_loop = |thread_name: String| SessionEventLoop {
-        thread_name,
-        filesystem: filesystem.clone(),
-        ch: ch.clone(),
-        allowed,
-        session_owner,
-    };
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let name = "fuser-ring-wb".to_string();
-    let se = event_loop(name.clone());
-    threads.push(thread::Builder::new().name(name).spawn(move || {
-        let mut buf = FuseReadBuf::new();
-        let buf = buf.as_mut();
-        // Ends when every queue thread (the senders) has ended.
-        while let Ok((queue, i)) = rx.recv() {
-            serve_one(&queue, i, buf, &se)?;
-        }
-        Ok(())
-    })?);
     for queue in queues {
         let name = format!("fuser-ring-{}", queue.qid);
-        let se = event_loop(name.clone());
-        let tx = tx.clone();
+        let se = SessionEventLoop {
+            thread_name: name.clone(),
+            filesystem: filesystem.clone(),
+            ch: ch.clone(),
+            allowed,
+            session_owner,
+        };
         threads.push(
             thread::Builder::new()
                 .name(name)
-                .spawn(move || serve(queue, se, tx))?,
+                .spawn(move || serve(queue, se))?,
         );
     }
     Ok(())
@@ -565,14 +546,21 @@ fn serve_one<FS: Filesystem>(
 
 /// Serves one queue until the connection ends: registers its entries
 /// (after FUSE_INIT was answered), then serves each request that
-/// completes on the ring, or hands it to the write-back thread (see
-/// `spawn`).
-fn serve<FS: Filesystem>(
-    queue: Arc<Queue>,
-    se: SessionEventLoop<FS>,
-    writeback: Sender<Job>,
-) -> io::Result<()> {
-    pin_to(usize::from(queue.qid));
+/// completes on the ring.
+///
+/// The thread runs on its queue's CPU: the kernel queues a request on the
+/// CPU of its caller, which then waits for the answer, so serving it there
+/// costs no wake-up on another CPU (unpinned, a stat cost 37-59 us instead
+/// of 11 us on 2 vCPUs). But nobody waits on the CPU a write-back WRITE
+/// comes from: the flusher that sends it goes on sending, and the writing
+/// program goes on dirtying pages. For those the thread lets the scheduler
+/// place it anywhere, until the next other request (4 KiB random writes
+/// with the write-back cache: 0.5-0.65x of /dev/fuse pinned, 0.93-0.96x so).
+fn serve<FS: Filesystem>(queue: Arc<Queue>, se: SessionEventLoop<FS>) -> io::Result<()> {
+    let cpu = just(usize::from(queue.qid));
+    let anywhere = affinity();
+    set_affinity(&cpu);
+    let mut pinned = true;
     for i in 0..queue.ents.len() {
         queue.submit(i, CMD_REGISTER)?;
     }
@@ -593,14 +581,14 @@ fn serve<FS: Filesystem>(
         };
         for &(i, res) in &batch {
             if res >= 0 {
-                if queue.is_writeback(i) {
-                    if let Err(e) = writeback.send((queue.clone(), i)) {
-                        // The write-back thread is gone: serve it here.
-                        serve_one(&queue, e.0.1, buf, &se)?;
+                if let Some(anywhere) = &anywhere {
+                    let writeback = queue.is_writeback(i);
+                    if writeback == pinned {
+                        set_affinity(if writeback { anywhere } else { &cpu });
+                        pinned = !writeback;
                     }
-                } else {
-                    serve_one(&queue, i, buf, &se)?;
                 }
+                serve_one(&queue, i, buf, &se)?;
                 continue;
             }
             let cmd = u32::from(queue.ents[i].last_cmd.load(Ordering::Relaxed));
