@@ -98,6 +98,12 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     // instead of a read and a write, served on the caller's CPU. fuser
     // falls back to /dev/fuse, and `serve` logs which one it is.
     c.io_uring = true;
+    // Each entry holds a 1 MiB buffer (max_write) once a large request has
+    // used it: 4 per CPU instead of fuser's 8 keeps the daemon's peak RSS
+    // at 31 instead of 39 MiB after large reads and writes (20 MiB over
+    // /dev/fuse), with the same throughput measured (300 MiB cold read
+    // 0.26-0.27 s either way, 4 KiB random writes 48k/40k vs 45k/34k IOPS).
+    c.io_uring_depth = 4;
     c
 }
 
