@@ -199,3 +199,32 @@ fn falls_back_to_dev_fuse_when_disabled() {
     );
     m.assert_fsck_clean("the /dev/fuse workload");
 }
+
+/// A daemon killed while serving over io_uring leaves no dead mount:
+/// fusermount3's auto_unmount must find the connection aborted when it
+/// sees the daemon gone (the rings hold its socket until they are torn
+/// down; without that the mount stayed behind, dead).
+#[test]
+fn sigkill_over_io_uring_leaves_no_dead_mount() {
+    let _turn = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_param) = EnableUring::set(true) else {
+        return;
+    };
+    let mut m = TestMount::new();
+    assert!(
+        transport_line(&m).contains("travel over io_uring"),
+        "{}",
+        m.log_text()
+    );
+    fs::write(m.path("f"), b"durable").unwrap();
+    fs::File::open(m.path("f")).unwrap().sync_all().unwrap();
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    m.wait_child(Duration::from_secs(10));
+    let mnt = m.mnt.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || !common::in_proc_mounts(&mnt)),
+        "auto_unmount removed the dead mount"
+    );
+    m.mount();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"durable");
+}

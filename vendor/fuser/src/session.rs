@@ -536,7 +536,13 @@ impl<FS: Filesystem> Session<FS> {
             0 => crate::uring::DEFAULT_DEPTH,
             n => n,
         };
-        match crate::uring::create_queues(&self.ch, payload, depth) {
+        let auto_unmount = self
+            .mount
+            .mount
+            .lock()
+            .as_ref()
+            .and_then(|m| m.auto_unmount_fd());
+        match crate::uring::create_queues(&self.ch, payload, depth, auto_unmount) {
             Ok((queues, transport)) => {
                 info!(
                     "serving FUSE requests over io_uring: {} queues of {depth} entries",

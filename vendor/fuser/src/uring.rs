@@ -34,6 +34,7 @@ use std::io;
 use std::io::IoSlice;
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::sync::atomic::AtomicU64;
@@ -175,6 +176,12 @@ pub(crate) struct Queue {
     /// Owns the buffers the entries point into.
     _mem: Vec<Box<[u64]>>,
     ch: ChannelSender,
+    /// The /dev/fuse descriptor the commands go to (kept open by `ch`).
+    /// Not registered as a fixed file: the ring would then hold /dev/fuse
+    /// open until its asynchronous teardown after the daemon died, and
+    /// fusermount3's auto_unmount, which checks for ENOTCONN right away,
+    /// would leave the dead mount behind.
+    fd: RawFd,
     served: Arc<AtomicU64>,
 }
 
@@ -201,16 +208,26 @@ impl std::fmt::Debug for Queue {
 /// FUSE_INIT is answered: if this fails, the session does not ask for
 /// io_uring (once asked, the kernel holds every request until all queues
 /// are registered).
+///
+/// `auto_unmount` is the socket fusermount3 watches to unmount when the
+/// daemon dies: each ring holds it too (as a registered file), so that it
+/// is closed only when the rings are torn down. Otherwise, if the daemon is
+/// killed, fusermount3 can see the socket close before the kernel has let
+/// go of the rings' requests and aborted the connection; it then finds the
+/// mount still alive and leaves it, dead, behind.
 pub(crate) fn create_queues(
     ch: &Channel,
     payload_len: usize,
     depth: usize,
+    auto_unmount: Option<RawFd>,
 ) -> io::Result<(Vec<Arc<Queue>>, Transport)> {
     let n = possible_cpus()?;
     let qids = u16::try_from(n).map_err(|_| io::Error::other("too many CPUs"))?;
     let served = Arc::new(AtomicU64::new(0));
     let queues = (0..qids)
-        .map(|qid| Queue::new(qid, ch, payload_len, depth, served.clone()).map(Arc::new))
+        .map(|qid| {
+            Queue::new(qid, ch, payload_len, depth, served.clone(), auto_unmount).map(Arc::new)
+        })
         .collect::<io::Result<Vec<_>>>()?;
     Ok((
         queues,
@@ -229,6 +246,7 @@ impl Queue {
         payload_len: usize,
         depth: usize,
         served: Arc<AtomicU64>,
+        auto_unmount: Option<RawFd>,
     ) -> io::Result<Queue> {
         let entries = u32::try_from(depth).map_err(|_| io::Error::other("queue depth"))?;
         // SQE128 (the 80-byte command area holds `fuse_uring_cmd_req`)
@@ -237,8 +255,9 @@ impl Queue {
         let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
             .setup_cqsize(entries * 2)
             .build(entries)?;
-        ring.submitter()
-            .register_files(&[ch.as_fd().as_raw_fd()])?;
+        if let Some(fd) = auto_unmount {
+            ring.submitter().register_files(&[fd])?;
+        }
         let mut mem = Vec::with_capacity(depth * 2);
         let mut ents = Vec::with_capacity(depth);
         for _ in 0..depth {
@@ -273,6 +292,7 @@ impl Queue {
             payload_len,
             _mem: mem,
             ch: ch.sender(),
+            fd: ch.as_fd().as_raw_fd(),
             served,
         })
     }
@@ -289,7 +309,7 @@ impl Queue {
         };
         req[8..16].copy_from_slice(&commit.to_ne_bytes());
         req[16..18].copy_from_slice(&self.qid.to_ne_bytes());
-        let mut b = opcode::UringCmd80::new(types::Fixed(0), cmd).cmd(req);
+        let mut b = opcode::UringCmd80::new(types::Fd(self.fd), cmd).cmd(req);
         if cmd == CMD_REGISTER {
             b = b.addr(Some(e.iov.as_ptr() as u64));
         }

@@ -77,6 +77,12 @@ impl MountImpl {
         ))
     }
 
+    /// The socket fusermount3 watches for auto_unmount, if any.
+    #[cfg(feature = "io-uring")]
+    pub(crate) fn auto_unmount_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.auto_unmount_socket.as_ref().map(|s| s.as_raw_fd())
+    }
+
     pub(crate) fn umount_impl(&mut self) -> io::Result<()> {
         if !is_mounted(&self.fuse_device) {
             // If the filesystem has already been unmounted, avoid unmounting it again.

@@ -96,6 +96,17 @@ pub(crate) struct Mount {
 }
 
 impl Mount {
+    /// The socket fusermount3 watches for auto_unmount, if any.
+    #[cfg(feature = "io-uring")]
+    pub(crate) fn auto_unmount_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self.mount_impl.as_ref()? {
+            #[cfg(fuser_mount_impl = "pure-rust")]
+            MountImpl::Pure(m) => m.auto_unmount_fd(),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
     pub(crate) fn new(
         mountpoint: &Path,
         options: &[MountOption],
