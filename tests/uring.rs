@@ -145,7 +145,7 @@ fn serves_over_io_uring_when_enabled() {
     let Some(_param) = EnableUring::set(true) else {
         return;
     };
-    let mut m = TestMount::new();
+    let mut m = TestMount::with_args(&["--io-uring"]);
     let line = transport_line(&m);
     assert!(
         line.contains("travel over io_uring"),
@@ -183,7 +183,7 @@ fn falls_back_to_dev_fuse_when_disabled() {
     let Some(_param) = EnableUring::set(false) else {
         return;
     };
-    let mut m = TestMount::new();
+    let mut m = TestMount::with_args(&["--io-uring"]);
     let line = transport_line(&m);
     assert!(
         line.contains("travel over /dev/fuse") && line.contains("enable_uring"),
@@ -200,6 +200,26 @@ fn falls_back_to_dev_fuse_when_disabled() {
     m.assert_fsck_clean("the /dev/fuse workload");
 }
 
+/// io_uring is opt-in: without `--io-uring` the mount stays on /dev/fuse
+/// even where the kernel offers io_uring (it costs cold random reads a
+/// quarter, docs/PERFORMANCE.md), and says so.
+#[test]
+fn stays_on_dev_fuse_unless_asked() {
+    let _turn = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_param) = EnableUring::set(true) else {
+        return;
+    };
+    let mut m = TestMount::new();
+    let line = transport_line(&m);
+    assert!(
+        line.contains("travel over /dev/fuse"),
+        "without --io-uring, veilfs must stay on /dev/fuse: {line}"
+    );
+    fs::write(m.path("f"), b"x").unwrap();
+    m.unmount();
+    assert_eq!(served_over_uring(&m.log_text()), None);
+}
+
 /// A daemon killed while serving over io_uring leaves no dead mount:
 /// fusermount3's auto_unmount must find the connection aborted when it
 /// sees the daemon gone (the rings hold its socket until they are torn
@@ -210,7 +230,7 @@ fn sigkill_over_io_uring_leaves_no_dead_mount() {
     let Some(_param) = EnableUring::set(true) else {
         return;
     };
-    let mut m = TestMount::new();
+    let mut m = TestMount::with_args(&["--io-uring"]);
     assert!(
         transport_line(&m).contains("travel over io_uring"),
         "{}",

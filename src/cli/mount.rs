@@ -58,12 +58,21 @@ pub struct MountArgs {
     /// asleep (suspend) counts.
     #[arg(long, value_name = "DURATION", value_parser = mount_opts::duration_arg)]
     pub idle: Option<Duration>,
+    /// Serve the kernel's requests over io_uring when the kernel offers it
+    /// (Linux 6.14+, with the fuse module's enable_uring parameter on: as
+    /// root, echo Y > /sys/module/fuse/parameters/enable_uring). Creating,
+    /// listing and deleting many small files take about a third less
+    /// time; cold 4 KiB random reads about a quarter more. Without it, or
+    /// when the kernel does not offer it (the log says why), requests go
+    /// through /dev/fuse.
+    #[arg(long)]
+    pub io_uring: bool,
     /// Mount even if MOUNTPOINT is not empty (its files are hidden while
     /// mounted).
     #[arg(long)]
     pub nonempty: bool,
     /// Mount options, comma-separated, as in fstab: ro, allow_other,
-    /// nonempty, idle=DURATION, passfile=FILE, keyfile=FILE, extpass=CMD,
+    /// nonempty, io_uring, idle=DURATION, passfile=FILE, keyfile=FILE, extpass=CMD,
     /// nodev, nosuid, noexec; nofail, x-systemd.* and mount(8)'s generic
     /// options are accepted and ignored. Anything else is an error.
     #[arg(short = 'o', value_name = "OPTS")]
@@ -143,6 +152,7 @@ impl MountArgs {
         self.ro |= o.ro;
         self.allow_other |= o.allow_other;
         self.nonempty |= o.nonempty;
+        self.io_uring |= o.io_uring;
         self.kernel.no_dev |= o.no_dev;
         self.kernel.no_suid |= o.no_suid;
         self.kernel.no_exec |= o.no_exec;
@@ -178,6 +188,7 @@ impl MountArgs {
             no_suid: self.kernel.no_suid,
             no_exec: self.kernel.no_exec,
             threads: self.threads,
+            io_uring: self.io_uring,
             fs: FsOptions {
                 read_only: self.ro,
                 ttl: std::time::Duration::from_secs_f64(self.attr_timeout),
@@ -203,6 +214,9 @@ impl MountArgs {
         }
         if self.no_writeback_cache {
             a.push("--no-writeback-cache".into());
+        }
+        if self.io_uring {
+            a.push("--io-uring".into());
         }
         if self.nonempty {
             a.push("--nonempty".into());

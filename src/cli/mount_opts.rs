@@ -48,6 +48,7 @@ pub struct MountOptions {
     pub ro: bool,
     pub allow_other: bool,
     pub nonempty: bool,
+    pub io_uring: bool,
     pub no_dev: bool,
     pub no_suid: bool,
     pub no_exec: bool,
@@ -82,7 +83,7 @@ const IGNORED: &[&str] = &[
 ];
 
 /// The options veilfs understands, for the error message.
-pub const KNOWN: &str = "ro, rw, allow_other, nonempty, idle=DURATION, passfile=FILE, \
+pub const KNOWN: &str = "ro, rw, allow_other, nonempty, io_uring, idle=DURATION, passfile=FILE, \
      keyfile=FILE, extpass=CMD, nodev, nosuid, noexec, nofail, x-* (x-systemd.*), \
      and mount(8)'s generic auto, noauto, user, users, _netdev, defaults";
 
@@ -112,6 +113,7 @@ pub fn parse(lists: &[String]) -> Result<MountOptions, CliError> {
             ("ro", None) => o.ro = true,
             ("allow_other", None) => o.allow_other = true,
             ("nonempty", None) => o.nonempty = true,
+            ("io_uring", None) => o.io_uring = true,
             ("nodev", None) => o.no_dev = true,
             ("nosuid", None) => o.no_suid = true,
             ("noexec", None) => o.no_exec = true,
@@ -204,7 +206,7 @@ mod tests {
     #[test]
     fn options_map_onto_fields() {
         let o = parse(&[
-            "rw,passfile=/etc/pw,allow_other,nonempty,idle=15m,nofail".into(),
+            "rw,passfile=/etc/pw,allow_other,nonempty,io_uring,idle=15m,nofail".into(),
             "x-systemd.automount,x-systemd.idle-timeout=60,_netdev,dev,suid,ro,nosuid".into(),
         ])
         .unwrap();
@@ -214,6 +216,7 @@ mod tests {
                 ro: true,
                 allow_other: true,
                 nonempty: true,
+                io_uring: true,
                 no_suid: true,
                 idle: Some(Duration::from_secs(900)),
                 passfile: Some("/etc/pw".into()),

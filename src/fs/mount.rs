@@ -24,6 +24,8 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     pub allow_other: bool,
     pub threads: usize,
+    /// Serve over io_uring when the kernel offers it (`--io-uring`).
+    pub io_uring: bool,
     pub fs: FsOptions,
     /// Unmount after this long without a request and with nothing open.
     pub idle: Option<std::time::Duration>,
@@ -93,11 +95,13 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     };
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = true;
-    // FUSE over io_uring whenever the kernel offers it (Linux 6.14+, the
-    // fuse module's enable_uring parameter on): one system call per request
-    // instead of a read and a write, served on the caller's CPU. fuser
-    // falls back to /dev/fuse, and `serve` logs which one it is.
-    c.io_uring = true;
+    // FUSE over io_uring, when asked for and the kernel offers it (Linux
+    // 6.14+, the fuse module's enable_uring parameter on): one system call
+    // per request instead of a read and a write, served on the caller's
+    // CPU. fuser falls back to /dev/fuse, and `serve` logs which one it is.
+    // Not the default: metadata requests gain a third, but cold 4 KiB
+    // random reads lose a quarter (docs/PERFORMANCE.md).
+    c.io_uring = cfg.io_uring;
     // Each entry holds a 1 MiB buffer (max_write) once a large request has
     // used it: 4 per CPU instead of fuser's 8 keeps the daemon's peak RSS
     // at 31 instead of 39 MiB after large reads and writes (20 MiB over
@@ -198,6 +202,9 @@ pub fn serve(
     match &transport {
         fuser::Transport::IoUring { queues, depth, .. } => {
             log::info!("FUSE requests travel over io_uring ({queues} queues of {depth} entries)")
+        }
+        fuser::Transport::DevFuse(_) if !cfg.io_uring => {
+            log::info!("FUSE requests travel over /dev/fuse (--io-uring asks for io_uring)")
         }
         fuser::Transport::DevFuse(why) => {
             log::info!("FUSE requests travel over /dev/fuse: {why}")
