@@ -9,6 +9,8 @@
 set -euo pipefail
 OLD=$1 NEW=$2 PASSES=${3:-2}
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/bench/lib.sh
+. "$HERE/lib.sh"
 DIR=${BENCH_DIR:-/var/tmp}
 W="" M=""
 cleanup() {
@@ -29,16 +31,7 @@ one() { # one LABEL BIN WORKLOAD
     for i in $(seq 100); do mountpoint -q "$M" && break; sleep 0.1; done
     mountpoint -q "$M" || { echo "$label: mount failed" >&2; exit 1; }
     if [[ $what == rand_write_4k ]]; then
-        fio --name=layout --filename="$M/rand.bin" --rw=write --bs=1M --size=256M \
-            --end_fsync=1 --ioengine=psync --fallocate=none --output=/dev/null
-        for i in 1 2 3; do
-            sync; echo 3 >/proc/sys/vm/drop_caches
-            fio --name=w --filename="$M/rand.bin" --rw=randwrite --bs=4k --size=256M \
-                --runtime=4 --time_based --end_fsync=1 --ioengine=psync --fallocate=none \
-                --output-format=json |
-                python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))' |
-                sed "s/^/$label rand_write_4k /"
-        done
+        rand_write_4k_runs "$M" "$label"
     else
         for i in 1 2 3; do
             python3 "$HERE/sqlite_chat.py" "$M/chat.db" 50000 100 200 | awk -v l="$label" '{ print l, "sqlite_insert", $1 }'

@@ -16,17 +16,9 @@ set -euo pipefail
 PHP=$1 PASSES=${2:-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 DIR=${BENCH_DIR:-/var/tmp}
-PARAM=/sys/module/fuse/parameters/enable_uring
-OLD=$(cat "$PARAM")
-W="" M="" PID=""
-cleanup() {
-    [[ -n $M ]] && mountpoint -q "$M" && fusermount3 -u "$M"
-    [[ -n $PID ]] && wait "$PID" 2>/dev/null
-    [[ -n $W ]] && rm -rf --one-file-system "$W"
-    echo "$OLD" >"$PARAM"
-    return 0
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench/lib.sh
+. "$HERE/lib.sh"
+uring_param_guard
 echo Y >"$PARAM"
 
 one() { # one TRANSPORT(devfuse|uring)

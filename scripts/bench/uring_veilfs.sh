@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/bench/uring_veilfs.sh VEILFS_BIN [PASSES] - veilfs over /dev/fuse and over
 # io_uring, side by side: the same build, the fuse module's enable_uring parameter
-# N for one mount and Y for the next (veilfs uses io_uring whenever the kernel
-# offers it), alternating, each on a fresh vault in BENCH_DIR (default /var/tmp).
+# N for one mount and Y for the next (mounted with --io-uring, so veilfs uses
+# io_uring whenever the kernel offers it), alternating, each on a fresh vault in BENCH_DIR (default /var/tmp).
 # Workloads per mount:
 #   scripts/bench/meta_ops.py with 10k files (create, stat, ls -l, lstat loop, rm)
 #   a tree of 10k files in 100 directories: create, then with cold caches
@@ -16,17 +16,9 @@ BIN=$1 PASSES=${2:-3}
 WHAT=${WHAT:-meta,tree,fio} # which workloads, comma-separated
 HERE=$(cd "$(dirname "$0")" && pwd)
 DIR=${BENCH_DIR:-/var/tmp}
-PARAM=/sys/module/fuse/parameters/enable_uring
-OLD=$(cat "$PARAM")
-W="" M="" PID=""
-cleanup() {
-    [[ -n $M ]] && mountpoint -q "$M" && fusermount3 -u "$M"
-    [[ -n $PID ]] && wait "$PID" 2>/dev/null
-    [[ -n $W ]] && rm -rf --one-file-system "$W"
-    echo "$OLD" >"$PARAM"
-    return 0
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench/lib.sh
+. "$HERE/lib.sh"
+uring_param_guard
 
 secs() { # secs CMD... - wall seconds of CMD
     local t0 t1
@@ -58,7 +50,7 @@ one() { # one devfuse|uring
     "$BIN" init --key-only "$W/c" >"$W/init.out" 2>&1
     grep -oE "([0-9a-f]{4}-){15}[0-9a-f]{4}" "$W/init.out" >"$W/key"
     # shellcheck disable=SC2086 # MOUNT_ARGS: extra mount options, split on spaces
-    VEILFS_STATE_DIR=$W/state RUST_LOG=veilfs=info "$BIN" mount --foreground ${MOUNT_ARGS:-} \
+    VEILFS_STATE_DIR=$W/state RUST_LOG=veilfs=info "$BIN" mount --foreground --io-uring ${MOUNT_ARGS:-} \
         --key-file "$W/key" "$W/c" "$M" 2>"$W/log" &
     PID=$!
     for i in $(seq 100); do mountpoint -q "$M" && break; sleep 0.1; done
@@ -79,16 +71,7 @@ one() { # one devfuse|uring
         echo "$t rm_tree $(secs rm -rf "$M/tree") s"
     fi
     if [[ ,$WHAT, == *,fio,* ]] && command -v fio >/dev/null; then
-        fio --name=layout --filename="$M/rand.bin" --rw=write --bs=1M --size=256M \
-            --end_fsync=1 --ioengine=psync --fallocate=none --output=/dev/null
-        for i in 1 2 3; do
-        sync; echo 3 >/proc/sys/vm/drop_caches
-        fio --name=w --filename="$M/rand.bin" --rw=randwrite --bs=4k --size=256M \
-            --runtime=4 --time_based --end_fsync=1 --ioengine=psync --fallocate=none \
-            --output-format=json |
-            python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))' |
-            sed "s/^/$t rand_write_4k /; s/$/ iops/"
-        done
+        rand_write_4k_runs "$M" "$t" | sed "s/$/ iops/"
     fi
     fusermount3 -u "$M"
     wait "$PID" || true
