@@ -62,13 +62,7 @@ fn sigkill_leaves_no_dead_mount() {
     let mut m = TestMount::new();
     fs::write(m.path("f"), b"durable").unwrap();
     fs::File::open(m.path("f")).unwrap().sync_all().unwrap();
-    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
-    m.wait_child(Duration::from_secs(10));
-    let mnt = m.mnt.clone();
-    assert!(
-        wait_until(Duration::from_secs(10), || !is_mounted(&mnt)),
-        "auto_unmount removed the dead mount"
-    );
+    m.kill_expecting_auto_unmount();
     m.mount();
     assert_eq!(fs::read(m.path("f")).unwrap(), b"durable");
 }

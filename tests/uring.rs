@@ -22,14 +22,17 @@ const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 /// The parameter is global: the two tests take turns.
 static PARAM_LOCK: Mutex<()> = Mutex::new(());
 
-/// Sets `enable_uring` and puts the old value back on drop.
+/// Sets `enable_uring` and puts the old value back on drop; holds
+/// `PARAM_LOCK` meanwhile (the fields drop after `drop` has restored it).
 struct EnableUring {
     old: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl EnableUring {
     /// `None` (after printing why) when the parameter cannot be set here.
     fn set(on: bool) -> Option<EnableUring> {
+        let turn = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let old = match fs::read_to_string(PARAM) {
             Ok(v) => v.trim().to_string(),
             Err(e) => {
@@ -41,7 +44,7 @@ impl EnableUring {
             eprintln!("skipping: cannot write {PARAM}: {e} (needs root)");
             return None;
         }
-        Some(EnableUring { old })
+        Some(EnableUring { old, _turn: turn })
     }
 }
 
@@ -79,6 +82,22 @@ fn ring_blocked(line: &str) -> bool {
         eprintln!("skipped: io_uring rings cannot be created here: {line}");
     }
     blocked
+}
+
+/// A mount with `--io-uring` (enable_uring on), checked to serve over
+/// io_uring; `None`, after printing why, where rings cannot be created.
+fn mount_over_io_uring() -> Option<TestMount> {
+    let m = TestMount::with_args(&["--io-uring"]);
+    let line = transport_line(&m);
+    if ring_blocked(&line) {
+        return None;
+    }
+    assert!(
+        line.contains("travel over io_uring"),
+        "with enable_uring on and --io-uring, veilfs must use io_uring: {line}\n{}",
+        m.log_text()
+    );
+    Some(m)
 }
 
 /// Create, write, read back, overwrite in the middle, rename, readdir,
@@ -153,20 +172,12 @@ fn served_over_uring(log: &str) -> Option<u64> {
 
 #[test]
 fn serves_over_io_uring_when_enabled() {
-    let _turn = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_param) = EnableUring::set(true) else {
         return;
     };
-    let mut m = TestMount::with_args(&["--io-uring"]);
-    let line = transport_line(&m);
-    if ring_blocked(&line) {
+    let Some(mut m) = mount_over_io_uring() else {
         return;
-    }
-    assert!(
-        line.contains("travel over io_uring"),
-        "with enable_uring on, veilfs must use io_uring: {line}\n{}",
-        m.log_text()
-    );
+    };
     // One ring thread per possible CPU, next to the /dev/fuse thread.
     let threads: Vec<String> = fs::read_dir(format!("/proc/{}/task", m.pid()))
         .unwrap()
@@ -194,7 +205,6 @@ fn serves_over_io_uring_when_enabled() {
 
 #[test]
 fn falls_back_to_dev_fuse_when_disabled() {
-    let _turn = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_param) = EnableUring::set(false) else {
         return;
     };
@@ -220,7 +230,6 @@ fn falls_back_to_dev_fuse_when_disabled() {
 /// quarter, docs/PERFORMANCE.md), and says so.
 #[test]
 fn stays_on_dev_fuse_unless_asked() {
-    let _turn = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_param) = EnableUring::set(true) else {
         return;
     };
@@ -241,25 +250,15 @@ fn stays_on_dev_fuse_unless_asked() {
 /// down; without that the mount stayed behind, dead).
 #[test]
 fn sigkill_over_io_uring_leaves_no_dead_mount() {
-    let _turn = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let Some(_param) = EnableUring::set(true) else {
         return;
     };
-    let mut m = TestMount::with_args(&["--io-uring"]);
-    let line = transport_line(&m);
-    if ring_blocked(&line) {
+    let Some(mut m) = mount_over_io_uring() else {
         return;
-    }
-    assert!(line.contains("travel over io_uring"), "{}", m.log_text());
+    };
     fs::write(m.path("f"), b"durable").unwrap();
     fs::File::open(m.path("f")).unwrap().sync_all().unwrap();
-    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
-    m.wait_child(Duration::from_secs(10));
-    let mnt = m.mnt.clone();
-    assert!(
-        wait_until(Duration::from_secs(10), || !common::in_proc_mounts(&mnt)),
-        "auto_unmount removed the dead mount"
-    );
+    m.kill_expecting_auto_unmount();
     m.mount();
     assert_eq!(fs::read(m.path("f")).unwrap(), b"durable");
 }

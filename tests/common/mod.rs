@@ -234,6 +234,19 @@ impl TestMount {
         );
     }
 
+    /// SIGKILLs the daemon and checks that fusermount3's auto_unmount
+    /// removes the dead mount within 10 s.
+    pub fn kill_expecting_auto_unmount(&mut self) {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGKILL) };
+        self.wait_child(Duration::from_secs(10));
+        let mnt = self.mnt.clone();
+        assert!(
+            wait_until(Duration::from_secs(10), || !is_mounted(&mnt)),
+            "auto_unmount did not remove the dead mount {}",
+            mnt.display()
+        );
+    }
+
     /// Waits for the daemon to exit; returns its exit status.
     pub fn wait_child(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
