@@ -57,6 +57,38 @@ fn replace_once(text: &mut String, from: &str, to: &str) {
     *text = text.replacen(from, to, 1);
 }
 
+/// Replaces every `<listenAddress>` with one loopback address.
+///
+/// `syncthing generate` writes `default` when port 22000 is free and, when
+/// it is not, a tcp, a relay and a quic address on a free port. Tests that
+/// generate at the same moment probe port 22000 at the same moment, so
+/// either form can come out: CI once got the second.
+fn set_listen_address(config: &mut String, port: u16) {
+    const OPEN: &str = "<listenAddress>";
+    const CLOSE: &str = "</listenAddress>";
+    let mut kept = String::with_capacity(config.len());
+    let mut rest = config.as_str();
+    let mut replaced = 0;
+    while let Some(start) = rest.find(OPEN) {
+        let end = start + rest[start..].find(CLOSE).expect("closed listenAddress") + CLOSE.len();
+        if replaced == 0 {
+            kept.push_str(&rest[..start]);
+            kept.push_str(&format!("{OPEN}tcp://127.0.0.1:{port}{CLOSE}"));
+        } else {
+            // Drop the element and the indentation and newline before it.
+            kept.push_str(rest[..start].trim_end());
+        }
+        replaced += 1;
+        rest = &rest[end..];
+    }
+    kept.push_str(rest);
+    assert!(
+        replaced > 0,
+        "Syncthing's generated config.xml has no <listenAddress>: unexpected version?"
+    );
+    *config = kept;
+}
+
 impl Syncthing {
     /// Generates keys and a config for a device syncing `folder`.
     fn generate(root: &Path, name: &str, folder: &Path) -> Self {
@@ -97,48 +129,30 @@ impl Syncthing {
     fn configure(&self, peer: &Syncthing) {
         let path = self.home.join("config.xml");
         let mut c = fs::read_to_string(&path).unwrap();
+        set_listen_address(&mut c, self.listen);
         for (from, to) in [
             (
-                "<listenAddress>default</listenAddress>".to_string(),
-                format!(
-                    "<listenAddress>tcp://127.0.0.1:{}</listenAddress>",
-                    self.listen
-                ),
+                "<globalAnnounceEnabled>true",
+                "<globalAnnounceEnabled>false",
             ),
+            ("<localAnnounceEnabled>true", "<localAnnounceEnabled>false"),
+            ("<relaysEnabled>true", "<relaysEnabled>false"),
+            ("<natEnabled>true", "<natEnabled>false"),
+            ("<startBrowser>true", "<startBrowser>false"),
+            ("<urAccepted>0<", "<urAccepted>-1<"),
+            ("<autoUpgradeIntervalH>12<", "<autoUpgradeIntervalH>0<"),
             (
-                "<globalAnnounceEnabled>true".into(),
-                "<globalAnnounceEnabled>false".into(),
+                "<crashReportingEnabled>true",
+                "<crashReportingEnabled>false",
             ),
+            ("<reconnectionIntervalS>60<", "<reconnectionIntervalS>1<"),
             (
-                "<localAnnounceEnabled>true".into(),
-                "<localAnnounceEnabled>false".into(),
+                "<minHomeDiskFree unit=\"%\">1<",
+                "<minHomeDiskFree unit=\"%\">0<",
             ),
-            ("<relaysEnabled>true".into(), "<relaysEnabled>false".into()),
-            ("<natEnabled>true".into(), "<natEnabled>false".into()),
-            ("<startBrowser>true".into(), "<startBrowser>false".into()),
-            ("<urAccepted>0<".into(), "<urAccepted>-1<".into()),
-            (
-                "<autoUpgradeIntervalH>12<".into(),
-                "<autoUpgradeIntervalH>0<".into(),
-            ),
-            (
-                "<crashReportingEnabled>true".into(),
-                "<crashReportingEnabled>false".into(),
-            ),
-            (
-                "<reconnectionIntervalS>60<".into(),
-                "<reconnectionIntervalS>1<".into(),
-            ),
-            (
-                "<minHomeDiskFree unit=\"%\">1<".into(),
-                "<minHomeDiskFree unit=\"%\">0<".into(),
-            ),
-            (
-                "<setLowPriority>true".into(),
-                "<setLowPriority>false".into(),
-            ),
+            ("<setLowPriority>true", "<setLowPriority>false"),
         ] {
-            replace_once(&mut c, &from, &to);
+            replace_once(&mut c, from, to);
         }
         let gui_start = c.find("<gui ").expect("config has a <gui> element");
         let gui_end = c.find("</gui>").unwrap() + "</gui>".len();
@@ -658,4 +672,18 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Both forms `syncthing generate` writes (port 22000 free or taken, the
+/// second copied from v1.19 with 22000 held) end as one loopback address.
+#[test]
+fn listen_address_is_set_whichever_form_syncthing_generated() {
+    let free = "    <options>\n        <listenAddress>default</listenAddress>\n        <globalAnnounceServer>default</globalAnnounceServer>\n";
+    let taken = "    <options>\n        <listenAddress>tcp://0.0.0.0:41421</listenAddress>\n        <listenAddress>dynamic+https://relays.syncthing.net/endpoint</listenAddress>\n        <listenAddress>quic://0.0.0.0:41421</listenAddress>\n        <globalAnnounceServer>default</globalAnnounceServer>\n";
+    let want = "    <options>\n        <listenAddress>tcp://127.0.0.1:5000</listenAddress>\n        <globalAnnounceServer>default</globalAnnounceServer>\n";
+    for generated in [free, taken] {
+        let mut config = generated.to_string();
+        set_listen_address(&mut config, 5000);
+        assert_eq!(config, want);
+    }
 }
