@@ -8,31 +8,33 @@ use super::*;
 pub(super) const STREAMING_WRITE: usize = 128 << 10;
 
 /// Start write-back of a stream's backing file every this many bytes.
-pub(super) const WRITEBACK_STEP: u64 = 8 << 20;
+/// (32 MiB, not 8: each step fdatasyncs the journal first; measured in
+/// docs/PERFORMANCE.md, "Fourth round".)
+pub(super) const WRITEBACK_STEP: u64 = 32 << 20;
 
 /// Starts (does not wait for) write-back of the backing bytes a stream has
 /// written since the last call, once there are `WRITEBACK_STEP` of them.
 /// The backing filesystem would otherwise hold them all dirty until the
 /// app's fsync and write them only then; started early, the disk works
 /// while the daemon encrypts the next megabytes.
-pub(super) fn start_writeback(fd: &OwnedFd, started: &mut u64, end: u64) {
+///
+/// The range can hold chunks rewritten in place, and their records must
+/// reach the disk before they do (docs/FORMAT.md §10): the journal is made
+/// durable first, and when it cannot be, the write-back is left to the
+/// kernel's own schedule.
+pub(super) fn start_writeback(fd: &OwnedFd, started: &mut u64, end: u64, journal: &Journal) {
     if end < *started {
         *started = 0;
     }
     if end - *started < WRITEBACK_STEP {
         return;
     }
-    // SAFETY: plain syscall on a descriptor we own; no memory is passed.
-    let r = unsafe {
-        libc::sync_file_range(
-            fd.as_raw_fd(),
-            *started as i64,
-            (end - *started) as i64,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
-    };
-    if r != 0 {
-        log::debug!("sync_file_range: {}", std::io::Error::last_os_error());
+    if let Err(e) = journal.sync() {
+        log::warn!("rewrite journal: fdatasync failed, write-back not started early: {e}");
+        return;
+    }
+    if let Err(e) = store::start_write_back(fd, *started..end) {
+        log::debug!("sync_file_range: {e}");
     }
     *started = end;
 }
@@ -420,7 +422,7 @@ impl VeilFs {
                         .content
                         .layout()
                         .cipher_size(offset + data.len() as u64);
-                    start_writeback(&handle.fd, &mut state.writeback_started, end);
+                    start_writeback(&handle.fd, &mut state.writeback_started, end, &self.journal);
                 }
                 Ok(data.len() as u32)
             }
@@ -651,5 +653,33 @@ impl VeilFs {
                 Err(e) => reply.error(errno(e)),
             }
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cryptfile::journal::NameOp;
+
+    /// Early write-back of a stream can carry chunks rewritten in place to
+    /// the disk: their records must be durable before it starts.
+    #[test]
+    fn early_write_back_makes_the_journal_durable_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::File::open(dir.path()).unwrap();
+        let journal = Journal::open(&dir.path().join("state"), &root).unwrap();
+        journal.note(b"f", &NameOp::Unlink).unwrap();
+        assert!(journal.unsynced());
+        let data = OwnedFd::from(std::fs::File::create(dir.path().join("data")).unwrap());
+        let mut started = 0;
+        start_writeback(&data, &mut started, WRITEBACK_STEP - 1, &journal);
+        assert!(journal.unsynced(), "less than a step: nothing started");
+        assert_eq!(started, 0);
+        start_writeback(&data, &mut started, WRITEBACK_STEP, &journal);
+        assert!(
+            !journal.unsynced(),
+            "write-back started before the records were durable"
+        );
+        assert_eq!(started, WRITEBACK_STEP);
     }
 }

@@ -495,6 +495,14 @@ impl Journal {
         }
     }
 
+    /// Whether records were written since the journal was last made
+    /// durable.
+    pub fn unsynced(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|inner| inner.dirty.load(Ordering::Acquire))
+    }
+
     /// At a clean unmount: makes every write durable and empties the
     /// journal, so the next mount has nothing to recover.
     pub fn close(&self) -> io::Result<()> {
