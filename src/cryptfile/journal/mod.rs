@@ -60,6 +60,14 @@ const FILE_SIZE: u64 = ROTATE_AT + (64 << 20);
 /// own write-back of the in-place rewrites they protect (after 30 s by
 /// default, `vm.dirty_expire_centisecs`) finds them on disk already.
 const SYNC_EVERY: Duration = Duration::from_millis(1000);
+/// Records at least this large are written with O_DIRECT, straight from
+/// the daemon's buffer to the disk: copying megabytes into the page cache
+/// (fresh pages of a sparse file, each allocated and reserved on the way)
+/// cost the daemon as much as the data write itself, and the fdatasync
+/// before the app's next fsync would then write them all again.
+const DIRECT_MIN: usize = 64 << 10;
+/// O_DIRECT wants the file offset, the length and the buffer aligned.
+const DIRECT_ALIGN: usize = 4096;
 
 /// Where the journal of the vault whose CIPHERDIR is `cipherdir` (with key
 /// ID `key_id`) lives: `$VEILFS_STATE_DIR`, else `$XDG_STATE_HOME/veilfs`,
@@ -148,12 +156,17 @@ struct Active {
 struct Inner {
     dir: PathBuf,
     files: [File; 2],
+    /// The same files opened with O_DIRECT, where the file system allows
+    /// it (not tmpfs), for large records ([`DIRECT_MIN`]).
+    direct: [Option<File>; 2],
     /// Held shared by each writer from its record until its data write
     /// is done; held exclusively to swap the active file, so that a swap
     /// waits for every write the old file protects.
     active: RwLock<Active>,
     /// Next free offset in the active file.
     end: AtomicU64,
+    /// Cleared when the file system refuses an O_DIRECT write.
+    direct_works: AtomicBool,
     /// Counts the swaps of the active file (see [`Recorded`]).
     generation: AtomicU64,
     seq: AtomicU64,
@@ -219,25 +232,38 @@ impl Pending<'_> {
             .entry(file)
             .and_modify(|s| *s = (*s).max(seq))
             .or_insert(seq);
-        let at = inner.end.fetch_add(total as u64, Ordering::Relaxed);
-        META.with(|meta| -> io::Result<()> {
-            let mut meta = meta.borrow_mut();
-            encode_meta(seq, intent, 0, total, &mut meta);
-            let sum = checksum(&meta);
-            let mut slices: [&[u8]; MAX_IMAGES + 2] = [&[]; MAX_IMAGES + 2];
-            slices[0] = &meta;
-            for (k, (_, bytes)) in intent.images.iter().enumerate() {
-                slices[k + 1] = bytes;
+        let file = &inner.files[guard.index];
+        let record_end = match &inner.direct[guard.index] {
+            Some(direct) if total >= DIRECT_MIN && inner.direct_works.load(Ordering::Relaxed) => {
+                // A page-aligned slot of its own: buffered records share
+                // no page with it. Zeros pad it; readers skip them.
+                let padded = total.next_multiple_of(DIRECT_ALIGN);
+                let reserved = inner
+                    .end
+                    .fetch_add((padded + DIRECT_ALIGN) as u64, Ordering::Relaxed);
+                let at = reserved.next_multiple_of(DIRECT_ALIGN as u64);
+                if let Err(e) = write_direct(direct, seq, intent, total, padded, at) {
+                    if e.raw_os_error() == Some(libc::EINVAL) {
+                        // The file system took O_DIRECT at open but not
+                        // for this write: from now on, the page cache.
+                        inner.direct_works.store(false, Ordering::Relaxed);
+                        log::debug!(
+                            "journal {}: O_DIRECT write refused: {e}",
+                            inner.dir.display()
+                        );
+                    }
+                    write_buffered(file, seq, intent, total, at)?;
+                }
+                at + padded as u64
             }
-            slices[intent.images.len() + 1] = &sum;
-            store::pwritev_full(
-                &inner.files[guard.index],
-                &slices[..intent.images.len() + 2],
-                at,
-            )
-        })?;
+            _ => {
+                let at = inner.end.fetch_add(total as u64, Ordering::Relaxed);
+                write_buffered(file, seq, intent, total, at)?;
+                at + total as u64
+            }
+        };
         inner.dirty.store(true, Ordering::Release);
-        if at + total as u64 > inner.rotate_at {
+        if record_end > inner.rotate_at {
             inner.wake.notify_one();
         }
         Ok(())
@@ -328,8 +354,70 @@ impl Recorded {
     }
 }
 
+/// Writes a record through the page cache, in one pwritev.
+fn write_buffered(
+    f: &File,
+    seq: u64,
+    intent: &Intent<'_>,
+    total: usize,
+    at: u64,
+) -> io::Result<()> {
+    META.with(|meta| -> io::Result<()> {
+        let mut meta = meta.borrow_mut();
+        encode_meta(seq, intent, 0, total, &mut meta);
+        let sum = checksum(&meta);
+        let mut slices: [&[u8]; MAX_IMAGES + 2] = [&[]; MAX_IMAGES + 2];
+        slices[0] = &meta;
+        for (k, (_, bytes)) in intent.images.iter().enumerate() {
+            slices[k + 1] = bytes;
+        }
+        slices[intent.images.len() + 1] = &sum;
+        store::pwritev_full(f, &slices[..intent.images.len() + 2], at)
+    })
+}
+
+/// Writes a record with O_DIRECT into the `padded`-byte slot at `at`
+/// (both aligned to [`DIRECT_ALIGN`]), zeros after it.
+fn write_direct(
+    direct: &File,
+    seq: u64,
+    intent: &Intent<'_>,
+    total: usize,
+    padded: usize,
+    at: u64,
+) -> io::Result<()> {
+    DIRECT_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let out = aligned(&mut buf, padded);
+        let mut k = META.with(|meta| {
+            let mut meta = meta.borrow_mut();
+            encode_meta(seq, intent, 0, total, &mut meta);
+            out[..meta.len()].copy_from_slice(&meta);
+            meta.len()
+        });
+        let sum = checksum(&out[..k]);
+        for (_, bytes) in intent.images {
+            out[k..k + bytes.len()].copy_from_slice(bytes);
+            k += bytes.len();
+        }
+        out[k..k + SUM_LEN].copy_from_slice(&sum);
+        out[k + SUM_LEN..].fill(0);
+        store::pwrite_full(direct, out, at)
+    })
+}
+
+/// The first `len` bytes of `buf` at a [`DIRECT_ALIGN`]-aligned address.
+fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len + DIRECT_ALIGN {
+        buf.resize(len + DIRECT_ALIGN, 0);
+    }
+    let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    &mut buf[skip..skip + len]
+}
+
 thread_local! {
     static META: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static DIRECT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Journal {
@@ -384,6 +472,14 @@ impl Journal {
         for f in &files {
             f.set_len(FILE_SIZE)?;
         }
+        let open_direct = |name: &str| {
+            File::options()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_DIRECT)
+                .open(dir.join(name))
+                .ok()
+        };
+        let direct = [open_direct(FILES[0]), open_direct(FILES[1])];
         let _ = std::fs::remove_file(dir.join("journal.unplaced.done"));
         rustix::fs::fsync(rustix::fs::open(
             dir,
@@ -393,8 +489,10 @@ impl Journal {
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             files,
+            direct,
             active: RwLock::new(Active { index: 0 }),
             end: AtomicU64::new(0),
+            direct_works: AtomicBool::new(true),
             generation: AtomicU64::new(1),
             seq: AtomicU64::new(1),
             dirty: AtomicBool::new(false),
