@@ -108,7 +108,19 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     // /dev/fuse), with the same throughput measured (300 MiB cold read
     // 0.26-0.27 s either way, 4 KiB random writes 48k/40k vs 45k/34k IOPS).
     c.io_uring_depth = 4;
+    // The ring threads linger like the /dev/fuse thread (`VeilFs::linger`),
+    // and not on one CPU, where spinning keeps the program that sends the
+    // next request from running.
+    c.io_uring_linger = if available_cpus() > 1 {
+        cfg.fs.linger
+    } else {
+        std::time::Duration::ZERO
+    };
     c
+}
+
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The error of a mount that failed with and without auto_unmount. The
@@ -222,10 +234,9 @@ pub fn serve(
     // request seen on this one may be another thread's to serve. With one
     // CPU, spinning would only keep the program that sends the next
     // request from running.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Over io_uring requests do not come through /dev/fuse: nothing to
-    // linger for.
-    if cfg.threads == 1 && cpus > 1 && !over_uring {
+    // Over io_uring requests do not come through /dev/fuse: the ring
+    // threads linger themselves (`fuse_config`).
+    if cfg.threads == 1 && available_cpus() > 1 && !over_uring {
         match session.as_fd().try_clone_to_owned() {
             Ok(fd) => {
                 let _ = device_slot.set(fd);

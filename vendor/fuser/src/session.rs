@@ -332,6 +332,7 @@ impl<FS: Filesystem> Session<FS> {
         #[cfg(feature = "io-uring")]
         crate::uring::spawn(
             uring,
+            config.io_uring_linger,
             &filesystem,
             &ch_for_rings,
             allowed,

@@ -53,6 +53,8 @@ use zerocopy::IntoBytes;
 
 use std::thread;
 use std::thread::JoinHandle;
+use std::time::Duration;
+use std::time::Instant;
 
 use nix::unistd::Uid;
 use smallvec::SmallVec;
@@ -500,6 +502,7 @@ fn just(cpu: usize) -> libc::cpu_set_t {
 /// Starts the threads that serve the rings, one per queue.
 pub(crate) fn spawn<FS: Filesystem>(
     queues: Vec<Arc<Queue>>,
+    linger: Duration,
     filesystem: &Arc<FilesystemHolder<FS>>,
     ch: &Channel,
     allowed: SessionACL,
@@ -518,7 +521,7 @@ pub(crate) fn spawn<FS: Filesystem>(
         threads.push(
             thread::Builder::new()
                 .name(name)
-                .spawn(move || serve(queue, se))?,
+                .spawn(move || serve(queue, linger, se))?,
         );
     }
     Ok(())
@@ -576,7 +579,17 @@ fn serve_one<FS: Filesystem>(
 /// program goes on dirtying pages. For those the thread lets the scheduler
 /// place it anywhere, until the next other request (4 KiB random writes
 /// with the write-back cache: 0.5-0.65x of /dev/fuse pinned, 0.93-0.96x so).
-fn serve<FS: Filesystem>(queue: Arc<Queue>, se: SessionEventLoop<FS>) -> io::Result<()> {
+///
+/// Before it sleeps, the thread polls its completion queue for `linger`:
+/// a program waiting on each answer (a cold 4 KiB random read, a stat)
+/// sends its next request within microseconds, and serving it without
+/// the sleep and wake-up in between took a cold random read from 24-29k
+/// to 45-55k IOPS on 2 vCPUs.
+fn serve<FS: Filesystem>(
+    queue: Arc<Queue>,
+    linger: Duration,
+    se: SessionEventLoop<FS>,
+) -> io::Result<()> {
     let cpu = just(usize::from(queue.qid));
     let anywhere = affinity();
     set_affinity(&cpu);
@@ -588,21 +601,31 @@ fn serve<FS: Filesystem>(queue: Arc<Queue>, se: SessionEventLoop<FS>) -> io::Res
     let mut live = queue.ents.len();
     let mut buf = FuseReadBuf::new();
     let buf = buf.as_mut();
+    // Whether the last batch held a request someone waits for: only then
+    // is the next one likely within the linger. A write-back WRITE's
+    // sender goes on sending, and spinning would take a CPU from the
+    // sealing of the WRITEs already here (1 GiB sequential write: -10 %).
+    let mut awaited = false;
     loop {
-        match queue.ring.submitter().submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        let poll = if awaited { linger } else { Duration::ZERO };
+        if !completions_within(&queue, poll) {
+            match queue.ring.submitter().submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
         }
         let batch: SmallVec<[(usize, i32); 16]> = {
             // SAFETY: only this thread reads the completion queue.
             let cq = unsafe { queue.ring.completion_shared() };
             cq.map(|c| (c.user_data() as usize, c.result())).collect()
         };
+        awaited = false;
         for &(i, res) in &batch {
             if res >= 0 {
+                let writeback = queue.is_writeback(i);
+                awaited |= !writeback;
                 if let Some(anywhere) = &anywhere {
-                    let writeback = queue.is_writeback(i);
                     if writeback == pinned {
                         set_affinity(if writeback { anywhere } else { &cpu });
                         pinned = !writeback;
@@ -640,5 +663,22 @@ fn serve<FS: Filesystem>(queue: Arc<Queue>, se: SessionEventLoop<FS>) -> io::Res
                 }
             }
         }
+    }
+}
+
+/// Whether a completion is waiting on `queue` or arrives within `linger`
+/// (polled, the thread stays awake).
+fn completions_within(queue: &Queue, linger: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        // SAFETY: only the queue's thread reads its completion queue; the
+        // snapshot is dropped before the next.
+        if !unsafe { queue.ring.completion_shared() }.is_empty() {
+            return true;
+        }
+        if start.elapsed() >= linger {
+            return false;
+        }
+        std::hint::spin_loop();
     }
 }

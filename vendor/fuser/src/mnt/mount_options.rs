@@ -28,6 +28,12 @@ pub struct Config {
     /// request (`max_write`).
     #[cfg(feature = "io-uring")]
     pub io_uring_depth: usize,
+    /// After serving what its ring delivered, a queue thread polls the
+    /// completion queue this long before it sleeps in `io_uring_enter`;
+    /// zero (the default) sleeps at once. A request that arrives within
+    /// the window is served without the thread's sleep and wake-up.
+    #[cfg(feature = "io-uring")]
+    pub io_uring_linger: std::time::Duration,
 }
 
 /// Mount options accepted by the FUSE filesystem type
