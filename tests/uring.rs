@@ -226,8 +226,8 @@ fn falls_back_to_dev_fuse_when_disabled() {
 }
 
 /// io_uring is opt-in: without `--io-uring` the mount stays on /dev/fuse
-/// even where the kernel offers io_uring (it costs cold random reads a
-/// quarter, docs/PERFORMANCE.md), and says so.
+/// even where the kernel offers io_uring (sequential and random writes
+/// lose 7-12 % over it, docs/PERFORMANCE.md), and says so.
 #[test]
 fn stays_on_dev_fuse_unless_asked() {
     let Some(_param) = EnableUring::set(true) else {

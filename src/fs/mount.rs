@@ -99,8 +99,8 @@ fn fuse_config(cfg: &MountConfig, auto_unmount: bool) -> Config {
     // 6.14+, the fuse module's enable_uring parameter on): one system call
     // per request instead of a read and a write, served on the caller's
     // CPU. fuser falls back to /dev/fuse, and `serve` logs which one it is.
-    // Not the default: metadata requests gain a third, but cold 4 KiB
-    // random reads lose a quarter (docs/PERFORMANCE.md).
+    // Not the default: cold random reads and metadata gain 15-50 %, but
+    // sequential and random writes lose 7-12 % (docs/PERFORMANCE.md).
     c.io_uring = cfg.io_uring;
     // Each entry holds a 1 MiB buffer (max_write) once a large request has
     // used it: 4 per CPU instead of fuser's 8 keeps the daemon's peak RSS
