@@ -433,6 +433,25 @@ fn sigkill_during_heavy_writes_and_sqlite_wal() {
         }
         let _ = holder.wait();
         assert!(!is_mounted(&m.mnt));
+        // A `sqlite3` run that started after the mount vanished opened
+        // chat.db in the bare mountpoint directory and created it there
+        // (its inserts then fail: no table). Such files never reached the
+        // vault; they would only make the remount refuse a non-empty
+        // mountpoint. (The writers cannot do this: their files live in
+        // subdirectories the bare directory lacks.)
+        for stray in fs::read_dir(&m.mnt).unwrap() {
+            let stray = stray.unwrap().path();
+            eprintln!(
+                "round {round}: removing {}, created in the bare mountpoint after the mount vanished",
+                stray.display()
+            );
+            assert!(
+                stray.file_name().unwrap().to_string_lossy().starts_with("chat.db"),
+                "only sqlite3 can write into the bare mountpoint: {}",
+                stray.display()
+            );
+            fs::remove_file(&stray).unwrap();
+        }
 
         // fsck, before anything touches the vault again.
         let dirty: BTreeSet<String> = {
