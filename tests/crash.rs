@@ -446,7 +446,11 @@ fn sigkill_during_heavy_writes_and_sqlite_wal() {
                 stray.display()
             );
             assert!(
-                stray.file_name().unwrap().to_string_lossy().starts_with("chat.db"),
+                stray
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("chat.db"),
                 "only sqlite3 can write into the bare mountpoint: {}",
                 stray.display()
             );
@@ -600,7 +604,9 @@ fn sigkill_during_heavy_writes_and_sqlite_wal() {
 /// A rewrite the crash cut, with its journal record: fsck calls it
 /// `crash_recoverable` (exit 0, not damage), `--repair` puts the old chunk
 /// back, and the file then reads its fsync'd bytes again. Without the
-/// record the same cut chunk is damage.
+/// record the same cut chunk is damage. The cut chunk lies inside a
+/// record's image of several chunks, not at its start (fsck once matched
+/// only an image's first chunk, and called such a cut damage).
 #[test]
 fn fsck_tells_a_journaled_cut_from_damage_and_repair_restores_it() {
     use veilfs::content::ChunkLayout;
@@ -637,13 +643,15 @@ fn fsck_tells_a_journaled_cut_from_damage_and_repair_restores_it() {
             .write_at(0, &original)
             .unwrap();
         file.sync_all().unwrap();
-        // The crash: a rewrite of chunk 1 recorded, then cut after its
-        // first page.
+        // The crash: a rewrite of chunks 0 to 2 recorded in one image (as
+        // a write of several chunks records them), then cut after the
+        // first page of chunk 1, which is not where the image starts.
         let root = fs::File::open(&cipher).unwrap();
         let journal = Journal::open(&jdir, &root).unwrap();
+        let image_at = content.layout().chunk_cipher_start(0);
         let at = content.layout().chunk_cipher_start(1);
-        let mut old = vec![0u8; content.layout().stored_chunk_len()];
-        veilfs::store::pread_full(&file, &mut old, at).unwrap();
+        let mut old = vec![0u8; 3 * content.layout().stored_chunk_len()];
+        veilfs::store::pread_full(&file, &mut old, image_at).unwrap();
         let mut hdr = [0u8; 18];
         veilfs::store::pread_full(&file, &mut hdr, 0).unwrap();
         let header = veilfs::content::FileHeader::parse(&hdr, content.layout()).unwrap();
@@ -654,7 +662,7 @@ fn fsck_tells_a_journaled_cut_from_damage_and_repair_restores_it() {
                     path: backing.entry().as_bytes(),
                     header: Some(&header),
                     old_backing: file.metadata().unwrap().len(),
-                    images: &[(at, &old)],
+                    images: &[(image_at, &old)],
                 },
             )
             .unwrap();

@@ -241,7 +241,8 @@ impl Checker<'_> {
             let mut rest = Vec::new();
             for (index, d) in diags {
                 let at = layout.chunk_cipher_start(index);
-                let covered = crate::cryptfile::journal::covers(&journal, &header, at, d)
+                let stored = layout.stored_chunk_len() as u64;
+                let covered = crate::cryptfile::journal::covers(&journal, &header, at, stored, d)
                     || (d == ChunkDiag::TornTail && new_files)
                     || (d == ChunkDiag::StaleLast && !ours.is_empty());
                 if covered {

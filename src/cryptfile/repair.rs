@@ -344,17 +344,7 @@ pub fn recover_file(
 
     // 1. Chunks cut while rewritten in place.
     let mut size = size;
-    let mut offsets: Vec<u64> = ours
-        .iter()
-        .flat_map(|r| r.images.iter())
-        .flat_map(|(o, b)| {
-            let first = *o;
-            let end = o + b.len() as u64;
-            (0..)
-                .map(move |k| first + k * stored)
-                .take_while(move |s| *s < end)
-        })
-        .collect();
+    let mut offsets: Vec<u64> = ours.iter().flat_map(|r| r.chunk_slots(stored)).collect();
     offsets.sort_unstable();
     offsets.dedup();
     for &slot in &offsets {

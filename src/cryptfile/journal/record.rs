@@ -59,6 +59,20 @@ pub struct Record {
     pub name_op: Option<NameOp>,
 }
 
+impl Record {
+    /// The backing offset of every chunk slot the record holds a version
+    /// of: an image is a run of consecutive sealed chunks (the last of
+    /// them possibly short), each `stored` bytes apart.
+    pub fn chunk_slots(&self, stored: u64) -> impl Iterator<Item = u64> + '_ {
+        self.images.iter().flat_map(move |(first, bytes)| {
+            let end = first + bytes.len() as u64;
+            (0..)
+                .map(move |k| first + k * stored)
+                .take_while(move |slot| *slot < end)
+        })
+    }
+}
+
 /// Encodes a record's fixed part, path and image table (everything the
 /// checksum covers, which is everything but the image bytes).
 pub(super) fn encode_meta(

@@ -238,14 +238,23 @@ pub fn recover(dir: &Path, root: &impl AsFd, cipher: &ContentCipher) -> io::Resu
 }
 
 /// Whether a chunk verdict is one recovery handles (used by fsck to tell a
-/// crash the journal covers from damage).
-pub fn covers(records: &[Record], header: &FileHeader, offset: u64, verdict: ChunkVerdict) -> bool {
+/// crash the journal covers from damage). `offset` is the chunk's backing
+/// offset and `stored` the length of a sealed chunk; a record covers the
+/// chunk when one of its images holds that slot, anywhere in the image,
+/// as recovery sees it ([`Record::chunk_slots`]).
+pub fn covers(
+    records: &[Record],
+    header: &FileHeader,
+    offset: u64,
+    stored: u64,
+    verdict: ChunkVerdict,
+) -> bool {
     let ours = |r: &&Record| r.header.as_ref() == Some(header.as_bytes());
     match verdict {
         ChunkVerdict::TornTail => records.iter().any(|r| ours(&r)),
         _ => records
             .iter()
             .filter(ours)
-            .any(|r| r.images.iter().any(|(o, _)| *o == offset)),
+            .any(|r| r.chunk_slots(stored).any(|slot| slot == offset)),
     }
 }
