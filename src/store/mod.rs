@@ -241,8 +241,15 @@ pub fn write_long_target_record<Fd: AsFd>(
 }
 
 /// Writes `content` to a new or truncated regular file `name` (mode 0400),
-/// refusing to write into anything else.
+/// refusing to write into anything else. A record that already holds
+/// exactly `content` is left alone: records are named by what they hold,
+/// and rewriting one in place (truncate, then write) would destroy the
+/// only copy if the process were killed in between, as when a hard link
+/// of a long symlink copies its record into the directory that has it.
 fn write_record_file<Fd: AsFd>(dir: Fd, name: &str, content: &[u8]) -> Result<(), Errno> {
+    if record_file_holds(&dir, name, content) {
+        return Ok(());
+    }
     let fd = openat(
         dir,
         cstr(name).as_c_str(),
@@ -264,6 +271,25 @@ fn write_record_file<Fd: AsFd>(dir: Fd, name: &str, content: &[u8]) -> Result<()
         done += rustix::io::write(&fd, &content[done..])?;
     }
     Ok(())
+}
+
+/// Whether `name` in `dir` is a regular file holding exactly `content`.
+fn record_file_holds<Fd: AsFd>(dir: Fd, name: &str, content: &[u8]) -> bool {
+    let Ok(fd) = openat(
+        dir,
+        cstr(name).as_c_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    if !stat_fd(&fd).is_ok_and(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size as u64 == content.len() as u64
+    }) {
+        return false;
+    }
+    let mut buf = vec![0u8; content.len()];
+    matches!(pread_full(&fd, &mut buf, 0), Ok(n) if n == content.len()) && buf == content
 }
 
 /// Copies a long target's record from `from` to `to` when the backing
@@ -708,5 +734,44 @@ pub mod crash_record {
 
     pub fn fsync<Fd: AsFd>(fd: &Fd) {
         push(|| Op::Fsync { ino: ino(fd) });
+    }
+}
+
+#[cfg(test)]
+mod record_file_tests {
+    use super::*;
+
+    /// A record that already holds its bytes is not rewritten: a kill
+    /// between the truncation and the write of a rewrite in place would
+    /// leave it empty, and with it the symlink that needs it.
+    #[test]
+    fn a_record_holding_its_bytes_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = rustix::fs::open(
+            tmp.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        write_record_file(&dir, "rec", b"sealed bytes").unwrap();
+        let old = rustix::fs::Timespec {
+            tv_sec: 1000,
+            tv_nsec: 0,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: old,
+            last_modification: old,
+        };
+        rustix::fs::utimensat(&dir, c"rec", &times, AtFlags::empty()).unwrap();
+        write_record_file(&dir, "rec", b"sealed bytes").unwrap();
+        let st = statat(&dir, c"rec", AtFlags::empty()).unwrap();
+        assert_eq!(st.st_mtime, 1000, "the record was written again");
+        // Other bytes (a record cut short by an earlier kill) are replaced.
+        write_record_file(&dir, "rec", b"sealed").unwrap();
+        write_record_file(&dir, "rec", b"sealed bytes").unwrap();
+        assert_eq!(
+            std::fs::read(tmp.path().join("rec")).unwrap(),
+            b"sealed bytes"
+        );
     }
 }
