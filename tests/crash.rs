@@ -527,15 +527,31 @@ fn sigkill_during_heavy_writes_and_sqlite_wal() {
                 assert_eq!(found.len(), 1, "{:?}: exactly one name exists", t.paths);
                 let got = fs::read(mnt.join(&found[0][1..]))
                     .unwrap_or_else(|e| panic!("{}: {e} (fsync'd before the kill)", found[0]));
-                assert!(
-                    got == t.content,
-                    "{}: fsync'd content differs: {} bytes sha {} , expected {} bytes sha {}",
-                    found[0],
-                    got.len(),
-                    sha(&got),
-                    t.content.len(),
-                    sha(&t.content)
-                );
+                if got != t.content {
+                    // What the bytes are, for whoever chases this: the
+                    // expected content grown back (a truncation undone),
+                    // or another tracked file's content (the wrong file
+                    // renamed or written).
+                    let same_len = got.len().min(t.content.len());
+                    let first_diff = (0..same_len).find(|&i| got[i] != t.content[i]);
+                    let others: Vec<&String> = l
+                        .files
+                        .iter()
+                        .filter(|o| o.content == got)
+                        .flat_map(|o| o.paths.iter())
+                        .collect();
+                    panic!(
+                        "{}: fsync'd content differs: {} bytes sha {} , expected {} bytes sha {}; \
+                         first differing byte {first_diff:?}; files tracked with these bytes: {others:?}; \
+                         mount log:\n{}",
+                        found[0],
+                        got.len(),
+                        sha(&got),
+                        t.content.len(),
+                        sha(&t.content),
+                        m.log_text()
+                    );
+                }
                 checked += 1;
             }
         }
