@@ -49,8 +49,9 @@ pub struct MountArgs {
     /// request, watching for the next one, instead of going to sleep at
     /// once, 0 to 1000. Saves a wake-up per request for programs that send
     /// them one after another (ls -l, rm -rf, tar, SQLite), for at most
-    /// this much CPU time per request. 0 turns it off; only with --threads
-    /// 1 and more than one CPU.
+    /// this much CPU time per request. 0 turns it off. Only with more than
+    /// one CPU; over /dev/fuse only with --threads 1, over io_uring for
+    /// each ring thread.
     #[arg(long, default_value_t = 50, value_name = "MICROSECONDS", value_parser = parse_linger_us)]
     pub linger_us: u64,
     /// Unmount after DURATION (90s, 15m, 1h) without any request, never
