@@ -166,6 +166,102 @@ fn chmod_chown_utimens() {
     assert_eq!(fs::metadata(m.path("d")).unwrap().mode() & 0o7777, 0o711);
 }
 
+/// After `rm`, the kernel sends the removed file's new ctime, and the
+/// mount answers it without touching the name. A file that takes the
+/// name, or the freed inode number, must still take every attribute
+/// change; a removed file that is still open takes them through its
+/// descriptor, and the file that took its name is left alone.
+#[test]
+fn attribute_changes_after_unlink_reach_the_right_file() {
+    let mut m = TestMount::new();
+    let mut reused = 0;
+    for i in 0..200 {
+        let old = m.path(&format!("old{i}"));
+        fs::write(&old, b"old").unwrap();
+        let old_ino = fs::metadata(&old).unwrap().ino();
+        fs::remove_file(&old).unwrap();
+        // Half the time the same name, half a new one.
+        let new = if i % 2 == 0 {
+            old.clone()
+        } else {
+            m.path(&format!("new{i}"))
+        };
+        fs::write(&new, b"new file").unwrap();
+        let md = fs::metadata(&new).unwrap();
+        reused += usize::from(md.ino() == old_ino);
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o604)).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&new)
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        run_ok(
+            Command::new("touch")
+                .args(["-m", "-d", "2001-02-03 04:05:06 UTC"])
+                .arg(&new),
+        );
+        let md = fs::metadata(&new).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o604, "{}", new.display());
+        assert_eq!(md.mtime(), 981173106, "{}", new.display());
+        assert_eq!(fs::read(&new).unwrap(), b"new");
+    }
+    eprintln!("{reused} of 200 new files got the removed file's inode number");
+
+    // A rename over a file: the kernel sends the replaced file's times,
+    // and the name now holds the renamed file, which must keep its own.
+    let (a, b) = (m.path("a"), m.path("b"));
+    fs::write(&b, b"replaced").unwrap();
+    run_ok(
+        Command::new("touch")
+            .args(["-m", "-d", "2001-02-03 04:05:06 UTC"])
+            .arg(&b),
+    );
+    assert_eq!(fs::metadata(&b).unwrap().mtime(), 981173106);
+    fs::write(&a, b"renamed").unwrap();
+    run_ok(
+        Command::new("touch")
+            .args(["-m", "-d", "2005-06-07 08:09:10 UTC"])
+            .arg(&a),
+    );
+    fs::rename(&a, &b).unwrap();
+    // What the backing file holds, not the kernel's cached view.
+    m.unmount();
+    m.mount();
+    let md = fs::metadata(&b).unwrap();
+    assert_eq!(
+        (md.mtime(), md.len()),
+        (1118131750, 7),
+        "the renamed file's times"
+    );
+
+    // Removed while open, its name taken by another file.
+    let p = m.path("open");
+    let mut f = File::create(&p).unwrap();
+    f.write_all(b"0123456789").unwrap();
+    fs::remove_file(&p).unwrap();
+    fs::write(&p, b"the other file").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o640))
+        .unwrap();
+    f.set_len(4).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(981173106))
+        .unwrap();
+    let md = f.metadata().unwrap();
+    assert_eq!(
+        (md.mode() & 0o7777, md.len(), md.mtime()),
+        (0o640, 4, 981173106)
+    );
+    let other = fs::metadata(&p).unwrap();
+    assert_eq!(
+        other.mode() & 0o7777,
+        0o600,
+        "the other file's mode changed"
+    );
+    assert_ne!(other.mtime(), 981173106, "the other file's mtime changed");
+    assert_eq!(fs::read(&p).unwrap(), b"the other file");
+}
+
 #[test]
 fn directories_and_rmdir() {
     let m = TestMount::new();

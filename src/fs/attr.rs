@@ -125,6 +125,17 @@ impl VeilFs {
             Some(h) => h.node.clone(),
             None => self.node(ino)?,
         };
+        // Right after an unlink the kernel sends the file's new ctime (one
+        // SETATTR per file `rm` removes). With no descriptor open there is
+        // no file left to change, and the old name may already be another
+        // file's: answer as the name would, without a syscall.
+        if handle.is_none()
+            && !node.is_dir
+            && node.is_unlinked()
+            && node.open.lock().unwrap().fd.is_none()
+        {
+            return Err(Errno::ENOENT);
+        }
         if let Some(size) = size {
             if node.is_dir {
                 return Err(Errno::EISDIR);

@@ -204,6 +204,9 @@ impl VeilFs {
                 Err(e) => log::warn!("could not remove long-target record {record}: {e}"),
             }
         }
+        if let Some(st) = st.filter(|st| st.st_nlink <= 1) {
+            self.nodes.last_link_removed(self.fuse_ino(st.st_ino));
+        }
         match (st, pinned) {
             // A hard-linked inode keeps its other names usable.
             (Some(st), _) if st.st_nlink > 1 => {
@@ -352,13 +355,14 @@ impl VeilFs {
             }
             self.dir_fds.lock().unwrap().pop(&self.fuse_ino(dst.st_ino));
         }
-        // A replaced hard-linked file keeps its other names usable.
+        // The file the rename replaces: a hard-linked one keeps its other
+        // names usable, any other loses its last name.
         let replaced = if exchange || noreplace {
             None
         } else {
             store::lstat_at(&*npfd, &new)
                 .ok()
-                .filter(|st| st.st_nlink > 1 && st.st_ino != src.st_ino)
+                .filter(|st| st.st_ino != src.st_ino && st.st_mode & libc::S_IFMT != libc::S_IFDIR)
         };
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
         // A symlink with a long target finds its record in its new
@@ -430,9 +434,13 @@ impl VeilFs {
             }
         } else {
             // The old long-name record stays (docs/FORMAT.md §5.3).
-            if let Some(dst) = replaced {
-                self.nodes
-                    .unlinked(self.fuse_ino(dst.st_ino), newparent.ino, nb.entry());
+            match replaced {
+                Some(dst) if dst.st_nlink > 1 => {
+                    self.nodes
+                        .unlinked(self.fuse_ino(dst.st_ino), newparent.ino, nb.entry());
+                }
+                Some(dst) => self.nodes.last_link_removed(self.fuse_ino(dst.st_ino)),
+                None => {}
             }
         }
         self.nodes.moved(

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::content::FileHeader;
@@ -173,6 +173,10 @@ pub struct Node {
     /// only a lookup with a new generation refreshes it). Lock order:
     /// `open`, then `data`, then `seen`.
     pub seen: Mutex<Option<(i64, i64, i64)>>,
+    /// The mount removed the file's last name. Whatever has that name
+    /// now is another file, so nothing may be done to the node by name;
+    /// a new name (a lookup that finds the inode number reused) clears it.
+    unlinked: AtomicBool,
 }
 
 impl Node {
@@ -187,6 +191,7 @@ impl Node {
             open: Mutex::new(OpenState::default()),
             generation: AtomicU64::new(0),
             seen: Mutex::new(None),
+            unlinked: AtomicBool::new(false),
         }
     }
 
@@ -277,6 +282,12 @@ impl Node {
 
     pub fn set_location(&self, location: Location) {
         self.location.lock().unwrap().add(location);
+        self.unlinked.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the mount removed the file's last name ([`NodeTable::last_link_removed`]).
+    pub fn is_unlinked(&self) -> bool {
+        self.unlinked.load(Ordering::Relaxed)
     }
 
     /// Forgets one name of this inode (unlinked, or renamed away).
@@ -368,6 +379,15 @@ impl NodeTable {
             let mut links = node.location.lock().unwrap();
             links.remove(parent, entry);
             links.add(location);
+            node.unlinked.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The last name of inode `ino` is gone (unlinked, or replaced by a
+    /// rename).
+    pub fn last_link_removed(&self, ino: u64) {
+        if let Some(node) = self.get(ino) {
+            node.unlinked.store(true, Ordering::Relaxed);
         }
     }
 
@@ -452,6 +472,25 @@ mod tests {
         t.forget(7, 1);
         let b = t.remember(7, false, at(&root, "f"));
         assert!(!Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn a_removed_file_is_unlinked_until_its_inode_number_has_a_name_again() {
+        let (t, root) = table();
+        let a = t.remember(11, false, at(&root, "f"));
+        assert!(!a.is_unlinked());
+        t.last_link_removed(11);
+        assert!(a.is_unlinked());
+        // The backing file system gave the number to a new file before
+        // the kernel forgot the old one: the node has a name again.
+        let b = t.remember(11, false, at(&root, "g"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!b.is_unlinked());
+        t.last_link_removed(11);
+        t.moved(11, root.ino, "g", at(&root, "h"));
+        assert!(!b.is_unlinked());
+        // An inode the table does not know is no error.
+        t.last_link_removed(12);
     }
 
     #[test]
