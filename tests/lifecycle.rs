@@ -271,6 +271,73 @@ fn offline_commands_refuse_a_mounted_vault_and_run_after_unmount() {
     }
 }
 
+/// `fusermount3 -u` returns while the daemon is still finishing (write-back,
+/// the journal emptied) and holding the vault. A command run right after
+/// it waits for that process instead of calling the vault "in use".
+#[test]
+fn a_command_right_after_unmount_waits_for_the_daemon_to_finish() {
+    let mut m = TestMount::new();
+    m.unmount();
+    // A holder with no mount of the vault, as such a daemon is.
+    let cipher = m.cipher.clone();
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(&cipher)
+        .args(["sleep", "1.5"])
+        .spawn()
+        .unwrap();
+    let held = || {
+        !Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&cipher)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), held),
+        "flock(1) took the lock"
+    );
+    run_ok(
+        Command::new(BIN)
+            .args(["fsck", "--key-file"])
+            .arg(&m.keyfile)
+            .arg(&m.cipher),
+    );
+    assert!(holder.wait().unwrap().success());
+
+    // The real sequence: a background mount written to, unmounted and
+    // mounted again at once, several times.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if is_mounted(&self.0) {
+                let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+            }
+        }
+    }
+    let _guard = Unmount(m.mnt.clone());
+    for round in 0..5 {
+        run_ok(
+            Command::new(BIN)
+                .args(["mount", "--key-file"])
+                .arg(&m.keyfile)
+                .arg(&m.cipher)
+                .arg(&m.mnt),
+        );
+        fs::write(m.mnt.join(format!("f{round}")), vec![round as u8; 8 << 20]).unwrap();
+        run_ok(Command::new("fusermount3").arg("-u").arg(&m.mnt));
+    }
+    m.mount();
+    for round in 0..5u8 {
+        assert_eq!(
+            fs::read(m.path(&format!("f{round}"))).unwrap(),
+            vec![round; 8 << 20]
+        );
+    }
+}
+
 #[test]
 fn a_killed_daemon_leaves_no_lock_behind() {
     let mut m = TestMount::new();

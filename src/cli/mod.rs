@@ -163,6 +163,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// How long a command waits for a vault whose holder has no live mount:
+/// a daemon finishing after `fusermount3 -u`, or another command.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Locks the vault in `dir` for a command (see [`crate::vault::lock`]).
 /// A conflicting lock is an error whose text adds `why` (why this command
 /// refuses) and what to do. A directory that cannot be opened gives
@@ -172,7 +176,7 @@ pub(crate) fn lock_vault(
     kind: crate::vault::LockKind,
     why: &str,
 ) -> Result<Option<crate::vault::VaultLock>, CliError> {
-    match crate::vault::VaultLock::acquire(dir, kind) {
+    match crate::vault::VaultLock::acquire_waiting(dir, kind, LOCK_WAIT) {
         Ok(lock) => Ok(Some(lock)),
         Err(e @ crate::vault::LockError::InUse { .. }) => Err(CliError::InUse {
             error: e,

@@ -24,6 +24,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
 
@@ -94,6 +95,20 @@ impl VaultLock {
 
     /// Takes a lock of `kind` on `cipherdir` without waiting.
     pub fn acquire(cipherdir: &Path, kind: LockKind) -> Result<VaultLock, LockError> {
+        Self::acquire_waiting(cipherdir, kind, Duration::ZERO)
+    }
+
+    /// Takes a lock of `kind` on `cipherdir`, waiting up to `wait` while
+    /// the holder has no live mount of the vault. `fusermount3 -u` returns
+    /// as soon as the kernel lets go of the mount point, while the daemon
+    /// is still making the vault durable and emptying its journal; a
+    /// command run right after it would otherwise find the vault "in
+    /// use". A live mount is refused at once.
+    pub fn acquire_waiting(
+        cipherdir: &Path,
+        kind: LockKind,
+        wait: Duration,
+    ) -> Result<VaultLock, LockError> {
         let fd = rustix::fs::open(
             cipherdir,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -107,6 +122,8 @@ impl VaultLock {
             LockKind::Shared => FlockOperation::NonBlockingLockShared,
             LockKind::Exclusive => FlockOperation::NonBlockingLockExclusive,
         };
+        let started = Instant::now();
+        let mut said = false;
         loop {
             match rustix::fs::flock(&fd, op) {
                 Ok(()) => {
@@ -114,10 +131,22 @@ impl VaultLock {
                 }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::WOULDBLOCK) => {
-                    return Err(LockError::InUse {
-                        cipherdir: cipherdir.to_path_buf(),
-                        mountpoint: mount_point_of_fd(&fd),
-                    });
+                    let mountpoint = mount_point_of_fd(&fd);
+                    if mountpoint.is_some() || started.elapsed() >= wait {
+                        return Err(LockError::InUse {
+                            cipherdir: cipherdir.to_path_buf(),
+                            mountpoint,
+                        });
+                    }
+                    if !said && started.elapsed() >= Duration::from_secs(1) {
+                        log::info!(
+                            "waiting up to {} s for the veilfs process that holds {} to finish",
+                            wait.as_secs(),
+                            cipherdir.display()
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => {
                     log::warn!(
@@ -240,6 +269,35 @@ mod tests {
         let _held = VaultLock::exclusive(&vault).unwrap();
         assert!(VaultLock::exclusive(&link).is_err());
         VaultLock::exclusive(&copy).unwrap();
+    }
+
+    #[test]
+    fn a_holder_without_a_mount_is_waited_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = VaultLock::exclusive(dir.path()).unwrap();
+        let started = Instant::now();
+        let e =
+            VaultLock::acquire_waiting(dir.path(), LockKind::Shared, Duration::from_millis(150))
+                .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LockError::InUse {
+                    mountpoint: None,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        // Released while waiting: taken.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        VaultLock::acquire_waiting(dir.path(), LockKind::Exclusive, Duration::from_secs(10))
+            .unwrap();
+        release.join().unwrap();
     }
 
     #[test]
