@@ -43,20 +43,22 @@ impl VeilFs {
         let access = Access::from_bits_truncate(mask.bits() as _);
         let r = if node.is_dir {
             let fd = self.dir_fd(&node)?;
-            rustix::fs::accessat(&*fd, c".", access, AtFlags::EACCESS)
+            rustix::fs::accessat(&*fd, c".", access, AtFlags::EACCESS).map_err(errno)
         } else {
-            let (pfd, entry) = self.locate(&node)?;
-            rustix::fs::accessat(
-                &*pfd,
-                entry.as_c_str(),
-                access,
-                AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
-            )
+            self.locate(&node).and_then(|(pfd, entry)| {
+                rustix::fs::accessat(
+                    &*pfd,
+                    entry.as_c_str(),
+                    access,
+                    AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno)
+            })
         };
         match r {
             // Unlinked while open: it exists while the descriptor does.
-            Err(rustix::io::Errno::NOENT) if node.open.lock().unwrap().fd.is_some() => Ok(()),
-            r => r.map_err(errno),
+            Err(Errno::ENOENT) if node.open.lock().unwrap().fd.is_some() => Ok(()),
+            r => r,
         }
     }
 
@@ -125,17 +127,6 @@ impl VeilFs {
             Some(h) => h.node.clone(),
             None => self.node(ino)?,
         };
-        // Right after an unlink the kernel sends the file's new ctime (one
-        // SETATTR per file `rm` removes). With no descriptor open there is
-        // no file left to change, and the old name may already be another
-        // file's: answer as the name would, without a syscall.
-        if handle.is_none()
-            && !node.is_dir
-            && node.is_unlinked()
-            && node.open.lock().unwrap().fd.is_none()
-        {
-            return Err(Errno::ENOENT);
-        }
         if let Some(size) = size {
             if node.is_dir {
                 return Err(Errno::EISDIR);

@@ -156,6 +156,11 @@ impl VeilFs {
 
     /// Parent descriptor and backing entry of a non-root node.
     pub(super) fn locate(&self, node: &Arc<Node>) -> Res<(Arc<OwnedFd>, CString)> {
+        // The mount removed the node's last name: that name may be another
+        // file's by now (see `Node::is_unlinked`).
+        if node.is_unlinked() {
+            return Err(Errno::ENOENT);
+        }
         let (parent, entry) = node.parent_and_entry().ok_or(Errno::EINVAL)?;
         let pfd = self.dir_fd(&parent)?;
         Ok((pfd, cstr(entry.entry())))

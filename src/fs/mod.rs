@@ -284,8 +284,10 @@ impl VeilFs {
         if node.is_dir {
             return store::stat_fd(&*self.dir_fd(node)?).map_err(errno);
         }
-        let (pfd, entry) = self.locate(node)?;
-        match store::lstat_at(&*pfd, &entry) {
+        let by_name = self
+            .locate(node)
+            .and_then(|(pfd, entry)| store::lstat_at(&*pfd, &entry).map_err(errno));
+        match by_name {
             Ok(st) if self.fuse_ino(st.st_ino) == node.ino => Ok(st),
             other => {
                 // Renamed away or unlinked while open: the open descriptor
@@ -297,7 +299,7 @@ impl VeilFs {
                     // Replaced by another file (a sync client's rename):
                     // the kernel looks the name up again and retries.
                     Ok(_) => Err(Errno::ESTALE),
-                    Err(e) => Err(errno(e)),
+                    Err(e) => Err(e),
                 }
             }
         }

@@ -44,11 +44,7 @@ impl VeilFs {
             Ok((fd, p))
         } else {
             // FUSE names no descriptor here: a file whose last name is
-            // gone cannot be reached, and its old name may be another
-            // file's now.
-            if node.is_unlinked() {
-                return Err(Errno::ENOENT);
-            }
+            // gone cannot be reached (`locate` refuses it).
             let (pfd, entry) = self.locate(node)?;
             let p = crate::store::xattr::entry_path(&*pfd, &entry);
             Ok((pfd, p))
