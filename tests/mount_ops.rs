@@ -252,13 +252,22 @@ fn attribute_changes_after_unlink_reach_the_right_file() {
         (md.mode() & 0o7777, md.len(), md.mtime()),
         (0o640, 4, 981173106)
     );
-    // FUSE sends extended attributes without the descriptor: the mount
-    // must not set one on the file that took the name.
-    let _ = rustix::fs::fsetxattr(&f, "user.note", b"x", rustix::fs::XattrFlags::empty());
+    // FUSE sends extended attributes without the descriptor: they reach
+    // the open file, as on ext4, and not the file that took the name.
+    rustix::fs::fsetxattr(&f, "user.note", b"kept", rustix::fs::XattrFlags::empty())
+        .expect("fsetxattr on an open, removed file");
+    let mut got = [0u8; 8];
+    let n = rustix::fs::fgetxattr(&f, "user.note", &mut got[..]).unwrap();
+    assert_eq!(&got[..n], b"kept");
+    let mut names = [0u8; 256];
+    let n = rustix::fs::flistxattr(&f, &mut names[..]).unwrap();
+    assert_eq!(&names[..n], b"user.note\0");
     assert!(
         rustix::fs::getxattr(&p, "user.note", &mut [0u8; 8][..]).is_err(),
         "the other file got the removed file's attribute"
     );
+    rustix::fs::fremovexattr(&f, "user.note").unwrap();
+    assert!(rustix::fs::fgetxattr(&f, "user.note", &mut got[..]).is_err());
     let other = fs::metadata(&p).unwrap();
     assert_eq!(
         other.mode() & 0o7777,

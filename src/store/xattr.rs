@@ -4,7 +4,7 @@
 //! bound to (docs/FORMAT.md §7).
 
 use std::ffi::{CStr, CString};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use rustix::io::Errno;
 use rustix::path::Arg;
@@ -25,13 +25,21 @@ pub fn entry_path(dir: &impl AsRawFd, name: &CStr) -> CString {
 /// followed if a symlink). A filesystem without extended attributes
 /// lists none.
 pub fn list_names<P: Arg + Copy>(path: P) -> Result<Vec<u8>, Errno> {
-    list_names_from(path, 4096)
+    list_with(|buf| rustix::fs::llistxattr(path, buf), 4096)
 }
 
-fn list_names_from<P: Arg + Copy>(path: P, first_len: usize) -> Result<Vec<u8>, Errno> {
+/// [`list_names`] of the file open as `fd`.
+pub fn list_names_fd(fd: impl AsFd) -> Result<Vec<u8>, Errno> {
+    list_with(|buf| rustix::fs::flistxattr(&fd, buf), 4096)
+}
+
+fn list_with(
+    list_into: impl Fn(&mut [u8]) -> Result<usize, Errno>,
+    first_len: usize,
+) -> Result<Vec<u8>, Errno> {
     let mut list = vec![0u8; first_len];
     loop {
-        match rustix::fs::llistxattr(path, &mut list[..]) {
+        match list_into(&mut list[..]) {
             Ok(n) => {
                 list.truncate(n);
                 return Ok(list);
@@ -50,8 +58,17 @@ pub fn names(list: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// The entry's random ID (`user.veilfs.id`), if it has a well-formed one.
 pub fn entry_id<P: Arg + Copy>(path: P) -> Option<[u8; XATTR_ID_LEN]> {
+    id_with(|buf| rustix::fs::lgetxattr(path, XATTR_ID_NAME, buf))
+}
+
+/// [`entry_id`] of the file open as `fd`.
+pub fn entry_id_fd(fd: impl AsFd) -> Option<[u8; XATTR_ID_LEN]> {
+    id_with(|buf| rustix::fs::fgetxattr(&fd, XATTR_ID_NAME, buf))
+}
+
+fn id_with(get: impl FnOnce(&mut [u8]) -> Result<usize, Errno>) -> Option<[u8; XATTR_ID_LEN]> {
     let mut id = [0u8; XATTR_ID_LEN + 1];
-    match rustix::fs::lgetxattr(path, XATTR_ID_NAME, &mut id[..]) {
+    match get(&mut id[..]) {
         Ok(XATTR_ID_LEN) => id[..XATTR_ID_LEN].try_into().ok(),
         _ => None,
     }
@@ -87,7 +104,7 @@ mod tests {
         for i in 0..8 {
             set(&format!("{long}{i}"), b"v").unwrap();
         }
-        let list = list_names_from(path, 16).unwrap();
+        let list = list_with(|buf| rustix::fs::llistxattr(path, buf), 16).unwrap();
         assert_eq!(list, list_names(path).unwrap());
         assert!(
             list.len() > 16 * 4,
