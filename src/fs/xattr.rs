@@ -4,7 +4,7 @@
 use super::*;
 
 /// Where a node's extended attributes are read and written.
-pub(super) enum XattrTarget {
+enum XattrTarget {
     /// `/proc/self/fd/N/entry` (see [`VeilFs::xattr_target`]) for the l*
     /// calls, which never follow a last component; `_dir` keeps N open.
     Path { path: CString, _dir: Arc<OwnedFd> },
@@ -86,7 +86,7 @@ impl VeilFs {
     /// that resolves through our own descriptor of its directory; for a
     /// file that is still open after its last name went (FUSE names no
     /// descriptor in these requests), the open descriptor, as on ext4.
-    pub(super) fn xattr_target(&self, node: &Arc<Node>) -> Res<XattrTarget> {
+    fn xattr_target(&self, node: &Arc<Node>) -> Res<XattrTarget> {
         if node.is_dir {
             let fd = self.dir_fd(node)?;
             // `/.`: the l*xattr calls do not follow a last component, and
