@@ -345,33 +345,33 @@ impl ContentCipher {
         plain: &[u8],
         out: &mut [u8],
     ) {
-        self.seal_chunk_at(header, index, last, plain, out, crypto::nonce::fresh());
+        self.seal_chunk_under(crypto::nonce::fresh(), header, index, last, plain, out);
     }
 
-    /// [`Self::seal_chunk`] with a caller-chosen nonce, for test vectors
+    /// Chunk `index` sealed under a caller-chosen nonce, for test vectors
     /// only (unit tests and the `test-vectors` feature): a repeated nonce
     /// with different plaintexts would weaken the cipher.
     #[cfg(any(test, feature = "test-vectors"))]
-    pub fn seal_chunk_with_nonce(
+    pub fn sealed_with_nonce(
         &self,
-        header: &FileHeader,
-        index: u64,
-        last: bool,
-        plain: &[u8],
-        out: &mut [u8],
         nonce: [u8; NONCE_LEN],
-    ) {
-        self.seal_chunk_at(header, index, last, plain, out, nonce);
+        header: &FileHeader,
+        (index, last): (u64, bool),
+        plain: &[u8],
+    ) -> Vec<u8> {
+        let mut out = vec![0u8; plain.len() + CHUNK_OVERHEAD];
+        self.seal_chunk_under(nonce, header, index, last, plain, &mut out);
+        out
     }
 
-    fn seal_chunk_at(
+    fn seal_chunk_under(
         &self,
+        nonce: [u8; NONCE_LEN],
         header: &FileHeader,
         index: u64,
         last: bool,
         plain: &[u8],
         out: &mut [u8],
-        nonce: [u8; NONCE_LEN],
     ) {
         assert!(
             plain.len() <= self.layout.chunk_size(),

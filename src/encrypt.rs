@@ -213,6 +213,22 @@ pub fn run(
     Ok(report)
 }
 
+/// One entry of a source directory and where it goes: the directories
+/// on both sides, the new directory's IV, its plaintext and backing names,
+/// its lstat, its backing path under the new root (for the link table)
+/// and the path shown in messages.
+#[derive(Clone, Copy)]
+struct Item<'a> {
+    src: &'a OwnedFd,
+    new: &'a OwnedFd,
+    iv: &'a DirIv,
+    name: &'a CStr,
+    final_name: &'a CStr,
+    st: &'a Stat,
+    rel: &'a str,
+    path: &'a Path,
+}
+
 impl Encrypter<'_> {
     /// Encrypts the contents of the source directory `src` into `new`.
     fn dir(
@@ -241,12 +257,21 @@ impl Encrypter<'_> {
             } else {
                 format!("{new_rel}/{}", bn.entry())
             };
+            let item = Item {
+                src,
+                new,
+                iv,
+                name: &name,
+                final_name: &final_name,
+                st: &st,
+                rel: &rel,
+                path: &path,
+            };
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                self.subdir(src, new, iv, &name, &final_name, &st, &rel, &path)?;
+                self.subdir(item)?;
                 continue;
             }
-            self.entry(src, new, iv, &name, &final_name, &st, &rel)
-                .map_err(|x| at(&path, x))?;
+            self.entry(item).map_err(|x| at(&path, x))?;
             pending.push(name);
             pending_bytes += st.st_size as u64;
             if pending.len() >= BATCH || pending_bytes >= BATCH_BYTES {
@@ -276,23 +301,12 @@ impl Encrypter<'_> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn subdir(
-        &mut self,
-        src: &OwnedFd,
-        new: &OwnedFd,
-        iv: &DirIv,
-        name: &CStr,
-        final_name: &CStr,
-        st: &Stat,
-        rel: &str,
-        path: &Path,
-    ) -> Result<()> {
-        match rustix::fs::mkdirat(new, final_name, Mode::from_raw_mode(0o700)) {
+    fn subdir(&mut self, item: Item<'_>) -> Result<()> {
+        match rustix::fs::mkdirat(item.new, item.final_name, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
-            Err(x) => return Err(at(path, x)),
+            Err(x) => return Err(at(item.path, x)),
         }
-        let child = open_dir(new, final_name).map_err(|x| at(path, x))?;
+        let child = open_dir(item.new, item.final_name).map_err(|x| at(item.path, x))?;
         // As in rekey: the times record is written before the IV file, and
         // nothing enters the new directory or leaves the source one before
         // the IV file exists; with an IV file and no record, the directory
@@ -300,33 +314,33 @@ impl Encrypter<'_> {
         let child_iv = match crate::rekey::read_new_dir_iv(&child) {
             Ok(v) => v,
             Err(Errno::NOENT) => {
-                record_times(&child, st).map_err(|x| at(path, x))?;
-                let v = self.names.new_dir_iv(iv, name.to_bytes());
-                store::write_dir_iv(&child, &v).map_err(|x| at(path, x))?;
+                record_times(&child, item.st).map_err(|x| at(item.path, x))?;
+                let v = self.names.new_dir_iv(item.iv, item.name.to_bytes());
+                store::write_dir_iv(&child, &v).map_err(|x| at(item.path, x))?;
                 v
             }
-            Err(x) => return Err(at(path, x)),
+            Err(x) => return Err(at(item.path, x)),
         };
-        rustix::fs::fsync(&child).map_err(|x| at(path, x))?;
-        rustix::fs::fsync(new).map_err(|x| at(path, x))?;
-        let src_child = open_dir(src, name).map_err(|x| at(path, x))?;
+        rustix::fs::fsync(&child).map_err(|x| at(item.path, x))?;
+        rustix::fs::fsync(item.new).map_err(|x| at(item.path, x))?;
+        let src_child = open_dir(item.src, item.name).map_err(|x| at(item.path, x))?;
         let attrs = plain_xattrs(
             &proc_path(&src_child, c"."),
             &mut self.report.skipped_xattrs,
         )
-        .map_err(|x| at(path, x))?;
-        write_xattrs(self.names, &proc_path(&child, c"."), &attrs).map_err(|x| at(path, x))?;
-        self.dir(&src_child, &child, &child_iv, rel, path)?;
+        .map_err(|x| at(item.path, x))?;
+        write_xattrs(self.names, &proc_path(&child, c"."), &attrs).map_err(|x| at(item.path, x))?;
+        self.dir(&src_child, &child, &child_iv, item.rel, item.path)?;
         if self.as_root {
             rustix::fs::fchown(
                 &child,
-                Some(rustix::fs::Uid::from_raw(st.st_uid)),
-                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+                Some(rustix::fs::Uid::from_raw(item.st.st_uid)),
+                Some(rustix::fs::Gid::from_raw(item.st.st_gid)),
             )
-            .map_err(|x| at(path, x))?;
+            .map_err(|x| at(item.path, x))?;
         }
-        rustix::fs::fchmod(&child, Mode::from_raw_mode(st.st_mode & 0o7777))
-            .map_err(|x| at(path, x))?;
+        rustix::fs::fchmod(&child, Mode::from_raw_mode(item.st.st_mode & 0o7777))
+            .map_err(|x| at(item.path, x))?;
         let mut rec = [0u8; 24];
         if rustix::fs::fgetxattr(&child, TIMES_XATTR, &mut rec[..]) == Ok(24) {
             let n = |a: usize, b: usize| i64::from_be_bytes(rec[a..b].try_into().expect("8"));
@@ -335,50 +349,45 @@ impl Encrypter<'_> {
                 last_modification: ts(n(0, 8), m(8, 12) as i64),
                 last_access: ts(n(12, 20), m(20, 24) as i64),
             };
-            rustix::fs::futimens(&child, &times).map_err(|x| at(path, x))?;
-            rustix::fs::fsync(&child).map_err(|x| at(path, x))?;
-            rustix::fs::fremovexattr(&child, TIMES_XATTR).map_err(|x| at(path, x))?;
+            rustix::fs::futimens(&child, &times).map_err(|x| at(item.path, x))?;
+            rustix::fs::fsync(&child).map_err(|x| at(item.path, x))?;
+            rustix::fs::fremovexattr(&child, TIMES_XATTR).map_err(|x| at(item.path, x))?;
         }
         self.report.entries.dirs += 1;
         if self.remove {
-            match rustix::fs::unlinkat(src, name, AtFlags::REMOVEDIR) {
+            match rustix::fs::unlinkat(item.src, item.name, AtFlags::REMOVEDIR) {
                 Ok(()) | Err(Errno::NOENT) => {}
-                Err(x) => return Err(at(path, format!("removing the plaintext directory: {x}"))),
+                Err(x) => {
+                    return Err(at(
+                        item.path,
+                        format!("removing the plaintext directory: {x}"),
+                    ));
+                }
             }
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn entry(
-        &mut self,
-        src: &OwnedFd,
-        new: &OwnedFd,
-        iv: &DirIv,
-        name: &CStr,
-        final_name: &CStr,
-        st: &Stat,
-        rel: &str,
-    ) -> Result<()> {
+    fn entry(&mut self, item: Item<'_>) -> Result<()> {
         let tmp = tmp();
-        unlink_quiet(new, tmp)?;
-        let ino = st.st_ino;
+        unlink_quiet(item.new, tmp)?;
+        let ino = item.st.st_ino;
         // A link whose other names are already encrypted (and, with
         // remove_plaintext, gone from the folder) has nlink 1 by now.
-        let linked = st.st_nlink > 1 || self.links.contains_key(&ino);
+        let linked = item.st.st_nlink > 1 || self.links.contains_key(&ino);
         if let Some(first) = self.links.get(&ino) {
             let first = store::cstr(first);
-            match rustix::fs::linkat(self.root, &first, new, tmp, AtFlags::empty()) {
+            match rustix::fs::linkat(self.root, &first, item.new, tmp, AtFlags::empty()) {
                 Ok(()) => {
-                    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                        crate::rekey::copy_target_record(self.root, &first, new)?;
+                    if item.st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                        crate::rekey::copy_target_record(self.root, &first, item.new)?;
                     }
-                    rustix::fs::renameat(new, tmp, new, final_name).map_err(err)?;
-                    unlink_quiet(new, tmp)?;
-                    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                    rustix::fs::renameat(item.new, tmp, item.new, item.final_name).map_err(err)?;
+                    unlink_quiet(item.new, tmp)?;
+                    if item.st.st_mode & libc::S_IFMT == libc::S_IFREG {
                         let fd = rustix::fs::openat(
-                            new,
-                            final_name,
+                            item.new,
+                            item.final_name,
                             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                             Mode::empty(),
                         )
@@ -400,16 +409,16 @@ impl Encrypter<'_> {
                 Err(x) => return Err(err(format!("linking: {x}"))),
             }
         }
-        match st.st_mode & libc::S_IFMT {
+        match item.st.st_mode & libc::S_IFMT {
             libc::S_IFREG => {
                 let fd = rustix::fs::openat(
-                    src,
-                    name,
+                    item.src,
+                    item.name,
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
                     Mode::empty(),
                 )
                 .map_err(|x| err(format!("opening: {x}")))?;
-                let mut w = create_sealed(new, tmp, self.content)?;
+                let mut w = create_sealed(item.new, tmp, self.content)?;
                 let mut input = File::from(fd);
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
@@ -438,57 +447,61 @@ impl Encrypter<'_> {
                 self.report.entries.bytes += bytes;
             }
             libc::S_IFLNK => {
-                let target = rustix::fs::readlinkat(src, name, Vec::new())
+                let target = rustix::fs::readlinkat(item.src, item.name, Vec::new())
                     .map_err(|x| err(format!("reading the symlink: {x}")))?;
-                let stored = self.names.store_symlink_target(iv, target.as_bytes());
-                store::write_long_target_record(new, &stored).map_err(err)?;
-                rustix::fs::symlinkat(stored.link(), new, tmp).map_err(err)?;
+                let stored = self.names.store_symlink_target(item.iv, target.as_bytes());
+                store::write_long_target_record(item.new, &stored).map_err(err)?;
+                rustix::fs::symlinkat(stored.link(), item.new, tmp).map_err(err)?;
                 self.report.entries.symlinks += 1;
             }
             _ => {
                 rustix::fs::mknodat(
-                    new,
+                    item.new,
                     tmp,
-                    rustix::fs::FileType::from_raw_mode(st.st_mode),
+                    rustix::fs::FileType::from_raw_mode(item.st.st_mode),
                     Mode::from_raw_mode(0o600),
-                    st.st_rdev,
+                    item.st.st_rdev,
                 )
                 .map_err(|x| err(format!("mknod: {x}")))?;
                 self.report.entries.other += 1;
             }
         }
-        let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+        let is_link = item.st.st_mode & libc::S_IFMT == libc::S_IFLNK;
         if self.as_root {
             rustix::fs::chownat(
-                new,
+                item.new,
                 tmp,
-                Some(rustix::fs::Uid::from_raw(st.st_uid)),
-                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+                Some(rustix::fs::Uid::from_raw(item.st.st_uid)),
+                Some(rustix::fs::Gid::from_raw(item.st.st_gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
             .map_err(err)?;
         }
         if !is_link {
             rustix::fs::chmodat(
-                new,
+                item.new,
                 tmp,
-                Mode::from_raw_mode(st.st_mode & 0o7777),
+                Mode::from_raw_mode(item.st.st_mode & 0o7777),
                 AtFlags::empty(),
             )
             .map_err(err)?;
-            let attrs = plain_xattrs(&proc_path(src, name), &mut self.report.skipped_xattrs)?;
-            write_xattrs(self.names, &proc_path(new, tmp), &attrs)?;
+            let attrs = plain_xattrs(
+                &proc_path(item.src, item.name),
+                &mut self.report.skipped_xattrs,
+            )?;
+            write_xattrs(self.names, &proc_path(item.new, tmp), &attrs)?;
         }
-        rustix::fs::utimensat(new, tmp, &times_of(st), AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
-        rustix::fs::renameat(new, tmp, new, final_name).map_err(err)?;
-        unlink_quiet(new, tmp)?;
+        rustix::fs::utimensat(item.new, tmp, &times_of(item.st), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(err)?;
+        rustix::fs::renameat(item.new, tmp, item.new, item.final_name).map_err(err)?;
+        unlink_quiet(item.new, tmp)?;
         if linked {
-            rustix::fs::syncfs(new).map_err(err)?;
+            rustix::fs::syncfs(item.new).map_err(err)?;
             self.links_file
-                .write_all(format!("{ino} {rel}\n").as_bytes())
+                .write_all(format!("{ino} {}\n", item.rel).as_bytes())
                 .and_then(|()| self.links_file.sync_data())
                 .map_err(|x| err(format!("{LINKS_FILE}: {x}")))?;
-            self.links.insert(ino, rel.to_string());
+            self.links.insert(ino, item.rel.to_string());
         }
         Ok(())
     }

@@ -109,16 +109,7 @@ fn file_header_bytes() {
 const CHUNK_PLAIN: &[u8] = b"veilfs test vector: chunk 0";
 
 fn seal_fixed(index: u64, last: bool) -> Vec<u8> {
-    let mut out = vec![0u8; CHUNK_PLAIN.len() + CHUNK_OVERHEAD];
-    content().seal_chunk_with_nonce(
-        &fixed_header(),
-        index,
-        last,
-        CHUNK_PLAIN,
-        &mut out,
-        seq(0xa0),
-    );
-    out
+    content().sealed_with_nonce(seq(0xa0), &fixed_header(), (index, last), CHUNK_PLAIN)
 }
 
 #[test]
@@ -151,17 +142,9 @@ fn whole_file_with_fixed_nonces() {
     let mut backing = header.as_bytes().to_vec();
     let chunks: Vec<&[u8]> = plain.chunks(4096).collect();
     for (i, chunk) in chunks.iter().enumerate() {
-        let mut out = vec![0u8; chunk.len() + CHUNK_OVERHEAD];
         let nonce = [0xb0 + i as u8; 12];
-        c.seal_chunk_with_nonce(
-            &header,
-            i as u64,
-            i == chunks.len() - 1,
-            chunk,
-            &mut out,
-            nonce,
-        );
-        backing.extend_from_slice(&out);
+        let last = i == chunks.len() - 1;
+        backing.extend_from_slice(&c.sealed_with_nonce(nonce, &header, (i as u64, last), chunk));
     }
     assert_eq!(backing.len() as u64, layout().cipher_size(5000));
     assert_eq!(backing.len(), 5074);

@@ -2,6 +2,7 @@
 //! the repairs that cannot lose data.
 
 use super::*;
+use crate::cryptfile::ChunkRepair;
 
 impl Checker<'_> {
     /// Checks header and every chunk of one regular file.
@@ -362,7 +363,7 @@ impl Checker<'_> {
                     );
                     if self.repair {
                         let outcome = self.reopen_for_repair(target).and_then(|fd| {
-                            crate::cryptfile::drop_torn_tail(&fd, self.content, header, index)
+                            ChunkRepair::new(&fd, self.content, header).drop_torn_tail(index)
                         });
                         self.chunk_repaired(idx, outcome, || {
                             format!("dropped the cut chunk {index}; the file ends at byte {keep}")
@@ -380,7 +381,7 @@ impl Checker<'_> {
                     );
                     if self.repair {
                         let outcome = self.reopen_for_repair(target).and_then(|fd| {
-                            crate::cryptfile::reseal_stale(&fd, self.content, header, index)
+                            ChunkRepair::new(&fd, self.content, header).reseal_stale(index)
                         });
                         self.chunk_repaired(idx, outcome, || {
                             format!("re-sealed chunk {index} as a middle chunk")
@@ -442,7 +443,7 @@ impl Checker<'_> {
         if self.repair {
             let outcome = self
                 .reopen_for_repair(target)
-                .and_then(|fd| crate::cryptfile::cut_after_stale(&fd, self.content, header, s));
+                .and_then(|fd| ChunkRepair::new(&fd, self.content, header).cut_after_stale(s));
             self.chunk_repaired(idx, outcome, || {
                 format!("cut the file after chunk {s}, its last authentic chunk")
             });

@@ -755,8 +755,8 @@ mod stream;
 mod truncate;
 
 pub use repair::{
-    ChunkVerdict, FileRecovery, TORN_WRITE_ALIGN, chunk_verdict_at, cut_after_stale,
-    diagnose_chunk, drop_torn_tail, recover_file, reseal_stale, stored_chunk_count,
+    ChunkRepair, ChunkVerdict, FileRecovery, TORN_WRITE_ALIGN, chunk_verdict_at, diagnose_chunk,
+    recover_file, stored_chunk_count,
 };
 pub use stream::ChunkWriter;
 

@@ -1,6 +1,5 @@
 //! The chunk engine's judgement and repairs: the verdict on any chunk
-//! (`diagnose_chunk`), the repairs fsck makes (`reseal_stale`,
-//! `drop_torn_tail`, `cut_after_stale`) and crash recovery of one file from
+//! (`diagnose_chunk`), the repairs fsck makes (`ChunkRepair`) and crash recovery of one file from
 //! its journal records (`recover_file`). The one place the crash rules live.
 
 use std::io;
@@ -160,105 +159,110 @@ fn read_full_slot<Fd: AsFd>(fd: Fd, cipher: &ContentCipher, index: u64) -> io::R
     Ok(stored)
 }
 
-/// Re-seals middle chunk `index`, which authenticates only as a last
-/// chunk (in full or short form), as a full middle chunk with the same
-/// plaintext, and checks the result.
-pub fn reseal_stale<Fd: AsFd>(
+/// The plaintext (a whole chunk buffer) and length of full chunk slot
+/// `index`, which authenticates only as a last chunk: in full, or short
+/// and followed by the zeros an interrupted append leaves.
+fn open_stale_last<Fd: AsFd>(
     fd: Fd,
     cipher: &ContentCipher,
     header: &FileHeader,
     index: u64,
-) -> io::Result<()> {
-    let layout = cipher.layout();
-    let stored_len = layout.stored_chunk_len();
-    let off = layout.chunk_cipher_start(index);
+) -> io::Result<(Vec<u8>, usize)> {
     let stored = read_full_slot(&fd, cipher, index)?;
-    let mut plain = vec![0u8; layout.chunk_size()];
-    match cipher.open_chunk(header, index, true, &stored, &mut plain) {
-        Ok(Opened::Data(_)) => {}
-        _ => {
-            // The bytes after the short chunk are zeros, as the
-            // interrupted append would have sealed them.
-            cipher
-                .open_stale_short(header, index, &stored, &mut plain)
-                .ok_or_else(|| io::Error::other("the chunk changed during the repair"))?;
-        }
-    }
-    let mut sealed = vec![0u8; stored_len];
-    cipher.seal_chunk(header, index, false, &plain, &mut sealed);
-    pwrite_full(&fd, &sealed, off)?;
-    rustix::fs::fsync(&fd)?;
-    let mut check = vec![0u8; stored_len];
-    pread_full(&fd, &mut check, off)?;
-    match cipher.open_chunk(header, index, false, &check, &mut plain) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(io::Error::other(format!(
-            "re-sealed chunk does not verify: {e}"
-        ))),
-    }
-}
-
-/// Cuts the file right after chunk `index`, which authenticates as the
-/// last chunk (full, or short and followed by zeros): what fsck does when
-/// nothing authentic follows a stale last chunk (a zero tail).
-pub fn cut_after_stale<Fd: AsFd>(
-    fd: Fd,
-    cipher: &ContentCipher,
-    header: &FileHeader,
-    index: u64,
-) -> io::Result<()> {
-    let layout = cipher.layout();
-    let off = layout.chunk_cipher_start(index);
-    let stored = read_full_slot(&fd, cipher, index)?;
-    let mut plain = vec![0u8; layout.chunk_size()];
+    let mut plain = vec![0u8; cipher.layout().chunk_size()];
     let len = match cipher.open_chunk(header, index, true, &stored, &mut plain) {
         Ok(Opened::Data(n)) => n,
         _ => cipher
             .open_stale_short(header, index, &stored, &mut plain)
             .ok_or_else(|| io::Error::other("the chunk changed during the repair"))?,
     };
-    rustix::fs::ftruncate(&fd, off + (len + CHUNK_OVERHEAD) as u64)?;
-    rustix::fs::fsync(&fd)?;
-    Ok(())
+    Ok((plain, len))
 }
 
-/// Cuts a file before its torn last chunk `index`. The chunk before it is
-/// re-sealed as the last first, so a crash during the repair leaves a
-/// stale flag (readable), never a truncated file.
-pub fn drop_torn_tail<Fd: AsFd>(
+/// The repairs of one backing file, each of one chunk: what fsck does
+/// with `--repair` and what crash recovery does after the journal's
+/// records are back.
+pub struct ChunkRepair<'a, Fd: AsFd> {
     fd: Fd,
-    cipher: &ContentCipher,
-    header: &FileHeader,
-    index: u64,
-) -> io::Result<()> {
-    let layout = cipher.layout();
-    let cut = layout.chunk_cipher_start(index);
-    let st = crate::store::stat_fd(&fd)?;
-    if (st.st_size as u64) < cut {
-        return Err(io::Error::other("the file changed during the repair"));
+    cipher: &'a ContentCipher,
+    header: &'a FileHeader,
+}
+
+impl<'a, Fd: AsFd> ChunkRepair<'a, Fd> {
+    pub fn new(fd: Fd, cipher: &'a ContentCipher, header: &'a FileHeader) -> Self {
+        ChunkRepair { fd, cipher, header }
     }
-    if index > 0 {
-        let prev = index - 1;
-        let off = layout.chunk_cipher_start(prev);
-        let mut stored = read_full_slot(&fd, cipher, prev)?;
-        let mut plain = vec![0u8; layout.chunk_size()];
-        match cipher.open_chunk(header, prev, false, &stored, &mut plain) {
-            Ok(_) => {}
-            Err(_) => {
-                return Err(io::Error::other(format!(
-                    "chunk {prev} before it does not authenticate either"
-                )));
-            }
+
+    /// Re-seals middle chunk `index`, which authenticates only as a last
+    /// chunk (in full or short form), as a full middle chunk with the same
+    /// plaintext, and checks the result.
+    pub fn reseal_stale(&self, index: u64) -> io::Result<()> {
+        let (fd, cipher, header) = (&self.fd, self.cipher, self.header);
+        let layout = cipher.layout();
+        let stored_len = layout.stored_chunk_len();
+        let off = layout.chunk_cipher_start(index);
+        let (mut plain, _) = open_stale_last(fd, cipher, header, index)?;
+        let mut sealed = vec![0u8; stored_len];
+        cipher.seal_chunk(header, index, false, &plain, &mut sealed);
+        pwrite_full(fd, &sealed, off)?;
+        rustix::fs::fsync(fd)?;
+        let mut check = vec![0u8; stored_len];
+        pread_full(fd, &mut check, off)?;
+        match cipher.open_chunk(header, index, false, &check, &mut plain) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(io::Error::other(format!(
+                "re-sealed chunk does not verify: {e}"
+            ))),
         }
-        cipher.seal_chunk(header, prev, true, &plain, &mut stored);
-        pwrite_full(&fd, &stored, off)?;
-        rustix::fs::fsync(&fd)?;
     }
-    // A file cut inside its first chunk keeps nothing: empty, not a bare
-    // header.
-    rustix::fs::ftruncate(&fd, if index == 0 { 0 } else { cut })?;
-    rustix::fs::fsync(&fd)?;
-    Ok(())
+
+    /// Cuts the file right after chunk `index`, which authenticates as the
+    /// last chunk (full, or short and followed by zeros): what fsck does when
+    /// nothing authentic follows a stale last chunk (a zero tail).
+    pub fn cut_after_stale(&self, index: u64) -> io::Result<()> {
+        let (fd, cipher, header) = (&self.fd, self.cipher, self.header);
+        let layout = cipher.layout();
+        let off = layout.chunk_cipher_start(index);
+        let (_, len) = open_stale_last(fd, cipher, header, index)?;
+        rustix::fs::ftruncate(fd, off + (len + CHUNK_OVERHEAD) as u64)?;
+        rustix::fs::fsync(fd)?;
+        Ok(())
+    }
+
+    /// Cuts a file before its torn last chunk `index`. The chunk before it is
+    /// re-sealed as the last first, so a crash during the repair leaves a
+    /// stale flag (readable), never a truncated file.
+    pub fn drop_torn_tail(&self, index: u64) -> io::Result<()> {
+        let (fd, cipher, header) = (&self.fd, self.cipher, self.header);
+        let layout = cipher.layout();
+        let cut = layout.chunk_cipher_start(index);
+        let st = crate::store::stat_fd(fd)?;
+        if (st.st_size as u64) < cut {
+            return Err(io::Error::other("the file changed during the repair"));
+        }
+        if index > 0 {
+            let prev = index - 1;
+            let off = layout.chunk_cipher_start(prev);
+            let mut stored = read_full_slot(fd, cipher, prev)?;
+            let mut plain = vec![0u8; layout.chunk_size()];
+            match cipher.open_chunk(header, prev, false, &stored, &mut plain) {
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(io::Error::other(format!(
+                        "chunk {prev} before it does not authenticate either"
+                    )));
+                }
+            }
+            cipher.seal_chunk(header, prev, true, &plain, &mut stored);
+            pwrite_full(fd, &stored, off)?;
+            rustix::fs::fsync(fd)?;
+        }
+        // A file cut inside its first chunk keeps nothing: empty, not a bare
+        // header.
+        rustix::fs::ftruncate(fd, if index == 0 { 0 } else { cut })?;
+        rustix::fs::fsync(fd)?;
+        Ok(())
+    }
 }
 
 /// Whether `stored` is an authentic version of chunk slot `index` of the
@@ -416,7 +420,7 @@ pub fn recover_file(
         if !cut {
             let verdict = chunk_verdict_at(fd, cipher, &header, n - 1, size, &mut plain)?;
             if verdict == ChunkVerdict::TornTail || ours.iter().any(|r| r.old_backing < size) {
-                match drop_torn_tail(fd, cipher, &header, n - 1) {
+                match ChunkRepair::new(fd, cipher, &header).drop_torn_tail(n - 1) {
                     Ok(()) => {
                         size = backing_size(fd)?;
                         out.tails_cut += 1;
@@ -442,7 +446,7 @@ pub fn recover_file(
         if chunk_verdict_at(fd, cipher, &header, index, size, &mut plain)?
             == ChunkVerdict::StaleLast
         {
-            reseal_stale(fd, cipher, &header, index)?;
+            ChunkRepair::new(fd, cipher, &header).reseal_stale(index)?;
             out.stale_flags_resealed += 1;
         }
     }

@@ -109,17 +109,11 @@ impl VeilFs {
         rustix::fs::chownat(&*pfd, &entry, uid, gid, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn do_setattr(
         &self,
         ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
+        changes: &AttrChanges,
     ) -> Res<FileAttr> {
         let handle = fh.and_then(|fh| self.handle(fh).ok());
         // Through a handle, truncate under the very node its writes lock.
@@ -127,7 +121,7 @@ impl VeilFs {
             Some(h) => h.node.clone(),
             None => self.node(ino)?,
         };
-        if let Some(size) = size {
+        if let Some(size) = changes.size {
             if node.is_dir {
                 return Err(Errno::EISDIR);
             }
@@ -141,9 +135,7 @@ impl VeilFs {
         // unlinked or renamed meanwhile (the writeback cache sends times at
         // fsync and close, by handle), and there is no name to resolve.
         // Everything else by name, without following symlinks.
-        let changes_inode =
-            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        let fd = if !changes_inode {
+        let fd = if !changes.touch_inode() {
             None
         } else if node.is_dir {
             // A directory by name (its owner may chmod it even at mode
@@ -161,24 +153,25 @@ impl VeilFs {
                 None => node.open.lock().unwrap().fd.clone(),
             }
         };
-        if let Some(mode) = mode {
+        if let Some(mode) = changes.mode {
             let mode = Mode::from_raw_mode(mode & 0o7777);
             match &fd {
                 Some(fd) => rustix::fs::fchmod(&**fd, mode).map_err(errno)?,
                 None => self.set_mode_by_name(&node, mode)?,
             }
         }
-        if uid.is_some() || gid.is_some() {
-            let (uid, gid) = (uid.map(Uid::from_raw), gid.map(Gid::from_raw));
+        if changes.uid.is_some() || changes.gid.is_some() {
+            let uid = changes.uid.map(Uid::from_raw);
+            let gid = changes.gid.map(Gid::from_raw);
             match &fd {
                 Some(fd) => rustix::fs::fchown(&**fd, uid, gid).map_err(errno)?,
                 None => self.set_owner_by_name(&node, uid, gid)?,
             }
         }
-        if atime.is_some() || mtime.is_some() {
+        if changes.atime.is_some() || changes.mtime.is_some() {
             let ts = Timestamps {
-                last_access: to_timestamp(atime),
-                last_modification: to_timestamp(mtime),
+                last_access: to_timestamp(changes.atime),
+                last_modification: to_timestamp(changes.mtime),
             };
             match &fd {
                 Some(fd) => rustix::fs::futimens(&**fd, &ts).map_err(errno)?,
@@ -186,11 +179,34 @@ impl VeilFs {
             }
         }
         let st = self.stat_node(&node)?;
-        if size.is_some() {
+        if changes.size.is_some() {
             node.note_backing(&st);
         } else {
             node.note_attr_change(&st);
         }
         Ok(self.attr(node.ino, &st))
+    }
+}
+
+/// What one SETATTR asks to change; `None` leaves that attribute alone.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AttrChanges {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+}
+
+impl AttrChanges {
+    /// Whether anything but the size changes: mode, owner or times, which
+    /// go to the inode itself rather than through a truncation.
+    fn touch_inode(&self) -> bool {
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.atime.is_some()
+            || self.mtime.is_some()
     }
 }

@@ -459,11 +459,15 @@ impl Filesystem for VeilFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let op = || {
-            self.retry_when_space_frees(|| {
-                self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)
-            })
+        let changes = attr::AttrChanges {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
         };
+        let op = || self.retry_when_space_frees(|| self.do_setattr(ino, fh, &changes));
         self.answer(Changes, reply, op, |r, attr| r.attr(&self.opts.ttl, &attr));
     }
 
