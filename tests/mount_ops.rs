@@ -790,6 +790,7 @@ fn as_nobody(script: &str) -> std::process::Output {
 #[test]
 fn write_by_another_user_clears_setuid_and_setgid_like_ext4() {
     if !common::have("setpriv") {
+        eprintln!("skipped: needs setpriv (util-linux) to run as nobody");
         return;
     }
     let m = TestMount::with_args(&["--allow-other"]);
@@ -834,6 +835,43 @@ fn write_by_another_user_clears_setuid_and_setgid_like_ext4() {
         "veilfs (right) differs from ext4 (left)"
     );
     assert_eq!(outcome[0].0[0].1 & 0o4000, 0, "ext4 itself cleared setuid");
+}
+
+/// The root of a fresh vault is what mkdir(1) makes, as a fresh ext4 root
+/// is 0755: with --allow-other, another user works from the mount's root
+/// by the usual modes. pjdfstest's rename/21.t does this: nobody moves
+/// root's file between two 0777 directories, its working directory the
+/// root. With the CIPHERDIR made 0700, nobody could not even enter it.
+#[test]
+fn another_user_works_from_the_root_of_a_fresh_vault() {
+    if !common::have("setpriv") {
+        eprintln!("skipped: needs setpriv (util-linux) to run as nobody");
+        return;
+    }
+    let m = TestMount::with_args(&["--allow-other"]);
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    let by_mkdir = m.tmp.path().join("by-mkdir");
+    fs::create_dir(&by_mkdir).unwrap();
+    assert_eq!(mode(&m.mnt), mode(&by_mkdir), "the mount's root");
+    if mode(&m.mnt) & 0o005 != 0o005 {
+        eprintln!(
+            "skipped the second user's part: the umask gives new directories mode {:o}",
+            mode(&m.mnt)
+        );
+        return;
+    }
+    // The test's own directory, above the mount, must be reachable.
+    fs::set_permissions(m.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for d in ["a", "b"] {
+        fs::create_dir(m.path(d)).unwrap();
+        fs::set_permissions(m.path(d), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::write(m.path("a/f"), b"root's").unwrap();
+    let o = as_nobody(&format!("cd '{}' && mv a/f b/g && ls b", m.mnt.display()));
+    assert!(o.status.success(), "nobody moves a/f to b/g: {o:?}");
+    assert_eq!(o.stdout, b"g\n");
+    assert!(!m.path("a/f").exists());
+    assert_eq!(fs::read(m.path("b/g")).unwrap(), b"root's");
 }
 
 /// A vault mounted by an ordinary user, without --allow-other: no

@@ -10,8 +10,13 @@ use super::VaultError;
 
 /// Mode of `veilfs.conf` and its backup.
 pub const CONFIG_MODE: u32 = 0o600;
-/// Mode of a CIPHERDIR that `init` creates.
-pub const NEW_DIR_MODE: u32 = 0o700;
+/// Mode of a CIPHERDIR that `init` creates, before the umask: what
+/// mkdir(1) gives (0755 under the usual umask 022). The CIPHERDIR is the
+/// mount's root, so the mount starts as a fresh ext4 root does, and with
+/// `--allow-other` other users can enter it. Nothing in CIPHERDIR needs
+/// hiding from them: it holds what the cloud sees, and `veilfs.conf` is
+/// 0600 on its own.
+pub const NEW_DIR_MODE: u32 = 0o777;
 
 /// Whether an existing `dst` may be replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +156,8 @@ pub fn is_sync_client_file(name: &str) -> bool {
             && (name.ends_with(".db") || name.contains(".db-")))
 }
 
-/// Makes sure `dir` can receive a new vault: creates it (mode 0700) if
-/// missing, refuses an existing config or any entry that is not a sync
+/// Makes sure `dir` can receive a new vault: creates it (as mkdir(1)
+/// does, [`NEW_DIR_MODE`] less the umask) if missing, refuses an existing config or any entry that is not a sync
 /// client's.
 pub fn prepare_init_dir(dir: &Path, config_file: &str) -> Result<(), VaultError> {
     match fs::metadata(dir) {
@@ -249,10 +254,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("new/nested");
         prepare_init_dir(&dir, "veilfs.conf").unwrap();
-        assert_eq!(
-            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            NEW_DIR_MODE
-        );
+        // As mkdir(1) under the same umask.
+        let by_mkdir = tmp.path().join("by-mkdir");
+        fs::create_dir(&by_mkdir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), mode(&by_mkdir));
+        assert_eq!(mode(dir.parent().unwrap()), mode(&by_mkdir));
         fs::create_dir(dir.join(".stfolder")).unwrap();
         prepare_init_dir(&dir, "veilfs.conf").unwrap();
         fs::write(dir.join("b.txt"), b"").unwrap();

@@ -137,7 +137,7 @@ pub fn check_init_target(dir: &Path) -> Result<(), VaultError> {
     }
 }
 
-/// Creates a new vault in `dir` (created with mode 0700 if missing) with a
+/// Creates a new vault in `dir` (created as mkdir(1) would if missing) with a
 /// fresh master key. Refuses an existing config and a non-empty directory.
 pub fn create_vault(dir: &Path, opts: &CreateOptions<'_>) -> Result<UnlockedVault, VaultError> {
     opts.check()?;
