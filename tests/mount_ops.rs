@@ -448,6 +448,41 @@ fn hard_links_symlinks_fifos_sockets() {
     drop(sock);
 }
 
+/// Requests veilfs does not serve itself get the kernel's fallback, with
+/// right results and nothing in the log: SEEK_HOLE/SEEK_DATA (the file is
+/// all data), copy_file_range (copied through read and write) and an
+/// ioctl such as lsattr's FS_IOC_GETFLAGS (refused). fuser's defaults
+/// logged a multi-line warning for each.
+#[test]
+fn requests_veilfs_leaves_to_the_kernel_work_and_log_nothing() {
+    use std::os::fd::AsRawFd;
+    let m = TestMount::new();
+    let data = pattern(10_000, 5);
+    fs::write(m.path("src"), &data).unwrap();
+    let src = File::open(m.path("src")).unwrap();
+    let fd = src.as_raw_fd();
+    // SAFETY: plain syscalls on a descriptor this function owns.
+    unsafe {
+        assert_eq!(libc::lseek(fd, 0, libc::SEEK_HOLE), 10_000);
+        assert_eq!(libc::lseek(fd, 4_000, libc::SEEK_DATA), 4_000);
+    }
+    let dst = File::create(m.path("dst")).unwrap();
+    let (mut off_in, mut off_out) = (100i64, 0i64);
+    // SAFETY: as above; the offsets are locals.
+    let copied =
+        unsafe { libc::copy_file_range(fd, &mut off_in, dst.as_raw_fd(), &mut off_out, 5_000, 0) };
+    assert_eq!(copied, 5_000);
+    drop(dst);
+    assert_eq!(fs::read(m.path("dst")).unwrap(), &data[100..5_100]);
+    let mut flags: libc::c_long = 0;
+    // FS_IOC_GETFLAGS, as lsattr asks it.
+    // SAFETY: as above; `flags` outlives the call.
+    let r = unsafe { libc::ioctl(fd, 0x8008_6601, &mut flags) };
+    assert_eq!(r, -1, "FS_IOC_GETFLAGS is not served");
+    let log = m.log_text();
+    assert!(!log.contains("WARN"), "{log}");
+}
+
 #[test]
 fn xattrs_statfs_fallocate_fsync() {
     let m = TestMount::new();

@@ -1,4 +1,5 @@
-//! Attribute operations: setattr (mode, owner, times, size) and access.
+//! Attributes: what the kernel is told of a file (`attr`, `stat_node`),
+//! setattr (mode, owner, times, size) and access.
 
 use super::*;
 
@@ -34,6 +35,74 @@ pub(super) fn to_timestamp(t: Option<TimeOrNow>) -> Timespec {
 }
 
 impl VeilFs {
+    /// What the kernel is told of the file with backing `st`: plaintext
+    /// sizes, the rest as the backing entry has it.
+    pub(super) fn attr(&self, ino: u64, st: &Stat) -> FileAttr {
+        let kind = kind_of(st);
+        let size = match kind {
+            FileType::RegularFile => self.content.layout().plain_size(st.st_size as u64),
+            FileType::Symlink if st.st_size as usize == crate::names::LONG_TARGET_LINK_LEN => self
+                .long_symlink_len(ino)
+                .unwrap_or_else(|| symlink_plain_len(st.st_size as u64)),
+            FileType::Symlink => symlink_plain_len(st.st_size as u64),
+            _ => st.st_size as u64,
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: st.st_blocks as u64,
+            atime: time(st.st_atime, st.st_atime_nsec as i64),
+            mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+            crtime: UNIX_EPOCH,
+            kind,
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// Plaintext length of a symlink whose target is stored in a record
+    /// (docs/FORMAT.md §7), from the record's size.
+    pub(super) fn long_symlink_len(&self, ino: u64) -> Option<u64> {
+        let node = self.nodes.get(ino)?;
+        let (pfd, entry) = self.locate(&node).ok()?;
+        let record = store::long_target_record_of(&*pfd, &entry)?;
+        let st = store::lstat_at(&*pfd, &cstr(&record)).ok()?;
+        Some(symlink_plain_len(st.st_size as u64))
+    }
+
+    /// The backing stat of `node`: by name, or through its open descriptor
+    /// once the name is gone or holds another file.
+    pub(super) fn stat_node(&self, node: &Arc<Node>) -> Res<Stat> {
+        if node.is_dir {
+            return store::stat_fd(&*self.dir_fd(node)?).map_err(errno);
+        }
+        let by_name = self
+            .locate(node)
+            .and_then(|(pfd, entry)| store::lstat_at(&*pfd, &entry).map_err(errno));
+        match by_name {
+            Ok(st) if self.fuse_ino(st.st_ino) == node.ino => Ok(st),
+            other => {
+                // Renamed away or unlinked while open: the open descriptor
+                // still knows the file.
+                if let Some(fd) = node.open.lock().unwrap().fd.clone() {
+                    return store::stat_fd(&*fd).map_err(errno);
+                }
+                match other {
+                    // Replaced by another file (a sync client's rename):
+                    // the kernel looks the name up again and retries.
+                    Ok(_) => Err(Errno::ESTALE),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
     /// access(2) and chdir. Without --allow-other the kernel leaves
     /// permission checks to the daemon (see mount.rs): the only caller is
     /// the daemon's own user, so the backing file system answers for it.

@@ -42,8 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use lru::LruCache;
 use rustix::fs::{Access, AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid, openat};
@@ -239,70 +239,6 @@ impl VeilFs {
 
     fn node(&self, ino: INodeNo) -> Res<Arc<Node>> {
         self.nodes.get(ino.0).ok_or(Errno::ENOENT)
-    }
-
-    fn attr(&self, ino: u64, st: &Stat) -> FileAttr {
-        let kind = kind_of(st);
-        let size = match kind {
-            FileType::RegularFile => self.content.layout().plain_size(st.st_size as u64),
-            FileType::Symlink if st.st_size as usize == crate::names::LONG_TARGET_LINK_LEN => self
-                .long_symlink_len(ino)
-                .unwrap_or_else(|| symlink_plain_len(st.st_size as u64)),
-            FileType::Symlink => symlink_plain_len(st.st_size as u64),
-            _ => st.st_size as u64,
-        };
-        FileAttr {
-            ino: INodeNo(ino),
-            size,
-            blocks: st.st_blocks as u64,
-            atime: time(st.st_atime, st.st_atime_nsec as i64),
-            mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
-            ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
-            crtime: UNIX_EPOCH,
-            kind,
-            perm: (st.st_mode & 0o7777) as u16,
-            nlink: st.st_nlink as u32,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            rdev: st.st_rdev as u32,
-            blksize: 4096,
-            flags: 0,
-        }
-    }
-
-    /// Plaintext length of a symlink whose target is stored in a record
-    /// (docs/FORMAT.md §7), from the record's size.
-    fn long_symlink_len(&self, ino: u64) -> Option<u64> {
-        let node = self.nodes.get(ino)?;
-        let (pfd, entry) = self.locate(&node).ok()?;
-        let record = store::long_target_record_of(&*pfd, &entry)?;
-        let st = store::lstat_at(&*pfd, &cstr(&record)).ok()?;
-        Some(symlink_plain_len(st.st_size as u64))
-    }
-
-    fn stat_node(&self, node: &Arc<Node>) -> Res<Stat> {
-        if node.is_dir {
-            return store::stat_fd(&*self.dir_fd(node)?).map_err(errno);
-        }
-        let by_name = self
-            .locate(node)
-            .and_then(|(pfd, entry)| store::lstat_at(&*pfd, &entry).map_err(errno));
-        match by_name {
-            Ok(st) if self.fuse_ino(st.st_ino) == node.ino => Ok(st),
-            other => {
-                // Renamed away or unlinked while open: the open descriptor
-                // still knows the file.
-                if let Some(fd) = node.open.lock().unwrap().fd.clone() {
-                    return store::stat_fd(&*fd).map_err(errno);
-                }
-                match other {
-                    // Replaced by another file (a sync client's rename):
-                    // the kernel looks the name up again and retries.
-                    Ok(_) => Err(Errno::ESTALE),
-                    Err(e) => Err(e),
-                }
-            }
-        }
     }
 
     /// Looks up `name`, registering one kernel reference to the result.
@@ -777,5 +713,62 @@ impl Filesystem for VeilFs {
         self.activity.touch();
         let op = || self.retry_when_space_frees(|| self.do_fallocate(fh, offset, length, mode));
         self.answer_at_once(Changes, reply, op, |r, ()| r.ok());
+    }
+
+    // What veilfs does not offer. fuser's defaults answer these with a
+    // warning per call; the kernel needs no help: it stops asking after
+    // the first ENOSYS for lseek (then SEEK_DATA/SEEK_HOLE treat the file
+    // as all data, which POSIX allows), copy_file_range (it copies
+    // through read and write) and poll.
+
+    fn lseek(&self, _: &Request, _: INodeNo, _: FileHandle, _: i64, _: i32, reply: ReplyLseek) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: u64,
+        _: INodeNo,
+        _: FileHandle,
+        _: u64,
+        _: u64,
+        _: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn poll(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: fuser::PollNotifier,
+        _: fuser::PollEvents,
+        _: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// No ioctl is veilfs's own. The kernel asks on every one (`lsattr`'s
+    /// FS_IOC_GETFLAGS, for one), so each gets ENOTTY, the answer for a
+    /// command a file system does not know, and no warning.
+    fn ioctl(
+        &self,
+        _: &Request,
+        ino: INodeNo,
+        _: FileHandle,
+        _: fuser::IoctlFlags,
+        cmd: u32,
+        _: &[u8],
+        _: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        log::debug!("ioctl {cmd:#x} on inode {}: not supported", ino.0);
+        reply.error(Errno::ENOTTY);
     }
 }

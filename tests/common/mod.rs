@@ -176,9 +176,11 @@ impl TestMount {
             .args(&self.extra_args)
             .arg(&self.cipher)
             .arg(&self.mnt)
+            // veilfs's own info lines, and the warnings of fuser that a
+            // user sees at the default level.
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "veilfs=info".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "veilfs=info,fuser=warn".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
