@@ -188,8 +188,13 @@ impl VeilFs {
         let target_record = st
             .filter(is_long_symlink)
             .and_then(|_| store::long_target_record_of(&*pfd, &entry));
+        if let Some(st) = &st
+            && st.st_nlink > 1
+        {
+            self.settle_records(st, &pfd, &entry)?;
+        }
         rustix::fs::unlinkat(&*pfd, &entry, AtFlags::empty()).map_err(errno)?;
-        if self.journal.is_on() && st.as_ref().is_some_and(|st| st.st_nlink <= 1) {
+        if self.journal.is_on() && st.is_some() {
             let path = child_backing_path(&parent, b.entry());
             if let Err(e) = self
                 .journal
@@ -221,6 +226,40 @@ impl VeilFs {
         }
         // The long-name record stays (docs/FORMAT.md §5.3): see
         // check::ProblemKind::is_damage.
+        Ok(())
+    }
+
+    /// Before a name of a hard-linked file goes (an unlink, or a rename
+    /// over it) and the journal forgets the records written under that
+    /// name: recovery finds records by path, and the file lives on under
+    /// another one. So the rewrites those records protect are made durable
+    /// first, as the app's fsync would make them; then the records are
+    /// moot. Nothing to do when no write since the file's last fsync was
+    /// recorded, the usual case.
+    fn settle_records(&self, st: &Stat, pfd: &OwnedFd, entry: &CStr) -> Res<()> {
+        let ino = self.fuse_ino(st.st_ino);
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || !self.journal.holds_unsynced(ino) {
+            return Ok(());
+        }
+        let fd = openat(
+            pfd,
+            entry,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let node = self.nodes.get(ino);
+        // No write of the file runs meanwhile: each holds this lock from
+        // its record to its last byte.
+        let mut data = node.as_ref().map(|n| n.data.write().unwrap());
+        if let Some(data) = data.as_mut() {
+            data.recorded.forget();
+        }
+        let mark = self.journal.mark();
+        let io = |e: std::io::Error| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO));
+        self.journal.sync().map_err(io)?;
+        rustix::fs::fdatasync(&fd).map_err(errno)?;
+        self.journal.synced(ino, mark);
         Ok(())
     }
 
@@ -364,6 +403,9 @@ impl VeilFs {
                 .ok()
                 .filter(|st| st.st_ino != src.st_ino && st.st_mode & libc::S_IFMT != libc::S_IFDIR)
         };
+        if let Some(st) = replaced.as_ref().filter(|st| st.st_nlink > 1) {
+            self.settle_records(st, &npfd, &new)?;
+        }
         store::write_long_record(&*npfd, &nb).map_err(errno)?;
         // A symlink with a long target finds its record in its new
         // directory, and its record goes from the old one, as does the

@@ -593,6 +593,20 @@ impl Journal {
         }
     }
 
+    /// Whether the journal holds a record of `file` that no fsync of it
+    /// has made moot since ([`Journal::synced`]).
+    pub fn holds_unsynced(&self, file: u64) -> bool {
+        let Some(inner) = &self.0 else { return false };
+        let synced = inner.synced.lock().unwrap().get(&file).copied();
+        inner.touched.iter().any(|touched| {
+            touched
+                .lock()
+                .unwrap()
+                .get(&file)
+                .is_some_and(|&seq| synced.is_none_or(|mark| seq >= mark))
+        })
+    }
+
     /// Whether records were written since the journal was last made
     /// durable.
     pub fn unsynced(&self) -> bool {
