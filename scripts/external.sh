@@ -100,11 +100,16 @@ cc -I"$X/src" -I"$X/include" -o "$EXT_DIR/fsstress" "$X/ltp/fsstress.c"
 
 # ------------------------------------------------------------ a vault per run
 W="" M="" PID=""
+KEEP=""
 cleanup() {
     [[ -n $M ]] && mountpoint -q "$M" && fusermount3 -uz "$M"
     [[ -n $PID ]] && { kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
-    [[ -n $W ]] && rm -rf --one-file-system "$W"
-    W="" M="" PID=""
+    if [[ -n $KEEP && -n $W ]]; then
+        echo "kept the failing vault for inspection: $W (password in $W/pass)"
+    elif [[ -n $W ]]; then
+        rm -rf --one-file-system "$W"
+    fi
+    W="" M="" PID="" KEEP=""
 }
 trap cleanup EXIT
 fresh_vault() {
@@ -134,6 +139,10 @@ fsck_clean() { # fsck_clean LABEL: fsck must exit 0
     local rc=0
     VEILFS_STATE_DIR=$W/state "$VEILFS_BIN" fsck --passfile "$W/pass" "$W/c" >"$W/fsck.out" 2>&1 || rc=$?
     echo "$1: fsck exit $rc, $(tail -1 "$W/fsck.out")"
+    if ((rc)); then
+        KEEP=1
+        grep -v '^result' "$W/fsck.out" | head -8
+    fi
     if [[ -s $W/daemon.log ]]; then
         echo "$1: the daemon logged:"
         sort "$W/daemon.log" | uniq -c | sort -rn | head -5

@@ -168,7 +168,9 @@ impl VeilFs {
         }
         self.chown_to_caller(req, &pfd, &entry)?;
         let (attr, node) = self.reply_new_entry(&parent, &pfd, b, name)?;
-        let _ = node.dir_iv.set(child_iv);
+        // The IV just written is the directory's, whatever an earlier
+        // directory on the same inode number left cached.
+        node.dir_iv.replace(child_iv);
         Ok(attr)
     }
 
@@ -293,10 +295,13 @@ impl VeilFs {
             return Err(Errno::ENOTDIR);
         }
         let backing_ino = self.remove_empty_dir(&pfd, &entry)?;
-        self.dir_fds
-            .lock()
-            .unwrap()
-            .pop(&self.fuse_ino(backing_ino));
+        let ino = self.fuse_ino(backing_ino);
+        self.dir_fds.lock().unwrap().pop(&ino);
+        // The kernel may hold the inode a while yet; its number may come
+        // back as another directory.
+        if let Some(node) = self.nodes.get(ino) {
+            node.dir_iv.clear();
+        }
         // The long-name record stays (docs/FORMAT.md §5.3): see
         // check::ProblemKind::is_damage.
         Ok(())
@@ -392,7 +397,11 @@ impl VeilFs {
                 rustix::fs::unlinkat(&dfd, c"veilfs.diriv", AtFlags::empty()).map_err(errno)?;
                 restore_iv = Some((dfd, iv));
             }
-            self.dir_fds.lock().unwrap().pop(&self.fuse_ino(dst.st_ino));
+            let replaced = self.fuse_ino(dst.st_ino);
+            self.dir_fds.lock().unwrap().pop(&replaced);
+            if let Some(node) = self.nodes.get(replaced) {
+                node.dir_iv.clear();
+            }
         }
         // The file the rename replaces: a hard-linked one keeps its other
         // names usable, any other loses its last name.

@@ -89,8 +89,10 @@ impl Links {
 /// lock: readers retry while the rare writer is at work).
 #[derive(Default)]
 pub struct IvCell {
-    /// 0: unset; odd: being written; even: set.
+    /// Odd while a writer is at work; it only ever grows, so a reader
+    /// that saw one version cannot mistake a later one for it.
     seq: AtomicU64,
+    present: AtomicBool,
     hi: AtomicU64,
     lo: AtomicU64,
     writer: Mutex<()>,
@@ -100,17 +102,18 @@ impl IvCell {
     pub fn get(&self) -> Option<DirIv> {
         loop {
             let s1 = self.seq.load(Ordering::Acquire);
-            if s1 == 0 {
-                return None;
-            }
             if s1 & 1 == 1 {
                 std::hint::spin_loop();
                 continue;
             }
+            let present = self.present.load(Ordering::Relaxed);
             let hi = self.hi.load(Ordering::Relaxed);
             let lo = self.lo.load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             if self.seq.load(Ordering::Relaxed) == s1 {
+                if !present {
+                    return None;
+                }
                 let mut iv = [0u8; 16];
                 iv[..8].copy_from_slice(&hi.to_be_bytes());
                 iv[8..].copy_from_slice(&lo.to_be_bytes());
@@ -129,14 +132,25 @@ impl IvCell {
         self.store(iv, true);
     }
 
-    fn store(&self, iv: DirIv, replace: bool) -> bool {
+    /// Forgets the IV: the inode number may now be another directory's.
+    pub fn clear(&self) {
         let _w = self.writer.lock().unwrap();
         let s = self.seq.load(Ordering::Relaxed);
-        if s != 0 && !replace {
-            return false;
-        }
         self.seq.store(s + 1, Ordering::Relaxed);
         fence(Ordering::Release);
+        self.present.store(false, Ordering::Relaxed);
+        self.seq.store(s + 2, Ordering::Release);
+    }
+
+    fn store(&self, iv: DirIv, replace: bool) -> bool {
+        let _w = self.writer.lock().unwrap();
+        if self.present.load(Ordering::Relaxed) && !replace {
+            return false;
+        }
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.present.store(true, Ordering::Relaxed);
         let (hi, lo) = iv.0.split_at(8);
         self.hi.store(
             u64::from_be_bytes(hi.try_into().unwrap()),
@@ -157,9 +171,11 @@ pub struct Node {
     pub lookups: AtomicU64,
     /// Empty only for the root.
     pub location: Mutex<Links>,
-    /// A directory's IV, read once (a rename keeps the stored IV) and
-    /// replaced only when a sync client swapped `veilfs.diriv` for another
-    /// device's IV of the same folder (docs/FORMAT.md §6).
+    /// A directory's IV, read once (a rename keeps the stored IV),
+    /// replaced when a sync client swapped `veilfs.diriv` for another
+    /// device's IV of the same folder (docs/FORMAT.md §6), and forgotten
+    /// when the directory is removed or its inode number turns up under
+    /// another name.
     pub dir_iv: IvCell,
     pub data: RwLock<FileData>,
     pub open: Mutex<OpenState>,
@@ -280,6 +296,13 @@ impl Node {
         loc.as_ref().map(|l| (l.parent.clone(), l.backing.clone()))
     }
 
+    /// Whether `location` is one of the names this node is known by.
+    fn is_at(&self, location: &Location) -> bool {
+        self.location.lock().unwrap().0.iter().any(|l| {
+            l.parent.ino == location.parent.ino && l.backing.entry() == location.backing.entry()
+        })
+    }
+
     pub fn set_location(&self, location: Location) {
         self.location.lock().unwrap().add(location);
         self.unlinked.store(false, Ordering::Relaxed);
@@ -342,6 +365,12 @@ impl NodeTable {
         if let Some(node) = nodes.get(&ino)
             && node.is_dir == is_dir
         {
+            // A directory has one name. Found under another one, it may be
+            // another directory on a reused inode number (or one a sync
+            // client moved): its IV is read again, not trusted.
+            if is_dir && !node.is_at(&location) {
+                node.dir_iv.clear();
+            }
             node.set_location(location);
             node.lookups.fetch_add(1, Ordering::Relaxed);
             return node.clone();
@@ -449,6 +478,37 @@ mod tests {
             backing: BackingName::Regular(name.into()),
             plain: name.as_bytes().into(),
         }
+    }
+
+    #[test]
+    fn an_iv_cell_can_be_cleared_and_set_again() {
+        let cell = IvCell::default();
+        assert_eq!(cell.get(), None);
+        assert!(cell.set(DirIv([1; 16])));
+        assert!(!cell.set(DirIv([2; 16])), "set keeps the first IV");
+        assert_eq!(cell.get(), Some(DirIv([1; 16])));
+        cell.clear();
+        assert_eq!(cell.get(), None);
+        assert!(cell.set(DirIv([3; 16])));
+        assert_eq!(cell.get(), Some(DirIv([3; 16])));
+        cell.replace(DirIv([4; 16]));
+        assert_eq!(cell.get(), Some(DirIv([4; 16])));
+    }
+
+    /// A directory's inode number found under another name may be another
+    /// directory (the first was removed while the kernel held its inode,
+    /// and the backing file system gave the number to a new one): the IV
+    /// cached for the first must not name the new one's entries.
+    #[test]
+    fn a_directory_found_under_another_name_forgets_its_iv() {
+        let (t, root) = table();
+        let d = t.remember(9, true, at(&root, "old"));
+        assert!(d.dir_iv.set(DirIv([1; 16])));
+        let again = t.remember(9, true, at(&root, "old"));
+        assert_eq!(again.dir_iv.get(), Some(DirIv([1; 16])), "same name: kept");
+        let other = t.remember(9, true, at(&root, "new"));
+        assert!(Arc::ptr_eq(&d, &other));
+        assert_eq!(other.dir_iv.get(), None, "another name: read again");
     }
 
     #[test]
