@@ -13,10 +13,14 @@ use super::MAX_DEPTH;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemKind {
-    /// A directory has no `veilfs.diriv`: its names cannot be decrypted.
-    /// Repairable only when the directory holds no entries (a new IV is
-    /// then written, docs/FORMAT.md §6).
+    /// A directory that holds entries has no `veilfs.diriv`: their names
+    /// cannot be decrypted.
     DirIvMissing,
+    /// An empty directory has no `veilfs.diriv`: what a crash between a
+    /// mkdir and its IV file leaves. Nothing is lost and it is not
+    /// damage: the mount writes a new IV when the directory is first
+    /// used, `--repair` writes it now (docs/FORMAT.md §6).
+    EmptyDirIvMissing,
     /// `veilfs.diriv` is unreadable, not 16 bytes, or not a regular file.
     DirIvInvalid,
     /// A backing directory could not be opened or listed.
@@ -96,13 +100,16 @@ impl ProblemKind {
     pub fn is_damage(self) -> bool {
         !matches!(
             self,
-            ProblemKind::LongNameRecordOrphan | ProblemKind::CrashRecoverable
+            ProblemKind::LongNameRecordOrphan
+                | ProblemKind::CrashRecoverable
+                | ProblemKind::EmptyDirIvMissing
         )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemKind::DirIvMissing => "dir_iv_missing",
+            ProblemKind::EmptyDirIvMissing => "empty_dir_iv_missing",
             ProblemKind::DirIvInvalid => "dir_iv_invalid",
             ProblemKind::DirUnreadable => "dir_unreadable",
             ProblemKind::TooDeep => "too_deep",

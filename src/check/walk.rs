@@ -69,9 +69,9 @@ impl Checker<'_> {
                 }
                 let iv = derivable.expect("checked above");
                 let idx = self.problem(
-                    ProblemKind::DirIvMissing,
+                    ProblemKind::EmptyDirIvMissing,
                     &p.loc,
-                    "directory IV missing (the directory is empty, so it can be recreated)",
+                    "directory IV missing in an empty directory, as a crash during mkdir leaves it; nothing is lost (the mount writes a new IV when the directory is first used, --repair writes it now)",
                 );
                 if self.repair {
                     match store::write_dir_iv(fd, &iv) {
