@@ -763,6 +763,28 @@ fn deleting_long_names_keeps_records_but_rmdir_still_works() {
     fs::write(m.path("e/f"), b"y").unwrap();
     assert!(enc.join("veilfs.diriv").exists());
     assert_eq!(fs::read(m.path("e/f")).unwrap(), b"y");
+    // A kill between creating a new directory's IV file and writing it
+    // leaves the file empty: the same as no IV, not an EIO directory.
+    fs::create_dir(m.path("g")).unwrap();
+    let before: Vec<_> = m.backing_files();
+    m.unmount();
+    let g = before
+        .into_iter()
+        .find(|p| p.is_dir() && p != &enc && !p.starts_with(&enc))
+        .unwrap();
+    File::create(g.join("veilfs.diriv")).unwrap();
+    let (code, report) = common::fsck_json(&m, &[]);
+    assert_eq!(
+        common::problem_kinds(&report),
+        ["empty_dir_iv_missing"],
+        "{report}"
+    );
+    assert_eq!(code, 0, "{report}");
+    m.mount();
+    assert_eq!(fs::read_dir(m.path("g")).unwrap().count(), 0);
+    fs::write(m.path("g/h"), b"z").unwrap();
+    assert_eq!(fs::metadata(g.join("veilfs.diriv")).unwrap().len(), 16);
+    assert_eq!(fs::read(m.path("g/h")).unwrap(), b"z");
 }
 
 /// The kernel caches writes and trusts its own sizes (writeback cache), so

@@ -114,7 +114,16 @@ pub fn read_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<DirIv, Errno> 
     )?;
     let mut buf = [0u8; DIR_IV_LEN + 1];
     let n = rustix::io::read(&fd, &mut buf)?;
+    if n == 0 && is_empty_file(&stat_fd(&fd)?) {
+        // Created but never written: a crash between the two steps of
+        // `create_dir_iv_file`. No IV, as if the file were missing.
+        return Err(Errno::NOENT);
+    }
     DirIv::from_slice(&buf[..n]).ok_or(Errno::IO)
+}
+
+fn is_empty_file(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0
 }
 
 /// Writes a new directory's IV file, durably.
@@ -135,12 +144,24 @@ pub fn write_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<(
 }
 
 fn create_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<OwnedFd, Errno> {
-    let fd = openat(
-        dir,
-        name,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o400),
-    )?;
+    let create = || {
+        openat(
+            &dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o400),
+        )
+    };
+    let fd = match create() {
+        // An empty IV file a crash left (see `read_dir_iv_file`) gives way.
+        Err(Errno::EXIST)
+            if statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| is_empty_file(&st)) =>
+        {
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+            create()?
+        }
+        other => other?,
+    };
     let n = rustix::io::write(&fd, &iv.0)?;
     if n != DIR_IV_LEN {
         return Err(Errno::IO);
@@ -772,6 +793,45 @@ mod record_file_tests {
         assert_eq!(
             std::fs::read(tmp.path().join("rec")).unwrap(),
             b"sealed bytes"
+        );
+    }
+}
+
+#[cfg(test)]
+mod dir_iv_tests {
+    use super::*;
+
+    fn dir() -> (tempfile::TempDir, OwnedFd) {
+        let tmp = tempfile::tempdir().unwrap();
+        let fd = rustix::fs::open(
+            tmp.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        (tmp, fd)
+    }
+
+    /// mkdir creates `veilfs.diriv`, then writes it: a crash in between
+    /// leaves an empty file, which counts as no IV and gives way to a new
+    /// one. A file with some other wrong length is damage, and stays.
+    #[test]
+    fn an_empty_iv_file_counts_as_missing_and_gives_way() {
+        let (tmp, fd) = dir();
+        std::fs::write(tmp.path().join("veilfs.diriv"), b"").unwrap();
+        assert_eq!(read_dir_iv(&fd), Err(Errno::NOENT));
+        let iv = DirIv([7; 16]);
+        let (got, stored) = dir_iv_or_repair(fd.as_fd(), || iv, true).unwrap();
+        assert_eq!((got, stored), (iv, true));
+        assert_eq!(read_dir_iv(&fd), Ok(iv));
+
+        std::fs::remove_file(tmp.path().join("veilfs.diriv")).unwrap();
+        std::fs::write(tmp.path().join("veilfs.diriv"), b"short").unwrap();
+        assert_eq!(read_dir_iv(&fd), Err(Errno::IO));
+        assert_eq!(write_dir_iv(&fd, &iv), Err(Errno::EXIST));
+        assert_eq!(
+            std::fs::read(tmp.path().join("veilfs.diriv")).unwrap(),
+            b"short"
         );
     }
 }
