@@ -5,8 +5,14 @@
 //! opened with `O_NOFOLLOW` relative to its parent's descriptor, so nothing
 //! here ever resolves a path outside the backing directory.
 
+mod dir_iv;
 pub mod resolve;
 pub mod xattr;
+
+pub use dir_iv::{
+    dir_iv_or_repair, read_dir_iv, read_dir_iv_file, secondary_dir_ivs, write_dir_iv,
+    write_dir_iv_file, write_dir_iv_unsynced,
+};
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
@@ -17,7 +23,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, openat, statat};
 use rustix::io::Errno;
 
 use crate::names::{
-    BackingName, DIR_IV_FILE, DIR_IV_LEN, DirIv, EntryKind, NameCipher, NameError, classify_entry,
+    BackingName, DIR_IV_FILE, DirIv, EntryKind, NameCipher, NameError, classify_entry,
     long_entry_name,
 };
 
@@ -74,99 +80,6 @@ pub fn lstat_at<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<Stat, Errno> {
 /// fstat of a descriptor, including `O_PATH` ones.
 pub fn stat_fd<Fd: AsFd>(fd: Fd) -> Result<Stat, Errno> {
     statat(fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
-}
-
-/// Reads the 16 raw bytes of a directory's `veilfs.diriv`.
-pub fn read_dir_iv<Fd: AsFd>(dir: Fd) -> Result<DirIv, Errno> {
-    read_dir_iv_file(dir, c"veilfs.diriv")
-}
-
-/// The IVs of the sync clients' conflict copies of `veilfs.diriv` among
-/// `copies` (names [`crate::conflict::is_dir_iv_copy`] accepts) that a
-/// reader accepts beside `main` ([`crate::names::same_birth`]), without
-/// duplicates, in the order given.
-pub fn secondary_dir_ivs<Fd: AsFd>(dir: Fd, main: &DirIv, copies: &[String]) -> Vec<DirIv> {
-    let mut out: Vec<DirIv> = Vec::new();
-    for name in copies {
-        match read_dir_iv_file(&dir, cstr(name).as_c_str()) {
-            Ok(iv) if crate::names::same_birth(main, &iv) => {
-                if !out.contains(&iv) {
-                    out.push(iv);
-                }
-            }
-            Ok(_) => log::warn!(
-                "{name:?}: a copy of veilfs.diriv whose IV was not created for this \
-                 directory; ignored (possible tampering)"
-            ),
-            Err(e) => log::debug!("{name:?}: unreadable copy of veilfs.diriv: {e}"),
-        }
-    }
-    out
-}
-
-/// Reads a 16-byte directory IV file, never following a symlink.
-pub fn read_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr) -> Result<DirIv, Errno> {
-    let fd = openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )?;
-    let mut buf = [0u8; DIR_IV_LEN + 1];
-    let n = rustix::io::read(&fd, &mut buf)?;
-    if n == 0 && is_empty_file(&stat_fd(&fd)?) {
-        // Created but never written: a crash between the two steps of
-        // `create_dir_iv_file`. No IV, as if the file were missing.
-        return Err(Errno::NOENT);
-    }
-    DirIv::from_slice(&buf[..n]).ok_or(Errno::IO)
-}
-
-fn is_empty_file(st: &Stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0
-}
-
-/// Writes a new directory's IV file, durably.
-pub fn write_dir_iv<Fd: AsFd>(dir: Fd, iv: &DirIv) -> Result<(), Errno> {
-    write_dir_iv_file(dir, c"veilfs.diriv", iv)
-}
-
-/// Writes a new directory's IV file and returns it unflushed: the caller
-/// makes it durable (the mount does so off the request path).
-pub fn write_dir_iv_unsynced<Fd: AsFd>(dir: Fd, iv: &DirIv) -> Result<OwnedFd, Errno> {
-    create_dir_iv_file(dir, c"veilfs.diriv", iv)
-}
-
-/// Writes a new directory IV file named `name` (never replacing one),
-/// durably.
-pub fn write_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<(), Errno> {
-    rustix::fs::fsync(create_dir_iv_file(dir, name, iv)?)
-}
-
-fn create_dir_iv_file<Fd: AsFd>(dir: Fd, name: &CStr, iv: &DirIv) -> Result<OwnedFd, Errno> {
-    let create = || {
-        openat(
-            &dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o400),
-        )
-    };
-    let fd = match create() {
-        // An empty IV file a crash left (see `read_dir_iv_file`) gives way.
-        Err(Errno::EXIST)
-            if statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| is_empty_file(&st)) =>
-        {
-            rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
-            create()?
-        }
-        other => other?,
-    };
-    let n = rustix::io::write(&fd, &iv.0)?;
-    if n != DIR_IV_LEN {
-        return Err(Errno::IO);
-    }
-    Ok(fd)
 }
 
 /// Writes the side record of a long name (idempotent: the content is a
@@ -479,45 +392,6 @@ pub fn backing_name(names: &NameCipher, iv: &DirIv, plain: &OsStr) -> Result<Bac
         })
 }
 
-/// The IV of a directory, `(iv, whether it is stored)`. With `persist`,
-/// a missing IV file is written (see below); without, it is only computed.
-/// A directory whose IV file a crash lost right after `mkdir` (so it holds
-/// no veilfs entries yet) gets a new one from `expected`; one that has
-/// entries is reported as damaged, because a guessed IV could be wrong.
-pub fn dir_iv_or_repair(
-    dir: BorrowedFd<'_>,
-    expected: impl FnOnce() -> DirIv,
-    persist: bool,
-) -> Result<(DirIv, bool), Errno> {
-    match read_dir_iv(dir) {
-        Ok(iv) => Ok((iv, true)),
-        Err(Errno::NOENT) => {
-            let mut it = Dir::new(open_dir_read(dir)?)?;
-            while let Some(entry) = it.read() {
-                let entry = entry?;
-                if let Ok(name) = std::str::from_utf8(entry.file_name().to_bytes())
-                    && matches!(
-                        classify_entry(name),
-                        EntryKind::Regular(_) | EntryKind::Long(_)
-                    )
-                {
-                    return Err(Errno::IO);
-                }
-            }
-            let iv = expected();
-            if !persist {
-                return Ok((iv, false));
-            }
-            match write_dir_iv(dir, &iv) {
-                Ok(()) => Ok((iv, true)),
-                Err(Errno::EXIST) => read_dir_iv(dir).map(|iv| (iv, true)),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Errno to io::Error, for callers outside the FUSE layer.
 pub fn io_err(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
@@ -793,45 +667,6 @@ mod record_file_tests {
         assert_eq!(
             std::fs::read(tmp.path().join("rec")).unwrap(),
             b"sealed bytes"
-        );
-    }
-}
-
-#[cfg(test)]
-mod dir_iv_tests {
-    use super::*;
-
-    fn dir() -> (tempfile::TempDir, OwnedFd) {
-        let tmp = tempfile::tempdir().unwrap();
-        let fd = rustix::fs::open(
-            tmp.path(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
-        (tmp, fd)
-    }
-
-    /// mkdir creates `veilfs.diriv`, then writes it: a crash in between
-    /// leaves an empty file, which counts as no IV and gives way to a new
-    /// one. A file with some other wrong length is damage, and stays.
-    #[test]
-    fn an_empty_iv_file_counts_as_missing_and_gives_way() {
-        let (tmp, fd) = dir();
-        std::fs::write(tmp.path().join("veilfs.diriv"), b"").unwrap();
-        assert_eq!(read_dir_iv(&fd), Err(Errno::NOENT));
-        let iv = DirIv([7; 16]);
-        let (got, stored) = dir_iv_or_repair(fd.as_fd(), || iv, true).unwrap();
-        assert_eq!((got, stored), (iv, true));
-        assert_eq!(read_dir_iv(&fd), Ok(iv));
-
-        std::fs::remove_file(tmp.path().join("veilfs.diriv")).unwrap();
-        std::fs::write(tmp.path().join("veilfs.diriv"), b"short").unwrap();
-        assert_eq!(read_dir_iv(&fd), Err(Errno::IO));
-        assert_eq!(write_dir_iv(&fd, &iv), Err(Errno::EXIST));
-        assert_eq!(
-            std::fs::read(tmp.path().join("veilfs.diriv")).unwrap(),
-            b"short"
         );
     }
 }
