@@ -828,6 +828,16 @@ fn in_place_change_in_cipherdir_shows_up_through_the_mount() {
     );
 }
 
+/// A mount another user may use (`--allow-other`), for the tests that act
+/// as nobody; `None`, saying why, where setpriv is missing.
+fn mount_for_nobody() -> Option<TestMount> {
+    if !common::have("setpriv") {
+        eprintln!("skipped: needs setpriv (util-linux) to run as nobody");
+        return None;
+    }
+    Some(TestMount::with_args(&["--allow-other"]))
+}
+
 /// Runs `sh -c script` as nobody (uid/gid 65534, no capabilities).
 fn as_nobody(script: &str) -> std::process::Output {
     Command::new("setpriv")
@@ -851,11 +861,9 @@ fn as_nobody(script: &str) -> std::process::Output {
 /// second-user (`--allow-other`) path: nobody reads, writes and creates.
 #[test]
 fn write_by_another_user_clears_setuid_and_setgid_like_ext4() {
-    if !common::have("setpriv") {
-        eprintln!("skipped: needs setpriv (util-linux) to run as nobody");
+    let Some(m) = mount_for_nobody() else {
         return;
-    }
-    let m = TestMount::with_args(&["--allow-other"]);
+    };
     let plain = m.tmp.path().join("plain");
     fs::create_dir(&plain).unwrap();
     // Both trees must be reachable by nobody.
@@ -906,11 +914,9 @@ fn write_by_another_user_clears_setuid_and_setgid_like_ext4() {
 /// root. With the CIPHERDIR made 0700, nobody could not even enter it.
 #[test]
 fn another_user_works_from_the_root_of_a_fresh_vault() {
-    if !common::have("setpriv") {
-        eprintln!("skipped: needs setpriv (util-linux) to run as nobody");
+    let Some(m) = mount_for_nobody() else {
         return;
-    }
-    let m = TestMount::with_args(&["--allow-other"]);
+    };
     let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
     let by_mkdir = m.tmp.path().join("by-mkdir");
     fs::create_dir(&by_mkdir).unwrap();
